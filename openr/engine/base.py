@@ -1,0 +1,196 @@
+"""What every policy backend provides, and the `Policy` contract built on it.
+
+A backend implements one primitive, `stream`: a single sample of one prompt,
+yielded as text deltas with per-token log-probabilities. Everything else
+(`n` samples, many prefixes at once, step splitting) is composed here, so the
+backends stay small and behave the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Literal, Sequence
+
+from openr.search.protocols import Step
+
+# Why a sample ended: its EOS token, one of the stop strings, or max_tokens.
+Finish = Literal["eos", "stop", "length"]
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Sampling parameters for one sample; validated by the caller (the server)."""
+
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+
+@dataclass
+class Delta:
+    """New output of one sample: text, one log-probability per new token, and
+    `finish` on the last delta. The stop string that ended a sample is never part of `text`."""
+
+    text: str
+    token_logprobs: list[float] = field(default_factory=list)
+    finish: Finish | None = None
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.token_logprobs)
+
+
+@dataclass(frozen=True)
+class PreparedPrompt:
+    text: str
+    num_tokens: int
+
+
+class EngineError(RuntimeError):
+    """The backend failed on a request it accepted (not the client's fault)."""
+
+
+class EngineRequestError(ValueError):
+    """The backend refused a request as invalid (a remote server's 4xx)."""
+
+    def __init__(self, status: int, message: str, param: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.param = status, message, param
+
+
+class Engine(ABC):
+    """A loaded policy model that streams samples. Implements `Policy`."""
+
+    name: str = "base"
+    device: str = "cpu"
+    max_model_len: int = 0
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Load weights; called once before serving."""
+
+    async def close(self) -> None:
+        """Release the backend's resources."""
+
+    @abstractmethod
+    async def prepare_chat(self, messages: list[dict]) -> PreparedPrompt:
+        """Render chat messages with the model's chat template, ready to generate."""
+
+    @abstractmethod
+    async def tokenize(self, text: str) -> list[int]:
+        """Token ids of `text`, without adding special tokens."""
+
+    @abstractmethod
+    async def detokenize(self, token_ids: list[int]) -> str:
+        """Text of token ids."""
+
+    @abstractmethod
+    def stream(self, prompt: str, params: SamplingConfig) -> AsyncIterator[Delta]:
+        """Generate one sample. Closing the iterator early aborts the sample."""
+
+    @property
+    def active_sequences(self) -> int:
+        """Samples the backend is generating right now (for metrics and tests)."""
+        return 0
+
+    async def stream_many(self, prompt: str, configs: Sequence[SamplingConfig]) -> AsyncIterator[tuple[int, Delta]]:
+        """Several samples of one prompt at once, as (sample index, delta) in arrival order.
+        Closing the iterator early aborts every sample still running."""
+        queue: asyncio.Queue = asyncio.Queue()
+
+        async def pump(index: int, params: SamplingConfig) -> None:
+            try:
+                async for delta in self.stream(prompt, params):
+                    queue.put_nowait((index, delta))
+            except Exception as exc:
+                queue.put_nowait((index, exc))
+
+        tasks = [asyncio.create_task(pump(i, c)) for i, c in enumerate(configs)]
+        try:
+            running = len(tasks)
+            while running:
+                index, item = await queue.get()
+                if isinstance(item, Exception):
+                    raise item
+                yield index, item
+                running -= item.finish is not None
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def complete(self, prompt: str, params: SamplingConfig) -> Delta:
+        """One whole sample: all deltas joined."""
+        text, logprobs, finish = [], [], None
+        async for delta in self.stream(prompt, params):
+            text.append(delta.text)
+            logprobs.extend(delta.token_logprobs)
+            finish = delta.finish or finish
+        return Delta("".join(text), logprobs, finish or "length")
+
+    async def generate_steps(
+        self,
+        prefixes: Sequence[str],
+        n: int,
+        stop: Sequence[str],
+        max_tokens: int,
+        temperature: float,
+        top_p: float = 1.0,
+        seed: int | None = None,
+    ) -> list[list[Step]]:
+        """The `Policy` contract: n samples of every prefix, all in flight at once
+        so the backend batches them."""
+        seeds = itertools.count(seed) if seed is not None else itertools.repeat(None)
+        jobs = [
+            self.complete(prefix, SamplingConfig(max_tokens, temperature, top_p, tuple(stop), next(seeds)))
+            for prefix in prefixes
+            for _ in range(n)
+        ]
+        done = await asyncio.gather(*jobs)
+        steps = [
+            Step(d.text, d.num_tokens, "step" if d.finish == "stop" else d.finish, sum(d.token_logprobs))
+            for d in done
+        ]
+        return [steps[i * n : (i + 1) * n] for i in range(len(prefixes))]
+
+
+class StopStringMatcher:
+    """Finds stop strings in text that grows token by token, holding back a
+    tail that could still become a stop string so streamed text never has to
+    be taken back."""
+
+    def __init__(self, stop: Sequence[str]):
+        self.stop = [s for s in stop if s]
+        self.holdback = max((len(s) for s in self.stop), default=1) - 1
+
+    def find(self, text: str, search_from: int = 0) -> int | None:
+        """Index where the earliest stop string starts, or None."""
+        start = max(0, search_from - self.holdback)
+        hits = [i for i in (text.find(s, start) for s in self.stop) if i >= 0]
+        return min(hits) if hits else None
+
+    def safe_length(self, text: str) -> int:
+        """How much of `text` can be emitted while the sample is still running."""
+        return max(0, len(text) - self.holdback) if self.stop else len(text)
+
+
+class LocalTokenizerEngine(Engine):
+    """An engine running in this process, with the checkpoint's HF tokenizer in `self.tokenizer`."""
+
+    tokenizer = None
+
+    async def prepare_chat(self, messages: list[dict]) -> PreparedPrompt:
+        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                                 return_dict=False)
+        return PreparedPrompt(self.tokenizer.decode(ids), len(ids))
+
+    async def tokenize(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    async def detokenize(self, token_ids: list[int]) -> str:
+        return self.tokenizer.decode(token_ids)

@@ -1,0 +1,194 @@
+"""transformers backend: batched generation for machines without vLLM.
+
+Requests that arrive while a batch runs wait for the next one; each batch runs
+a KV-cached decode loop in a worker thread. The loop is written here rather
+than calling `model.generate` because one batch mixes requests with different
+temperatures, top-p, seeds, stop strings and max_tokens, streams every row
+separately, reports raw-model log-probabilities, and must drop a row the moment
+its client hangs up; `generate` does none of that per row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import AsyncIterator
+
+from openr.engine.models import materialize
+from openr.engine.base import Delta, LocalTokenizerEngine, SamplingConfig, StopStringMatcher
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_BATCH_SIZE = 16
+
+
+@dataclass
+class _Row:
+    """One sample in flight; the worker thread writes, the event loop reads."""
+
+    prompt_ids: list[int]
+    params: SamplingConfig
+    queue: asyncio.Queue
+    loop: asyncio.AbstractEventLoop
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    token_ids: list[int] = field(default_factory=list)
+    text: str = ""
+    emitted: int = 0
+    pending_logprobs: list[float] = field(default_factory=list)
+    done: bool = False
+
+    def push(self, delta: Delta) -> None:
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, delta)
+
+
+class HFEngine(LocalTokenizerEngine):
+    name = "hf"
+
+    def __init__(self, model: str | None, device: str = "cpu", max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+                 max_model_len: int | None = None):
+        self.model = model
+        self.device = device
+        self.max_batch_size = max_batch_size
+        self._max_model_len_arg = max_model_len
+        self._pending: list[_Row] = []
+        self._wakeup: asyncio.Event | None = None
+        self._worker: asyncio.Task | None = None
+        self._active = 0
+
+    async def start(self) -> None:
+        self.model_dir = await asyncio.to_thread(materialize, self.model)
+        await asyncio.to_thread(self._load)
+        self._wakeup = asyncio.Event()
+        self._worker = asyncio.create_task(self._schedule(), name="hf-engine-scheduler")
+
+    def _load(self) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+        dtype = torch.float32 if self.device == "cpu" else torch.float16
+        self.model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=dtype).to(self.device).eval()
+        config_len = getattr(self.model.config, "max_position_embeddings", 2048)
+        self.max_model_len = min(self._max_model_len_arg or config_len, config_len)
+        self.eos_ids = _eos_ids(self.model, self.tokenizer)
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.eos_ids)
+
+    async def close(self) -> None:
+        if self._worker:
+            self._worker.cancel()
+
+    @property
+    def active_sequences(self) -> int:
+        return self._active
+
+    async def stream(self, prompt: str, params: SamplingConfig) -> AsyncIterator[Delta]:
+        loop = asyncio.get_running_loop()
+        ids = self.tokenizer.encode(prompt, add_special_tokens=False)
+        row = _Row(ids, params, asyncio.Queue(), loop)
+        self._pending.append(row)
+        self._wakeup.set()
+        try:
+            while True:
+                delta = await row.queue.get()
+                if isinstance(delta, Exception):
+                    raise delta
+                yield delta
+                if delta.finish:
+                    return
+        finally:
+            row.cancelled.set()
+            if row in self._pending:
+                self._pending.remove(row)
+
+    async def _schedule(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._pending:
+                batch = self._pending[: self.max_batch_size]
+                del self._pending[: len(batch)]
+                batch = [r for r in batch if not r.cancelled.is_set()]
+                if not batch:
+                    continue
+                self._active += len(batch)
+                try:
+                    await asyncio.to_thread(self._run_batch, batch)
+                except Exception as exc:  # a failed batch fails its rows, not the server
+                    logger.exception("hf batch failed")
+                    for row in batch:
+                        if not row.done:
+                            row.push(exc)
+                finally:
+                    self._active -= len(batch)
+
+    def _run_batch(self, rows: list[_Row]) -> None:
+        import torch
+
+        from openr.engine.sampling import next_tokens
+
+        with torch.inference_mode():
+            width = max(len(r.prompt_ids) for r in rows)
+            ids = torch.tensor([[self.pad_id] * (width - len(r.prompt_ids)) + r.prompt_ids for r in rows])
+            mask = torch.tensor([[0] * (width - len(r.prompt_ids)) + [1] * len(r.prompt_ids) for r in rows])
+            ids, mask = ids.to(self.device), mask.to(self.device)
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            cache = None
+            budget = max(r.params.max_tokens for r in rows)
+            budget = min(budget, self.max_model_len - width)
+            for _ in range(max(budget, 0)):
+                out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                                 past_key_values=cache, use_cache=True)
+                cache = out.past_key_values
+                logits = out.logits[:, -1, :].float()
+                chosen, logprobs = next_tokens(logits, [r.params for r in rows], [len(r.token_ids) for r in rows])
+                for row, token, logprob in zip(rows, chosen.tolist(), logprobs.tolist()):
+                    if not row.done:
+                        self._advance(row, token, logprob)
+                if all(r.done or r.cancelled.is_set() for r in rows):
+                    break
+                ids = chosen.unsqueeze(-1)
+                mask = torch.cat([mask, torch.ones_like(ids)], dim=-1)
+                positions = positions[:, -1:] + 1
+            for row in rows:  # ran into the context limit
+                if not row.done:
+                    self._finish(row, "length")
+
+    def _advance(self, row: _Row, token: int, logprob: float) -> None:
+        if row.cancelled.is_set():
+            row.done = True
+            return
+        row.pending_logprobs.append(logprob)
+        if token in self.eos_ids:
+            self._finish(row, "eos")
+            return
+        row.token_ids.append(token)
+        old_len = len(row.text)
+        row.text = self.tokenizer.decode(row.token_ids, skip_special_tokens=True)
+        matcher = StopStringMatcher(row.params.stop)
+        hit = matcher.find(row.text, old_len)
+        if hit is not None:
+            row.text = row.text[:hit]
+            self._finish(row, "stop")
+        elif len(row.token_ids) >= row.params.max_tokens:
+            self._finish(row, "length")
+        elif not row.text.endswith("\ufffd"):  # wait for a whole multi-byte character
+            safe = matcher.safe_length(row.text)
+            if safe > row.emitted:
+                row.push(Delta(row.text[row.emitted:safe], row.pending_logprobs))
+                row.emitted, row.pending_logprobs = safe, []
+
+    def _finish(self, row: _Row, finish: str) -> None:
+        row.done = True
+        row.push(Delta(row.text[row.emitted:], row.pending_logprobs, finish))
+        row.emitted, row.pending_logprobs = len(row.text), []
+
+
+def _eos_ids(model, tokenizer) -> set[int]:
+    ids = model.generation_config.eos_token_id if model.generation_config else None
+    ids = ids if isinstance(ids, list) else [ids]
+    found = {i for i in ids if i is not None}
+    if tokenizer.eos_token_id is not None:
+        found.add(tokenizer.eos_token_id)
+    return found

@@ -1,0 +1,130 @@
+"""Remote backend: any OpenAI-compatible server with vLLM's raw-prompt endpoints
+(`/v1/completions`, `/tokenize`, `/detokenize`): a `vllm serve` pool behind a
+load balancer, or another `openr serve`. This is the scale-out path: this
+process stays stateless and light while the remote servers hold the GPUs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import AsyncIterator
+
+import httpx
+
+from openr.engine.base import Delta, Engine, EngineError, EngineRequestError, PreparedPrompt, SamplingConfig
+
+logger = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 10.0
+READ_TIMEOUT_S = 600.0  # one sample of a long completion on a busy pool
+MAX_CONNECTIONS = 256
+FINISH = {"stop": "stop", "length": "length"}
+
+
+class OpenAIEngine(Engine):
+    name = "openai"
+
+    def __init__(self, base_url: str, model: str | None = None, api_key: str | None = None):
+        self.base_url = base_url.rstrip("/")
+        if not self.base_url.endswith("/v1"):
+            self.base_url += "/v1"
+        self.root_url = self.base_url[: -len("/v1")]
+        self.model = model
+        self.device = f"remote {self.root_url}"
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.client = httpx.AsyncClient(
+            headers=headers,
+            timeout=httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S),
+            limits=httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_CONNECTIONS),
+        )
+        self._active = 0
+
+    async def start(self) -> None:
+        models = (await self._post_or_get("GET", f"{self.base_url}/models"))["data"]
+        card = next((m for m in models if m["id"] == self.model), None) if self.model else models[0]
+        if card is None:
+            raise EngineError(f"{self.base_url} does not serve {self.model!r}: it has {[m['id'] for m in models]}")
+        self.model = card["id"]
+        self.max_model_len = card.get("max_model_len") or 0
+        logger.info("remote model %s at %s, context %s", self.model, self.base_url, self.max_model_len or "unknown")
+
+    def discover_model(self) -> str:
+        """The remote's first model name, asked synchronously before the server starts."""
+        headers = dict(self.client.headers)
+        response = httpx.get(f"{self.base_url}/models", headers=headers, timeout=CONNECT_TIMEOUT_S)
+        response.raise_for_status()
+        return response.json()["data"][0]["id"]
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    @property
+    def active_sequences(self) -> int:
+        return self._active
+
+    async def prepare_chat(self, messages: list[dict]) -> PreparedPrompt:
+        body = {"model": self.model, "messages": messages, "add_generation_prompt": True}
+        tokens = (await self._post_or_get("POST", f"{self.root_url}/tokenize", body))["tokens"]
+        return PreparedPrompt(await self.detokenize(tokens), len(tokens))
+
+    async def tokenize(self, text: str) -> list[int]:
+        body = {"model": self.model, "prompt": text, "add_special_tokens": False}
+        return (await self._post_or_get("POST", f"{self.root_url}/tokenize", body))["tokens"]
+
+    async def detokenize(self, token_ids: list[int]) -> str:
+        body = {"model": self.model, "tokens": token_ids}
+        return (await self._post_or_get("POST", f"{self.root_url}/detokenize", body))["prompt"]
+
+    async def stream(self, prompt: str, params: SamplingConfig) -> AsyncIterator[Delta]:
+        body = {
+            "model": self.model, "prompt": prompt, "max_tokens": params.max_tokens,
+            "temperature": params.temperature, "top_p": params.top_p, "stop": list(params.stop) or None,
+            "seed": params.seed, "logprobs": 0, "stream": True,
+            "add_special_tokens": False,  # vLLM extension: the prompt is already rendered
+            "skip_special_tokens": True,
+        }
+        self._active += 1
+        try:
+            # Leaving this block (done, or cancelled by a disconnect) closes the
+            # connection, and the remote server aborts the sample.
+            async with self.client.stream("POST", f"{self.base_url}/completions", json=body) as response:
+                if response.status_code != 200:
+                    await response.aread()
+                    raise _remote_error(response)
+                async for line in response.aiter_lines():
+                    if not line.startswith("data: ") or line == "data: [DONE]":
+                        continue
+                    payload = json.loads(line[len("data: "):])
+                    if "error" in payload:
+                        raise EngineError(f"remote error: {payload['error'].get('message')}")
+                    for choice in payload.get("choices", []):
+                        logprobs = (choice.get("logprobs") or {}).get("token_logprobs") or []
+                        finish = choice.get("finish_reason")
+                        yield Delta(choice.get("text", ""), [float(x) for x in logprobs],
+                                    FINISH.get(finish, "length") if finish else None)
+        except httpx.HTTPError as exc:
+            raise EngineError(f"remote backend {self.base_url} failed: {exc}") from exc
+        finally:
+            self._active -= 1
+
+    async def _post_or_get(self, method: str, url: str, body: dict | None = None) -> dict:
+        try:
+            response = await self.client.request(method, url, json=body)
+        except httpx.HTTPError as exc:
+            raise EngineError(f"remote backend {url} failed: {exc}") from exc
+        if response.status_code != 200:
+            raise _remote_error(response)
+        return response.json()
+
+
+def _remote_error(response: httpx.Response) -> Exception:
+    """A remote 4xx is the client's mistake and keeps its status; anything else is ours."""
+    try:
+        error = response.json()["error"]
+        message, param = error.get("message", response.text), error.get("param")
+    except (ValueError, KeyError, TypeError):
+        message, param = response.text, None
+    if 400 <= response.status_code < 500 and response.status_code != 401:
+        return EngineRequestError(response.status_code, message, param)
+    return EngineError(f"remote backend answered {response.status_code}: {message}")

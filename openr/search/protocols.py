@@ -1,0 +1,52 @@
+"""The two contracts every search strategy is written against.
+
+Strategies see only `Policy.generate_steps` and `StepScorer.score`; that keeps
+them pure Python, testable with fakes and portable across engines (vLLM,
+transformers, a remote OpenAI-compatible pool).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol, Sequence
+
+StepFinish = Literal["step", "eos", "length"]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One generated reasoning step.
+
+    `text` excludes the stop string that ended it; `logprob` is the sum of the
+    log-probabilities of its tokens under the policy.
+    """
+
+    text: str
+    num_tokens: int
+    finish_reason: StepFinish
+    logprob: float
+
+
+class Policy(Protocol):
+    async def generate_steps(
+        self,
+        prefixes: Sequence[str],
+        n: int,
+        stop: Sequence[str],
+        max_tokens: int,
+        temperature: float,
+        top_p: float = 1.0,
+        seed: int | None = None,
+    ) -> list[list[Step]]:
+        """Sample `n` continuations of every prefix, each up to the first stop string.
+
+        One call expands many prefixes: the engine batches them, and re-sent
+        prefixes are cheap where the engine caches them.
+        """
+        ...
+
+
+class StepScorer(Protocol):
+    async def score(self, question: str, candidates: Sequence[Sequence[str]]) -> list[list[float]]:
+        """One score in [0, 1] per step of each candidate solution."""
+        ...

