@@ -15,7 +15,7 @@ from typing import Awaitable, Callable
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -194,6 +194,10 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ClientDisconnected)
     async def disconnected(_: Request, exc: ClientDisconnected):
         return Response(status_code=499)  # nobody is listening; for the access log only
+
+    @app.exception_handler(ValidationError)
+    async def invalid_body(_: Request, exc: ValidationError):
+        return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError):

@@ -1,0 +1,61 @@
+"""A deterministic stand-in engine for app-level tests (no model, no torch)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import AsyncIterator
+
+from openr.engine.base import Delta, Engine, PreparedPrompt, SamplingConfig, StopStringMatcher
+
+WORDS = ["alpha", " beta", " gamma", " delta", " epsilon", " zeta", " eta", " theta"]
+
+
+class FakeEngine(Engine):
+    """Emits WORDS cyclically, one token each, `delay_s` apart; honours stop
+    strings and max_tokens like a real backend. Counts live samples."""
+
+    name = "fake"
+
+    def __init__(self, delay_s: float = 0.0, max_model_len: int = 256):
+        self.delay_s = delay_s
+        self.max_model_len = max_model_len
+        self.live = 0
+        self.cancelled = 0
+
+    async def start(self) -> None:
+        pass
+
+    @property
+    def active_sequences(self) -> int:
+        return self.live
+
+    async def prepare_chat(self, messages: list[dict]) -> PreparedPrompt:
+        text = "".join(f"<{m['role']}>{m['content']}" for m in messages) + "<assistant>"
+        return PreparedPrompt(text, len(text.split()))
+
+    async def tokenize(self, text: str) -> list[int]:
+        return list(range(len(text.split())))
+
+    async def detokenize(self, token_ids: list[int]) -> str:
+        return " ".join("x" for _ in token_ids)
+
+    async def stream(self, prompt: str, params: SamplingConfig) -> AsyncIterator[Delta]:
+        matcher = StopStringMatcher(params.stop)
+        self.live += 1
+        text = ""
+        try:
+            for i in range(params.max_tokens):
+                await asyncio.sleep(self.delay_s)
+                word = WORDS[(i + (params.seed or 0)) % len(WORDS)]
+                hit = matcher.find(text + word, len(text))
+                if hit is not None:
+                    yield Delta((text + word)[len(text):hit], [-0.5], "stop")
+                    return
+                text += word
+                yield Delta(word, [-0.5], None)
+            yield Delta("", [], "length")
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        finally:
+            self.live -= 1
