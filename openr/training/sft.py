@@ -1,0 +1,224 @@
+"""Supervised fine-tuning of a small policy LM, from scratch, on arith gold solutions.
+
+Search and PRMs need a policy that is right often but not always, trainable on a
+CPU in minutes with nothing downloaded. This module trains a few-million-parameter
+Llama on chat-formatted gold solutions (loss on the assistant turn only) and
+writes a plain HF checkpoint that transformers and vLLM both load.
+
+The loop is plain PyTorch (AdamW, warmup + cosine, gradient clipping) rather than
+`transformers.Trainer`: the schedule here runs on a step *or* wall-clock budget,
+whichever ends first, and batches are grouped by length to waste less compute on
+padding; both are a few lines here and awkward to express as Trainer callbacks.
+
+Run: `python -m openr.training.sft --out DIR [--max_minutes 10 ...]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from tqdm.auto import tqdm
+from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
+
+from openr.tasks.arith import train_problems
+from openr.tasks.problem import Problem
+from openr.training.tokenizer import build_tokenizer
+
+IGNORE_INDEX = -100  # label value that cross-entropy skips (prompt and padding positions)
+# vLLM's CPU attention kernels only exist for these head sizes; a checkpoint
+# with any other hidden_size / num_heads ratio would not serve there.
+VLLM_CPU_HEAD_DIMS = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
+# Batches are cut from pools this many batches large, sorted by length, so a
+# batch holds sequences of similar length and little padding.
+LENGTH_GROUP_BATCHES = 64
+LOSS_EMA_DECAY = 0.95  # smoothing of the loss shown on the progress bar
+CONFIG_FILENAME = "sft_config.json"  # the SFTConfig that produced a checkpoint
+
+
+@dataclass(frozen=True)
+class SFTConfig:
+    """What to train and for how long. The defaults are the committed arith policy."""
+
+    hidden_size: int = field(default=256, metadata={"help": "Model width (embedding size)."})
+    num_layers: int = field(default=4, metadata={"help": "Transformer blocks."})
+    num_heads: int = field(default=4, metadata={"help": "Attention heads; hidden_size / num_heads must be a "
+                                                         "head size vLLM's CPU backend supports (32, 64, ...)."})
+    intermediate_size: int = field(default=688, metadata={"help": "Width of the SwiGLU MLP."})
+    max_len: int = field(default=512, metadata={"help": "Position table size and longest training sequence, "
+                                                         "in tokens (= characters)."})
+    learning_rate: float = field(default=1e-3, metadata={"help": "Peak AdamW learning rate."})
+    min_lr_ratio: float = field(default=0.1, metadata={"help": "Final learning rate as a fraction of the peak."})
+    warmup_steps: int = field(default=50, metadata={"help": "Linear warmup steps."})
+    weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay on matrices (not norms)."})
+    grad_clip: float = field(default=1.0, metadata={"help": "Max global gradient norm."})
+    batch_size: int = field(default=32, metadata={"help": "Sequences per optimizer step."})
+    max_steps: int = field(default=3000, metadata={"help": "Optimizer steps; training stops at this or "
+                                                            "max_minutes, whichever comes first."})
+    max_minutes: float = field(default=15.0, metadata={"help": "Wall-clock budget in minutes; the LR schedule "
+                                                                "follows whichever budget is further along."})
+    num_train_problems: int = field(default=100_000, metadata={"help": "Distinct generated training problems."})
+    min_ops: int = field(default=2, metadata={"help": "Fewest operations per training problem."})
+    max_ops: int = field(default=8, metadata={"help": "Most operations per training problem."})
+    seed: int = field(default=0, metadata={"help": "Seed for problems, initialisation and batch order."})
+
+    def __post_init__(self):
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of num_heads {self.num_heads}")
+        if self.hidden_size // self.num_heads not in VLLM_CPU_HEAD_DIMS:
+            raise ValueError(f"head size {self.hidden_size // self.num_heads} is not one of {VLLM_CPU_HEAD_DIMS}")
+        positive = ("num_layers", "intermediate_size", "max_len", "batch_size", "max_steps", "num_train_problems")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if not 0 < self.learning_rate or not 0 <= self.min_lr_ratio <= 1 or self.max_minutes <= 0:
+            raise ValueError("need learning_rate > 0, 0 <= min_lr_ratio <= 1 and max_minutes > 0")
+        if not 1 <= self.min_ops <= self.max_ops:
+            raise ValueError("need 1 <= min_ops <= max_ops")
+
+
+def encode_example(tokenizer: PreTrainedTokenizerBase, problem: Problem, max_len: int) -> tuple[list[int], list[int]]:
+    """Token ids of one chat-formatted problem and its gold solution, with labels
+    that train only the assistant turn, ending in the EOS token `<|im_end|>`."""
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": problem.question}],
+                                           add_generation_prompt=True, tokenize=True, return_dict=False)
+    answer = tokenizer.encode(problem.solution, add_special_tokens=False) + [tokenizer.eos_token_id]
+    ids = (prompt + answer)[:max_len]
+    labels = ([IGNORE_INDEX] * len(prompt) + answer)[:max_len]
+    return ids, labels
+
+
+def length_grouped_batches(lengths: list[int], batch_size: int, rng: random.Random) -> Iterator[list[int]]:
+    """Endless batches of example indices: each epoch is shuffled, cut into pools,
+    each pool sorted by length and split into batches, and the batches shuffled."""
+    pool_size = batch_size * LENGTH_GROUP_BATCHES
+    while True:
+        order = list(range(len(lengths)))
+        rng.shuffle(order)
+        for start in range(0, len(order), pool_size):
+            pool = sorted(order[start : start + pool_size], key=lengths.__getitem__)
+            batches = [pool[i : i + batch_size] for i in range(0, len(pool), batch_size)]
+            rng.shuffle(batches)
+            yield from batches
+
+
+def collate(examples: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad a batch; padding is masked out of attention and of the loss."""
+    width = max(len(ids) for ids, _ in examples)
+    input_ids = torch.full((len(examples), width), pad_id)
+    labels = torch.full((len(examples), width), IGNORE_INDEX)
+    attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, (ids, lab) in enumerate(examples):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        labels[row, : len(lab)] = torch.tensor(lab)
+        attention_mask[row, : len(ids)] = 1
+    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+
+
+def build_model(config: SFTConfig, tokenizer: PreTrainedTokenizerBase) -> LlamaForCausalLM:
+    """A randomly initialised standard Llama sized by `config`."""
+    llama = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=config.hidden_size,
+        intermediate_size=config.intermediate_size,
+        num_hidden_layers=config.num_layers,
+        num_attention_heads=config.num_heads,
+        num_key_value_heads=config.num_heads,
+        max_position_embeddings=config.max_len,
+        # Tied input/output embeddings: with a 102-token vocabulary this saves
+        # little, but it is what small Llamas (SmolLM) do and vLLM supports it.
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return LlamaForCausalLM(llama)
+
+
+def lr_factor(config: SFTConfig, step: int, progress: float) -> float:
+    """Learning-rate multiplier: linear warmup over steps, then cosine decay over
+    `progress` (0..1, the further along of the step and time budgets)."""
+    if step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    cosine = 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    return config.min_lr_ratio + (1 - config.min_lr_ratio) * cosine
+
+
+def make_optimizer(model: torch.nn.Module, config: SFTConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on weight matrices only; decaying norm gains hurts small models."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=config.learning_rate, betas=(0.9, 0.95))
+
+
+def train_policy(config: SFTConfig, out_dir: str | Path, progress: bool = True) -> dict:
+    """Train a policy from scratch and save it as a HF checkpoint in `out_dir`.
+    Returns a summary: parameters, steps, minutes, final (smoothed) loss, out_dir."""
+    torch.manual_seed(config.seed)
+    rng = random.Random(config.seed)
+    tokenizer = build_tokenizer(config.max_len)
+    problems = train_problems(config.num_train_problems, seed=config.seed,
+                              min_ops=config.min_ops, max_ops=config.max_ops)
+    examples = [encode_example(tokenizer, p, config.max_len) for p in problems]
+    batches = length_grouped_batches([len(ids) for ids, _ in examples], config.batch_size, rng)
+
+    model = build_model(config, tokenizer).train()
+    optimizer = make_optimizer(model, config)
+    budget_seconds = config.max_minutes * 60
+    start, step, smoothed = time.monotonic(), 0, None
+    bar = tqdm(total=config.max_steps, desc="sft", disable=not progress)
+    while step < config.max_steps and time.monotonic() - start < budget_seconds:
+        fraction = max(step / config.max_steps, (time.monotonic() - start) / budget_seconds)
+        for group in optimizer.param_groups:
+            group["lr"] = config.learning_rate * lr_factor(config, step, fraction)
+        loss = model(**collate([examples[i] for i in next(batches)], tokenizer.pad_token_id)).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        step += 1
+        smoothed = loss.item() if smoothed is None else LOSS_EMA_DECAY * smoothed + (1 - LOSS_EMA_DECAY) * loss.item()
+        bar.update(1)
+        bar.set_postfix(loss=f"{smoothed:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+    bar.close()
+    minutes = (time.monotonic() - start) / 60
+    save_checkpoint(model.eval(), tokenizer, config, out_dir)
+    return {"out_dir": str(out_dir), "params": sum(p.numel() for p in model.parameters()),
+            "steps": step, "minutes": minutes, "final_loss": smoothed}
+
+
+def save_checkpoint(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerBase, config: SFTConfig,
+                    out_dir: str | Path) -> None:
+    """Write config, float32 safetensors, tokenizer + chat template, a generation
+    config that stops at `<|im_end|>`, and the SFTConfig that produced them."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.generation_config = GenerationConfig(eos_token_id=tokenizer.eos_token_id,
+                                               pad_token_id=tokenizer.pad_token_id, do_sample=False)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / CONFIG_FILENAME).write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: every SFTConfig field is a `--flag` with its help text."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="Checkpoint directory to write.")
+    for f in dataclasses.fields(SFTConfig):
+        parser.add_argument(f"--{f.name}", type=type(f.default), default=f.default, help=f.metadata["help"])
+    args = vars(parser.parse_args(argv))
+    out = args.pop("out")
+    print(json.dumps(train_policy(SFTConfig(**args), out), indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""Shared checks for end-to-end tests against a real `openr serve` process."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+DRAIN_TIMEOUT_S = 60
+LONG_PROMPT = [{"role": "user", "content": "Count from 1 to 1000, one number per line."}]
+
+
+def metric(url: str, name: str, **labels) -> float:
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
+
+
+def wait_for_metric(url: str, name: str, value: float, timeout_s: float = DRAIN_TIMEOUT_S) -> float:
+    deadline = time.monotonic() + timeout_s
+    seen = metric(url, name)
+    while seen != value and time.monotonic() < deadline:
+        time.sleep(0.2)
+        seen = metric(url, name)
+    return seen
+
+
+def hold_stream_then_drop(url: str, model: str, headers: dict) -> tuple[float, float]:
+    """Start a long streamed completion, read until text flows, record the
+    running gauges while the stream is still held open, then drop the connection."""
+    body = {"model": model, "messages": LONG_PROMPT, "max_tokens": 1000, "temperature": 0, "stream": True}
+    with httpx.Client(timeout=120, headers=headers) as http:
+        with http.stream("POST", f"{url}/v1/chat/completions", json=body) as response:
+            assert response.status_code == 200
+            # Keep a reference to the line iterator: a discarded httpx iterator
+            # is closed by the garbage collector, which drops the connection
+            # early and would make this test measure nothing.
+            lines = response.iter_lines()
+            for line in lines:
+                if '"content":"' in line and '"content":""' not in line:
+                    break
+            running = metric(url, "openr:num_requests_running")
+            sequences = metric(url, "openr:engine_sequences_running")
+            lines.close()
+        # leaving both blocks closes the socket: the server sees a disconnect
+    return running, sequences
+
+
+def time_out_non_streaming(url: str, model: str, headers: dict, timeout_s: float = 4.0) -> float:
+    """A non-streaming request whose client gives up (closes the socket) after
+    `timeout_s`; returns the running gauge observed while it was in flight."""
+    body = {"model": model, "messages": LONG_PROMPT, "max_tokens": 1000, "temperature": 0}
+    outcome = {}
+
+    def call():
+        try:
+            httpx.post(f"{url}/v1/chat/completions", json=body, headers=headers, timeout=timeout_s)
+            outcome["finished"] = True
+        except httpx.TimeoutException:
+            outcome["timed_out"] = True
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    seen = wait_for_metric(url, "openr:num_requests_running", 1, timeout_s=timeout_s)
+    thread.join()
+    assert outcome.get("timed_out"), "the long request finished before the client gave up"
+    return seen

@@ -1,0 +1,63 @@
+"""End to end through `--engine openai`: a front `openr serve` generating on a
+second `openr serve` over loopback, the scale-out path."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+
+from tests.e2e_helpers import hold_stream_then_drop, wait_for_metric
+from tests.servers import API_KEY, ServerProcess
+
+MODEL = "smollm2-135m-instruct"
+QUESTION = [{"role": "user", "content": "Name three colours."}]
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def servers():
+    with ServerProcess(["--engine", "hf", "--max-model-len", "2048"]) as backend:
+        front_args = ["--engine", "openai", "--model", backend.base_url, "--remote-api-key", API_KEY]
+        with ServerProcess(front_args) as front:
+            yield backend, front
+
+
+def sdk(server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.base_url, api_key=API_KEY, max_retries=0, timeout=120)
+
+
+def test_front_serves_the_backend_model_with_the_same_greedy_text(servers):
+    backend, front = servers
+    kwargs = dict(model=MODEL, messages=QUESTION, max_tokens=16, temperature=0)
+    direct = sdk(backend).chat.completions.create(**kwargs)
+    remote = sdk(front).chat.completions.create(**kwargs)
+    assert [m.id for m in sdk(front).models.list().data] == [MODEL]
+    assert remote.choices[0].message.content == direct.choices[0].message.content
+    assert remote.usage.prompt_tokens == direct.usage.prompt_tokens
+    assert remote.usage.completion_tokens == direct.usage.completion_tokens
+
+
+def test_front_streams_and_honours_n(servers):
+    _, front = servers
+    chunks = list(sdk(front).chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=8, n=2,
+                                                     temperature=0.8, seed=3, stream=True))
+    texts = ["".join(c.choices[0].delta.content or "" for c in chunks if c.choices and c.choices[0].index == i)
+             for i in (0, 1)]
+    assert all(texts)
+
+
+def test_front_knows_the_backend_context_length(servers):
+    _, front = servers
+    with pytest.raises(openai.BadRequestError) as err:
+        sdk(front).chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=4000)
+    assert err.value.body["param"] == "max_tokens"
+
+
+def test_disconnect_at_the_front_frees_the_backend(servers):
+    backend, front = servers
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    running, sequences = hold_stream_then_drop(front.url, MODEL, headers)
+    assert (running, sequences) == (1, 1)
+    assert wait_for_metric(backend.url, "openr:engine_sequences_running", 0) == 0
+    assert wait_for_metric(front.url, "openr:num_requests_running", 0) == 0
+    assert sdk(front).chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=3).choices

@@ -1,0 +1,154 @@
+"""End to end: a real `openr serve` process on the real default model
+(SmolLM2-135M-Instruct), once per engine, driven by the unmodified OpenAI SDK."""
+
+from __future__ import annotations
+
+import httpx
+import openai
+import pytest
+
+from tests.e2e_helpers import hold_stream_then_drop, metric, time_out_non_streaming, wait_for_metric
+from tests.servers import API_KEY, ServerProcess
+
+MODEL = "smollm2-135m-instruct"
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module", params=["hf", "vllm"])
+def server(request):
+    with ServerProcess(["--engine", request.param, "--max-model-len", "2048"]) as proc:
+        yield proc
+
+
+@pytest.fixture
+def client(server):
+    return openai.OpenAI(base_url=server.base_url, api_key=API_KEY, max_retries=0, timeout=120)
+
+
+def test_chat_completion(client):
+    r = client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=12, temperature=0)
+    choice = r.choices[0]
+    assert choice.message.role == "assistant" and choice.message.content.strip()
+    assert choice.finish_reason in ("stop", "length")
+    assert 0 < r.usage.completion_tokens <= 12
+    assert r.usage.prompt_tokens > 5
+    assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+
+
+def test_max_tokens_respected(client):
+    r = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Tell me a long story."}],
+                                       max_tokens=5, temperature=0)
+    assert r.usage.completion_tokens == 5 and r.choices[0].finish_reason == "length"
+
+
+def test_streamed_deltas_join_to_the_non_streamed_text(client):
+    kwargs = dict(model=MODEL, messages=QUESTION, max_tokens=16, temperature=0)
+    whole = client.chat.completions.create(**kwargs)
+    chunks = list(client.chat.completions.create(**kwargs, stream=True, stream_options={"include_usage": True}))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert len({c.id for c in chunks}) == 1
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
+    assert finishes[-1] == whole.choices[0].finish_reason and set(finishes[:-1]) == {None}
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+
+
+def test_temperature_zero_determinism(client):
+    kwargs = dict(model=MODEL, messages=QUESTION, max_tokens=10, temperature=0)
+    assert client.chat.completions.create(**kwargs).choices[0].message.content == \
+        client.chat.completions.create(**kwargs).choices[0].message.content
+
+
+def test_n_2_returns_two_choices(client):
+    r = client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=8, n=2, temperature=1.0, seed=7)
+    assert [c.index for c in r.choices] == [0, 1]
+    assert all(c.message.content for c in r.choices)
+    assert r.usage.completion_tokens == sum(
+        client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=8, temperature=1.0, seed=7 + i)
+        .usage.completion_tokens for i in range(2))
+
+
+def test_stop_string_is_honoured(client):
+    r = client.chat.completions.create(model=MODEL, messages=LONG, max_tokens=40, temperature=0, stop=["3"])
+    assert "3" not in r.choices[0].message.content and r.choices[0].finish_reason == "stop"
+
+
+LONG = [{"role": "user", "content": "Count from 1 to 10."}]
+
+
+@pytest.mark.parametrize("kwargs, error, param", [
+    ({"max_tokens": 0}, openai.BadRequestError, "max_tokens"),
+    ({"temperature": 2.5}, openai.BadRequestError, "temperature"),
+    ({"top_p": 0.0}, openai.BadRequestError, "top_p"),
+    ({"n": 0}, openai.BadRequestError, "n"),
+    ({"n": 1000}, openai.BadRequestError, "n"),
+    ({"messages": []}, openai.BadRequestError, "messages"),
+    ({"messages": [{"role": "wizard", "content": "hi"}]}, openai.BadRequestError, "messages.0.role"),
+    ({"max_tokens": 5000}, openai.BadRequestError, "max_tokens"),
+    ({"model": "no-such-model"}, openai.NotFoundError, "model"),
+])
+def test_bad_input_raises_the_matching_sdk_exception(client, kwargs, error, param):
+    call = dict(model=MODEL, messages=QUESTION, max_tokens=4)
+    call.update(kwargs)
+    with pytest.raises(error) as err:
+        client.chat.completions.create(**call)
+    assert err.value.body["param"] == param
+
+
+@pytest.mark.parametrize("content, content_type", [
+    (b"{oops", "application/json"), (b'"a string"', "application/json"), (b"{}", "text/plain")])
+def test_malformed_requests_are_400(server, content, content_type):
+    r = httpx.post(f"{server.base_url}/chat/completions", content=content,
+                   headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": content_type})
+    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_api_key_is_required_on_v1_only(server):
+    bad = openai.OpenAI(base_url=server.base_url, api_key="wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        bad.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=2)
+    assert httpx.get(f"{server.base_url}/models").status_code == 401
+    assert httpx.get(f"{server.url}/health").status_code == 200
+    assert httpx.get(f"{server.url}/metrics").status_code == 200
+
+
+def test_models_endpoint(client):
+    assert [m.id for m in client.models.list().data] == [MODEL]
+
+
+def test_request_id_header(server):
+    r = httpx.get(f"{server.base_url}/models", headers={"Authorization": f"Bearer {API_KEY}", "X-Request-Id": "r-42"})
+    assert r.headers["x-request-id"] == "r-42"
+
+
+def test_streaming_disconnect_frees_the_engine(server, client):
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    running, sequences = hold_stream_then_drop(server.url, MODEL, headers)
+    assert (running, sequences) == (1, 1)
+    assert wait_for_metric(server.url, "openr:num_requests_running", 0) == 0
+    assert wait_for_metric(server.url, "openr:engine_sequences_running", 0) == 0
+    assert client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=3).choices
+
+
+def test_non_streaming_disconnect_frees_the_engine(server, client):
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    assert time_out_non_streaming(server.url, MODEL, headers) == 1
+    assert wait_for_metric(server.url, "openr:num_requests_running", 0) == 0
+    assert wait_for_metric(server.url, "openr:engine_sequences_running", 0) == 0
+    assert client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=3).choices
+
+
+def test_metrics_count_exactly(server, client):
+    names = ["openr:request_success_total", "openr:prompt_tokens_total", "openr:generation_tokens_total",
+             "openr:e2e_request_latency_seconds_count"]
+    before = {n: metric(server.url, n) for n in names}
+    usages = [client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=4 + i, temperature=0).usage
+              for i in range(3)]
+    after = {n: metric(server.url, n) for n in names}
+    assert after["openr:request_success_total"] - before["openr:request_success_total"] == 3
+    assert after["openr:e2e_request_latency_seconds_count"] - before["openr:e2e_request_latency_seconds_count"] == 3
+    assert after["openr:prompt_tokens_total"] - before["openr:prompt_tokens_total"] == sum(u.prompt_tokens for u in usages)
+    assert after["openr:generation_tokens_total"] - before["openr:generation_tokens_total"] == \
+        sum(u.completion_tokens for u in usages)
