@@ -1,0 +1,60 @@
+"""Engine building blocks that need no model: stop strings, sampling, the Policy contract."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from openr.engine.base import SamplingConfig, StopStringMatcher
+from openr.engine.sampling import _top_p, next_tokens
+from tests.fake_engine import FakeEngine
+
+
+def test_stop_string_found_across_token_boundaries():
+    matcher = StopStringMatcher(["\n\n", "END"])
+    text = "step one\n"
+    assert matcher.find(text) is None
+    text += "\nstep two"
+    assert matcher.find(text, search_from=9) == 8
+    assert matcher.find("abcEN") is None and matcher.find("abcEND", 5) == 3
+
+
+def test_streamed_text_holds_back_a_possible_stop_prefix():
+    matcher = StopStringMatcher(["END"])
+    assert matcher.safe_length("hello EN") == 6  # "EN" may still become "END"
+    assert StopStringMatcher([]).safe_length("hello") == 5
+
+
+def test_top_p_keeps_the_smallest_set_reaching_p():
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    kept = _top_p(probs.clone(), 0.7)
+    assert torch.allclose(kept, torch.tensor([0.5, 0.3, 0.0, 0.0]) / 0.8)
+    assert torch.count_nonzero(_top_p(probs.clone(), 0.01)) == 1
+
+
+def test_temperature_zero_is_argmax_and_logprob_is_raw():
+    logits = torch.tensor([[0.0, 3.0, 1.0], [2.0, 0.0, 0.0]])
+    chosen, logprobs = next_tokens(logits, [SamplingConfig(4, temperature=0.0)] * 2, [0, 0])
+    assert chosen.tolist() == [1, 0]
+    assert torch.allclose(logprobs, torch.log_softmax(logits, -1)[[0, 1], [1, 0]])
+
+
+def test_seeded_sampling_is_reproducible_per_row_whatever_the_batch():
+    torch.manual_seed(0)
+    logits = torch.randn(3, 50)
+    seeded = SamplingConfig(4, temperature=1.0, seed=11)
+    alone, _ = next_tokens(logits[:1], [seeded], [5])
+    for _ in range(3):
+        batch, _ = next_tokens(logits, [seeded, SamplingConfig(4, 1.0), SamplingConfig(4, 1.0)], [5, 0, 0])
+        assert batch[0] == alone[0]
+
+
+@pytest.mark.anyio
+async def test_generate_steps_returns_n_steps_per_prefix_split_at_the_stop():
+    engine = FakeEngine()
+    steps = await engine.generate_steps(["p1", "p2", "p3"], n=2, stop=[" gamma"], max_tokens=5, temperature=1.0)
+    assert [len(s) for s in steps] == [2, 2, 2]
+    first = steps[0][0]
+    assert first.text == "alpha beta" and first.finish_reason == "step" and first.num_tokens == 3
+    long = await engine.generate_steps(["p"], n=1, stop=["never"], max_tokens=2, temperature=1.0)
+    assert long[0][0].finish_reason == "length" and long[0][0].num_tokens == 2
