@@ -201,3 +201,21 @@ async def test_health_is_503_until_the_engine_is_ready():
             assert early.status_code == 503
             await app.state.ready.wait()
             assert (await http.get("/health")).status_code == 200
+
+
+async def test_rewards_scores_every_step_with_the_attached_prm():
+    from tests.fake_engine import FakePRM
+
+    async with serving(prm=FakePRM()) as (http, sdk, _):
+        body = {"model": MODEL, "question": "q", "candidates": [["good", "bad"], ["good"]]}
+        r = await http.post("/v1/rewards", json=body)
+        assert r.status_code == 200 and r.json()["scores"] == [[1.0, 0.0], [1.0]]
+        assert (await sdk.models.list()).data[0].model_extra["prm"] == "fake-prm"
+        empty = await http.post("/v1/rewards", json={"question": "q", "candidates": [[]]})
+        assert empty.status_code == 400 and empty.json()["error"]["param"] == "candidates"
+
+
+async def test_rewards_without_a_prm_is_400():
+    async with serving() as (http, _, _):
+        r = await http.post("/v1/rewards", json={"question": "q", "candidates": [["a"]]})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "prm_unavailable"

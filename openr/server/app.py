@@ -26,7 +26,8 @@ from openr.server.chat import ServingContext
 from openr.server.errors import APIError, bad_request, error_body, error_response
 from openr.server.metrics import ServerMetrics
 from openr.server.protocol import (
-    ChatCompletionRequest, CompletionRequest, DetokenizeRequest, ModelCard, ModelList, TokenizeRequest,
+    ChatCompletionRequest, CompletionRequest, DetokenizeRequest, ModelCard, ModelList, RewardRequest,
+    TokenizeRequest,
 )
 
 logger = logging.getLogger(__name__)
@@ -41,18 +42,18 @@ class ClientDisconnected(Exception):
 
 def build_app(engine: Engine, model_name: str, *, api_key: str | None = None, max_concurrent: int = 32,
               max_queue: int = 128, max_n: int = 16, start_engine: bool = True,
-              started_at: float | None = None) -> FastAPI:
+              started_at: float | None = None, prm=None) -> FastAPI:
     """The whole server. With `start_engine`, the engine loads in the background
     at start-up and `/health` answers 503 until it is ready."""
     metrics = ServerMetrics(model_name)
     metrics.bind(engine)
-    ctx = ServingContext(engine, model_name, metrics, max_n)
+    ctx = ServingContext(engine, model_name, metrics, max_n, prm)
     ready = asyncio.Event()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.admission = Admission(max_concurrent, max_queue, metrics)
-        task = asyncio.create_task(_load(engine, ready, started_at)) if start_engine else None
+        task = asyncio.create_task(_load(engine, prm, ready, started_at)) if start_engine else None
         if not start_engine:
             ready.set()
         yield
@@ -78,7 +79,8 @@ def build_app(engine: Engine, model_name: str, *, api_key: str | None = None, ma
 
     @app.get("/v1/models")
     async def list_models():
-        card = ModelCard(id=model_name, root=model_name, max_model_len=engine.max_model_len or None)
+        card = ModelCard(id=model_name, root=model_name, max_model_len=engine.max_model_len or None,
+                         prm=getattr(prm, "name", None))
         return ModelList(data=[card]).model_dump()
 
     @app.post("/v1/chat/completions")
@@ -90,6 +92,11 @@ def build_app(engine: Engine, model_name: str, *, api_key: str | None = None, ma
     async def text_completions(request: Request):
         body = await _parse(request, CompletionRequest)
         return await _serve(request, lambda: completions.create_completion(ctx, body))
+
+    @app.post("/v1/rewards")
+    async def rewards(request: Request):
+        body = await _parse(request, RewardRequest)
+        return await _serve(request, lambda: completions.score_steps(ctx, body))
 
     @app.post("/tokenize")
     async def tokenize(request: Request):
@@ -104,9 +111,11 @@ def build_app(engine: Engine, model_name: str, *, api_key: str | None = None, ma
     return app
 
 
-async def _load(engine: Engine, ready: asyncio.Event, started_at: float | None) -> None:
+async def _load(engine: Engine, prm, ready: asyncio.Event, started_at: float | None) -> None:
     try:
         await engine.start()
+        if prm is not None:
+            await prm.start()
     except Exception:
         logger.exception("the engine failed to start; /health stays 503")
         return

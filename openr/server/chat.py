@@ -31,6 +31,7 @@ class ServingContext:
     model_name: str
     metrics: ServerMetrics
     max_n: int
+    prm: object | None = None  # a StepScorer, when the model comes with a PRM
 
 
 @dataclass

@@ -13,7 +13,8 @@ from openr.engine.base import Delta
 from openr.server.chat import FINISH_REASONS, ServingContext, Tally, check_model, check_n, resolve_max_tokens, sse
 from openr.server.errors import bad_request, error_event
 from openr.server.protocol import (
-    Completion, CompletionChoice, CompletionLogprobs, CompletionRequest, DetokenizeRequest, TokenizeRequest, Usage,
+    Completion, CompletionChoice, CompletionLogprobs, CompletionRequest, DetokenizeRequest, RewardRequest, RewardResponse, TokenizeRequest,
+    Usage,
     new_id, now,
 )
 
@@ -77,6 +78,16 @@ async def _stream(ctx: ServingContext, samples: AsyncIterator[tuple[int, Delta]]
     finally:
         await samples.aclose()
     yield "data: [DONE]\n\n"
+
+
+async def score_steps(ctx: ServingContext, request: RewardRequest) -> RewardResponse:
+    check_model(ctx, request.model)
+    if ctx.prm is None:
+        raise bad_request(f"`{ctx.model_name}` has no process reward model attached (start the server with "
+                          "--prm DIR, or serve a model that comes with one, e.g. openr-arith)", "model",
+                          "prm_unavailable")
+    scores = await ctx.prm.score(request.question, request.candidates)
+    return RewardResponse(model=ctx.model_name, scores=scores)
 
 
 async def tokenize(ctx: ServingContext, request: TokenizeRequest) -> dict:

@@ -122,6 +122,26 @@ class DetokenizeRequest(OpenAIModel):
     tokens: list[int]
 
 
+MAX_REWARD_CANDIDATES = 64
+MAX_STEPS_PER_CANDIDATE = 64
+
+
+class RewardRequest(OpenAIModel):
+    """Our `/v1/rewards`: the attached PRM's score for every step of each candidate."""
+
+    model: str | None = None
+    question: str = Field(min_length=1)
+    candidates: list[list[str]] = Field(min_length=1, max_length=MAX_REWARD_CANDIDATES)
+
+    @field_validator("candidates")
+    @classmethod
+    def _check_steps(cls, value):
+        for steps in value:
+            if not steps or len(steps) > MAX_STEPS_PER_CANDIDATE:
+                raise ValueError(f"each candidate needs 1 to {MAX_STEPS_PER_CANDIDATE} steps")
+        return value
+
+
 # ---- responses -------------------------------------------------------------
 
 
@@ -215,6 +235,12 @@ class Completion(BaseModel):
     usage: Usage | None = None
 
 
+class RewardResponse(BaseModel):
+    object: Literal["rewards"] = "rewards"
+    model: str
+    scores: list[list[float]]
+
+
 class ModelCard(BaseModel):
     id: str
     object: Literal["model"] = "model"
@@ -222,6 +248,7 @@ class ModelCard(BaseModel):
     owned_by: str = "openr"
     root: str | None = None
     max_model_len: int | None = None
+    prm: str | None = None  # our extension: the attached process reward model, if any
 
 
 class ModelList(BaseModel):

