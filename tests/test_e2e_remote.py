@@ -16,7 +16,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def servers():
-    with ServerProcess(["--engine", "hf", "--max-model-len", "2048"]) as backend:
+    with ServerProcess(["--engine", "hf", "--model", MODEL, "--max-model-len", "2048"]) as backend:
         front_args = ["--engine", "openai", "--model", backend.base_url, "--remote-api-key", API_KEY]
         with ServerProcess(front_args) as front:
             yield backend, front

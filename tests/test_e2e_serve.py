@@ -17,7 +17,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module", params=["hf", "vllm"])
 def server(request):
-    with ServerProcess(["--engine", request.param, "--max-model-len", "2048"]) as proc:
+    with ServerProcess(["--engine", request.param, "--model", MODEL, "--max-model-len", "2048"]) as proc:
         yield proc
 
 
