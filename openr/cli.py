@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from openr.server import serve
+from openr.training import commands as train
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -14,6 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="OpenR serve: an OpenAI-compatible reasoning server. Run `openr COMMAND --help` for a command.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     serve.add_parser(commands)
+    train.add_parser(commands)
     return parser
 
 

@@ -1,0 +1,50 @@
+"""`openr train ...`: the whole arith recipe, or one stage at a time."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+
+# stage command -> module whose main(argv) runs it (each documents its own flags)
+STAGES = {
+    "sft": ("openr.training.sft", "train a small policy from scratch on arith gold solutions"),
+    "label": ("openr.training.labels", "automatic step labels: Math-Shepherd or OmegaPRM rollouts"),
+    "prm": ("openr.training.prm_train", "train a step-tag PRM on stepwise-labelled jsonl"),
+    "prm-eval": ("openr.training.prm_eval", "ProcessBench F1 and step AUROC of a PRM"),
+}
+
+
+def add_parser(subparsers) -> None:
+    train = subparsers.add_parser("train", help="grow a policy and a PRM (automatic labels, training, quality)",
+                                  description="Training commands. `openr train arith --out DIR` runs the whole "
+                                              "recipe; the other commands run one stage (see their --help).")
+    commands = train.add_subparsers(dest="stage", metavar="STAGE", required=True)
+    arith = commands.add_parser(
+        "arith", help="the whole recipe: SFT -> labels -> PRM -> quality report",
+        description="Train the arith policy, label steps automatically, train the PRM and report its quality. "
+                    "Writes OUT/policy, OUT/labels, OUT/prm and OUT/summary.json; an interrupted run resumes. "
+                    "Serve the result with `openr serve --model OUT`.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    arith.add_argument("--out", required=True, help="output directory")
+    arith.add_argument("--preset", choices=["full", "tiny"], default="full",
+                       help="full: the committed openr-arith recipe; tiny: seconds, for tests")
+    arith.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    arith.set_defaults(func=_run_arith)
+    for name, (module, help_text) in STAGES.items():
+        stage = commands.add_parser(name, help=help_text, add_help=False)
+        stage.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+        stage.set_defaults(func=_forward(module))
+
+
+def _forward(module: str):
+    def run(args: argparse.Namespace) -> None:
+        importlib.import_module(module).main(args.args)
+    return run
+
+
+def _run_arith(args: argparse.Namespace) -> None:
+    from openr.training.recipe import PRESETS, run_recipe
+
+    summary = run_recipe(PRESETS[args.preset], args.out, progress=not args.no_progress)
+    print(json.dumps(summary, indent=2))

@@ -1,0 +1,161 @@
+"""`openr train arith`: OpenR's whole loop on a CPU, in one command.
+
+policy SFT -> greedy accuracy on the held-out split -> automatic step labels
+(Math-Shepherd, plus OmegaPRM on a few problems for the cost comparison) -> PRM
+training (initialised from the policy) -> PRM quality (ProcessBench F1, step
+AUROC) on the policy's own held-out solutions. Each stage writes into OUT and is
+skipped when its output is already there, so an interrupted run resumes.
+OUT/policy + OUT/prm is a bundle `openr serve --model OUT` serves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from openr.tasks import arith
+from openr.training.label_omegaprm import OmegaPRMConfig
+from openr.training.label_shepherd import ShepherdConfig
+from openr.training.prm_train import PRMTrainConfig
+from openr.training.sft import SFTConfig
+
+SUMMARY_FILE = "summary.json"
+LABEL_PROBLEM_SEED = 1  # SFT draws its problems with seed 0; labels come from another stream
+
+
+@dataclass(frozen=True)
+class ArithRecipe:
+    """Every knob of the recipe; `PRESETS` holds the committed one and a tiny one for tests."""
+
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    label: ShepherdConfig = field(default_factory=ShepherdConfig)
+    omegaprm: OmegaPRMConfig = field(default_factory=OmegaPRMConfig)
+    prm: PRMTrainConfig = field(default_factory=PRMTrainConfig)
+    label_problems: int = 400  # Math-Shepherd-labelled problems the PRM trains on
+    omegaprm_problems: int = 30  # labelled with OmegaPRM too, to compare the two methods' cost
+    eval_problems: int = 500  # held-out problems for greedy accuracy (the whole test split)
+    prm_eval_problems: int = 150  # held-out problems whose sampled solutions measure the PRM
+    prm_eval_samples: int = 4  # solutions sampled per held-out problem for the PRM measurement
+
+
+PRESETS = {
+    "full": ArithRecipe(),
+    "tiny": ArithRecipe(
+        sft=SFTConfig(hidden_size=32, num_layers=1, num_heads=1, intermediate_size=64, max_len=512, batch_size=8,
+                      max_steps=20, warmup_steps=2, num_train_problems=200, max_minutes=1.0),
+        label=ShepherdConfig(k=2, samples_per_problem=1, max_tokens=96, max_concurrent_problems=2),
+        omegaprm=OmegaPRMConfig(k=2, max_tokens=96, max_concurrent_problems=2),
+        prm=PRMTrainConfig(max_steps=6, batch_size=4, logging_steps=2, max_len=512),
+        label_problems=3, omegaprm_problems=2, eval_problems=4, prm_eval_problems=3, prm_eval_samples=1),
+}
+
+
+def run_recipe(recipe: ArithRecipe, out_dir: str | Path, progress: bool = True) -> dict:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = _load_summary(out)
+    timed = _Timer(summary)
+    policy_dir, prm_dir, labels_dir = out / "policy", out / "prm", out / "labels"
+
+    if not (policy_dir / "config.json").exists():
+        from openr.training.sft import train_policy
+
+        with timed("sft"):
+            summary["sft"] = _plain(train_policy(recipe.sft, policy_dir, progress=progress))
+    if "greedy_accuracy" not in summary:
+        from openr.training.evaluate import greedy_accuracy
+
+        with timed("greedy_eval"):
+            summary["greedy_accuracy"] = greedy_accuracy(policy_dir, arith.test_split()[: recipe.eval_problems],
+                                                         progress=progress)
+    _save_summary(out, summary)
+
+    problems = arith.train_problems(recipe.label_problems, seed=LABEL_PROBLEM_SEED)
+    with timed("labels"):
+        summary["labels"] = asyncio.run(_label(policy_dir, labels_dir, problems, recipe, progress))
+    _save_summary(out, summary)
+
+    if not (prm_dir / "config.json").exists():
+        from openr.training.prm_train import train_prm
+
+        prm_config = replace(recipe.prm, init_from=str(policy_dir))
+        with timed("prm"):
+            trained = train_prm(prm_config, [labels_dir / "math_shepherd.jsonl"], prm_dir, progress=progress)
+            summary["prm"] = {k: v for k, v in trained.items() if k != "losses"}
+            summary["prm"]["first_loss"], summary["prm"]["last_loss"] = trained["losses"][0], trained["losses"][-1]
+        _save_summary(out, summary)
+    if "prm_quality" not in summary:
+        with timed("prm_eval"):
+            summary["prm_quality"] = _prm_quality(policy_dir, prm_dir, recipe, progress)
+    _save_summary(out, summary)
+    return summary
+
+
+async def _label(policy_dir: Path, labels_dir: Path, problems, recipe: ArithRecipe, progress: bool) -> dict:
+    from openr.engine.hf_engine import HFEngine
+    from openr.training.labels import label_problems
+
+    engine = HFEngine(str(policy_dir))
+    await engine.start()
+    try:
+        shepherd = await label_problems("math_shepherd", engine, problems, recipe.label,
+                                        labels_dir / "math_shepherd.jsonl", progress=progress)
+        result = {"math_shepherd": shepherd.summary()}
+        if recipe.omegaprm_problems:
+            omega = await label_problems("omegaprm", engine, problems[: recipe.omegaprm_problems], recipe.omegaprm,
+                                         labels_dir / "omegaprm.jsonl", progress=progress)
+            result["omegaprm"] = omega.summary()
+        return result
+    finally:
+        await engine.close()
+
+
+def _prm_quality(policy_dir: Path, prm_dir: Path, recipe: ArithRecipe, progress: bool) -> dict:
+    from openr.prm.step_tag import StepTagPRM
+    from openr.training.prm_eval import evaluate_prm, policy_records
+
+    held_out = arith.test_split()[: recipe.prm_eval_problems]
+    records = policy_records(policy_dir, held_out, samples_per_problem=recipe.prm_eval_samples, progress=progress)
+    metrics = evaluate_prm(StepTagPRM(prm_dir), records)
+    metrics["solutions"] = len(records)
+    return metrics
+
+
+class _Timer:
+    """Adds each stage's minutes to the summary (stages skipped on resume keep theirs)."""
+
+    def __init__(self, summary: dict):
+        self.minutes = summary.setdefault("minutes", {})
+        self._stage = None
+
+    def __call__(self, stage: str) -> "_Timer":
+        self._stage = stage
+        return self
+
+    def __enter__(self):
+        self._start = time.monotonic()
+
+    def __exit__(self, *exc):
+        if exc[0] is None:
+            self.minutes[self._stage] = round((time.monotonic() - self._start) / 60, 2)
+
+
+def _plain(value):
+    return json.loads(json.dumps(value, default=str))
+
+
+def _load_summary(out: Path) -> dict:
+    path = out / SUMMARY_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _save_summary(out: Path, summary: dict) -> None:
+    summary["minutes_total"] = round(sum(summary.get("minutes", {}).values()), 2)
+    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def describe(recipe: ArithRecipe) -> str:
+    return json.dumps(asdict(recipe), indent=2, default=str)
