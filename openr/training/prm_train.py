@@ -1,0 +1,238 @@
+"""Train a step-tag PRM (openr.prm.step_tag) on stepwise-labelled solutions.
+
+Input is TRL's stepwise format (`{"prompt", "completions", "labels"}`, labels
+hard bool or soft float). Each example becomes the step-tag input; `labels` is
+-100 everywhere except at the tag tokens, which carry the step's label, and the
+loss is binary cross-entropy on l+ - l- read at those tags, through the same
+`tag_margins` the scorer uses: the position trained is the one scored, with no
+causal shift in between. Training starts from a policy checkpoint (so the PRM
+already reads arithmetic) or from scratch, and writes a plain HF checkpoint that
+`StepTagPRM` loads.
+
+Unlike TRL's PRMTrainer this trains a causal LM's +/- logits rather than a
+token-classification head, so the checkpoint stays a causal LM that any LM
+runtime loads. No LoRA: peft is not installed here, and the models we train
+are small enough to fine-tune in full.
+
+Run: `python -m openr.training.prm_train --train A.jsonl [B.jsonl] --out DIR [--init_from POLICY_DIR ...]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from transformers import (AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase, Trainer,
+                          TrainingArguments, set_seed)
+
+from openr.prm.step_tag import StepTagFormat, StepTagPRM, encode_steps, right_pad, tag_margins
+from openr.training.prm_eval import THRESHOLD, evaluate_prm, load_step_records
+from openr.training.sft import IGNORE_INDEX, SFTConfig, build_model
+from openr.training.tokenizer import build_tokenizer
+
+LABEL_TYPES = ("hard", "soft")
+CONFIG_FILENAME = "prm_train_config.json"  # the PRMTrainConfig that produced a checkpoint
+
+
+@dataclass(frozen=True)
+class PRMTrainConfig:
+    """What to train and for how long."""
+
+    init_from: str | None = field(default=None, metadata={
+        "help": "Policy checkpoint directory to start from, so the PRM already knows the task; "
+                "unset trains from scratch at the size given by the four fields below."})
+    hidden_size: int = field(default=256, metadata={"help": "From scratch only: model width."})
+    num_layers: int = field(default=4, metadata={"help": "From scratch only: transformer blocks."})
+    num_heads: int = field(default=4, metadata={"help": "From scratch only: attention heads."})
+    intermediate_size: int = field(default=688, metadata={"help": "From scratch only: width of the SwiGLU MLP."})
+    max_len: int = field(default=768, metadata={
+        "help": "Longest training input in tokens; longer examples are cut, keeping the tags that fit. "
+                "From scratch it is also the position table size."})
+    label_type: str = field(default="hard", metadata={
+        "help": "hard: targets 0/1 (bool labels as they are, float labels thresholded at 0.5); "
+                "soft: labels in [0, 1] are the targets."})
+    learning_rate: float = field(default=3e-4, metadata={"help": "Peak AdamW learning rate."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    warmup_fraction: float = field(default=0.05, metadata={"help": "Share of the steps spent on linear warmup."})
+    num_epochs: float = field(default=1.0, metadata={"help": "Passes over the training records."})
+    max_steps: int = field(default=0, metadata={"help": "Optimizer steps; when > 0 it overrides num_epochs."})
+    batch_size: int = field(default=16, metadata={"help": "Solutions per optimizer step."})
+    logging_steps: int = field(default=10, metadata={"help": "Steps between printed training losses."})
+    bf16: bool = field(default=False, metadata={"help": "bfloat16 autocast (faster on CPUs with AVX512-BF16/AMX)."})
+    seed: int = field(default=0, metadata={"help": "Seed for initialisation and batch order."})
+
+    def __post_init__(self):
+        if self.label_type not in LABEL_TYPES:
+            raise ValueError(f"label_type must be one of {LABEL_TYPES}, got {self.label_type!r}")
+        for name in ("hidden_size", "num_layers", "num_heads", "intermediate_size", "max_len", "batch_size",
+                     "logging_steps"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if self.learning_rate <= 0 or self.weight_decay < 0 or not 0 <= self.warmup_fraction < 1:
+            raise ValueError("need learning_rate > 0, weight_decay >= 0 and 0 <= warmup_fraction < 1")
+        if self.max_steps < 0 or (self.max_steps == 0 and self.num_epochs <= 0):
+            raise ValueError("need max_steps > 0, or max_steps == 0 and num_epochs > 0")
+
+
+def _target(label: bool | float, label_type: str) -> float:
+    value = float(label)
+    if not 0 <= value <= 1:
+        raise ValueError(f"step label {label!r} is not in [0, 1]")
+    if label_type == "hard":
+        return float(value >= THRESHOLD)
+    return value
+
+
+def encode_record(tokenizer: PreTrainedTokenizerBase, record: dict, tag_id: int, label_type: str,
+                  max_len: int) -> dict:
+    """Step-tag input ids cut to `max_len`, the tag positions that survive, and their targets."""
+    ids, positions = encode_steps(tokenizer, record["prompt"], record["completions"], tag_id)
+    kept = [(p, _target(label, label_type)) for p, label in zip(positions, record["labels"], strict=True)
+            if p < max_len]
+    return {"input_ids": ids[:max_len], "tag_positions": [p for p, _ in kept], "tag_labels": [y for _, y in kept]}
+
+
+@dataclass(frozen=True)
+class StepTagCollator:
+    """Right-pads encoded records; `labels` holds each step's target at its tag
+    position and IGNORE_INDEX everywhere else."""
+
+    pad_id: int
+
+    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        input_ids, attention_mask = right_pad([e["input_ids"] for e in examples], self.pad_id)
+        labels = torch.full(input_ids.shape, float(IGNORE_INDEX))
+        for row, example in enumerate(examples):
+            labels[row, example["tag_positions"]] = torch.tensor(example["tag_labels"], dtype=torch.float)
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+class StepTagTrainer(Trainer):
+    """`Trainer` with the PRM loss: BCE on l+ - l- at the tag positions only."""
+
+    loss_is_scaled_for_ga = False  # the loss is a per-batch mean
+
+    def __init__(self, *args, label_ids: torch.Tensor, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.label_ids = label_ids
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs["labels"]
+        tag_mask = labels != IGNORE_INDEX
+        margins = tag_margins(model, inputs["input_ids"], inputs["attention_mask"], tag_mask, self.label_ids)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(margins, labels[tag_mask])
+        return (loss, {"margins": margins}) if return_outputs else loss
+
+
+def initial_model(config: PRMTrainConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The policy checkpoint named by `init_from`, or a fresh arith-tokenizer Llama."""
+    if config.init_from is None:
+        tokenizer = build_tokenizer(config.max_len)
+        size = SFTConfig(hidden_size=config.hidden_size, num_layers=config.num_layers, num_heads=config.num_heads,
+                         intermediate_size=config.intermediate_size, max_len=config.max_len, seed=config.seed)
+        return build_model(size, tokenizer), tokenizer
+    tokenizer = AutoTokenizer.from_pretrained(config.init_from)
+    model = AutoModelForCausalLM.from_pretrained(config.init_from, dtype=torch.float32)
+    if config.max_len > model.config.max_position_embeddings:
+        raise ValueError(f"max_len {config.max_len} exceeds the checkpoint's "
+                         f"{model.config.max_position_embeddings} positions")
+    return model, tokenizer
+
+
+def add_step_tag(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, step_format: StepTagFormat) -> int:
+    """Add the tag as a special token if missing (growing the embeddings only when
+    the vocabulary outgrows them), record the format in the model config, and
+    return the tag id."""
+    tokenizer.add_tokens([step_format.step_tag], special_tokens=True)
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(len(tokenizer))
+    step_format.write_to(model.config)
+    return step_format.tag_id(tokenizer)
+
+
+def _training_arguments(config: PRMTrainConfig, out_dir: str | Path, progress: bool) -> TrainingArguments:
+    return TrainingArguments(
+        output_dir=str(out_dir), per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size, learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay, warmup_steps=config.warmup_fraction,
+        num_train_epochs=config.num_epochs, max_steps=config.max_steps or -1,
+        logging_steps=config.logging_steps, logging_first_step=True, bf16=config.bf16, seed=config.seed,
+        # The checkpoint is written once, by save_prm; the collator needs every field it is given.
+        save_strategy="no", report_to="none", remove_unused_columns=False, prediction_loss_only=True,
+        disable_tqdm=not progress, dataloader_pin_memory=False,
+        # Trainer refuses bf16 without a GPU unless told it runs on the CPU.
+        use_cpu=not torch.cuda.is_available())
+
+
+def save_prm(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, config: PRMTrainConfig,
+             out_dir: str | Path) -> None:
+    """Write config (with the prm_* fields), float32 safetensors, tokenizer and the PRMTrainConfig."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / CONFIG_FILENAME).write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+
+
+def _encode_all(tokenizer: PreTrainedTokenizerBase, paths: Sequence[str | Path], tag_id: int,
+                config: PRMTrainConfig) -> list[dict]:
+    encoded = [encode_record(tokenizer, r, tag_id, config.label_type, config.max_len)
+               for r in load_step_records(paths)]
+    return [e for e in encoded if e["tag_positions"]]  # a question longer than max_len leaves nothing to train
+
+
+def train_prm(config: PRMTrainConfig, train_jsonl_paths: Sequence[str | Path], out_dir: str | Path,
+              eval_jsonl: str | Path | None = None, progress: bool = True) -> dict:
+    """Train a step-tag PRM, save it to `out_dir`, and return a summary: examples,
+    steps, minutes, the logged training losses, and with `eval_jsonl` the eval
+    loss plus `prm_metrics` of the saved checkpoint (keys prefixed "eval_")."""
+    set_seed(config.seed)
+    model, tokenizer = initial_model(config)
+    step_format = StepTagFormat()
+    tag_id = add_step_tag(model, tokenizer, step_format)
+    train = _encode_all(tokenizer, train_jsonl_paths, tag_id, config)
+    evaluation = _encode_all(tokenizer, [eval_jsonl], tag_id, config) if eval_jsonl else None
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    trainer = StepTagTrainer(model=model, args=_training_arguments(config, out_dir, progress), train_dataset=train,
+                             eval_dataset=evaluation, data_collator=StepTagCollator(pad_id),
+                             label_ids=step_format.label_ids(tokenizer))
+    start = time.monotonic()
+    trainer.train()
+    minutes = (time.monotonic() - start) / 60
+    save_prm(model.eval(), tokenizer, config, out_dir)
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    summary = {"out_dir": str(out_dir), "num_examples": len(train), "steps": trainer.state.global_step,
+               "minutes": minutes, "losses": losses}
+    if evaluation:
+        summary["eval_loss"] = trainer.evaluate()["eval_loss"]
+        metrics = evaluate_prm(StepTagPRM(out_dir), load_step_records([eval_jsonl]))
+        summary.update({f"eval_{name}": value for name, value in metrics.items()})
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: every PRMTrainConfig field is a `--flag` with its help text."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--train", nargs="+", required=True, help="Stepwise-labelled jsonl files to train on.")
+    parser.add_argument("--eval", help="Held-out stepwise-labelled jsonl file.")
+    parser.add_argument("--out", required=True, help="Checkpoint directory to write.")
+    for f in dataclasses.fields(PRMTrainConfig):
+        if isinstance(f.default, bool):
+            parser.add_argument(f"--{f.name}", action=argparse.BooleanOptionalAction, default=f.default,
+                                help=f.metadata["help"])
+        else:
+            kind = str if f.default is None else type(f.default)
+            parser.add_argument(f"--{f.name}", type=kind, default=f.default, help=f.metadata["help"])
+    args = vars(parser.parse_args(argv))
+    train, evaluation, out = args.pop("train"), args.pop("eval"), args.pop("out")
+    print(json.dumps(train_prm(PRMTrainConfig(**args), train, out, evaluation), indent=2))
+
+
+if __name__ == "__main__":
+    main()
