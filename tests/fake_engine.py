@@ -64,10 +64,5 @@ class FakeEngine(Engine):
 class FakePRM:
     """Scores a step 1.0 when it contains "good", else 0.0."""
 
-    name = "fake-prm"
-
-    async def start(self) -> None:
-        pass
-
     async def score(self, question: str, candidates) -> list[list[float]]:
         return [[1.0 if "good" in step else 0.0 for step in steps] for steps in candidates]

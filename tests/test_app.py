@@ -206,7 +206,7 @@ async def test_health_is_503_until_the_engine_is_ready():
 async def test_rewards_scores_every_step_with_the_attached_prm():
     from tests.fake_engine import FakePRM
 
-    async with serving(prm=FakePRM()) as (http, sdk, _):
+    async with serving(prm_factory=FakePRM, prm_name="fake-prm") as (http, sdk, _):
         body = {"model": MODEL, "question": "q", "candidates": [["good", "bad"], ["good"]]}
         r = await http.post("/v1/rewards", json=body)
         assert r.status_code == 200 and r.json()["scores"] == [[1.0, 0.0], [1.0]]

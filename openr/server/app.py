@@ -42,18 +42,19 @@ class ClientDisconnected(Exception):
 
 def build_app(engine: Engine, model_name: str, *, api_key: str | None = None, max_concurrent: int = 32,
               max_queue: int = 128, max_n: int = 16, start_engine: bool = True,
-              started_at: float | None = None, prm=None) -> FastAPI:
-    """The whole server. With `start_engine`, the engine loads in the background
-    at start-up and `/health` answers 503 until it is ready."""
+              started_at: float | None = None, prm_factory=None, prm_name: str | None = None) -> FastAPI:
+    """The whole server. With `start_engine`, the engine (and the PRM that
+    `prm_factory()` builds, if any) load in the background at start-up and
+    `/health` answers 503 until they are ready."""
     metrics = ServerMetrics(model_name)
     metrics.bind(engine)
-    ctx = ServingContext(engine, model_name, metrics, max_n, prm)
+    ctx = ServingContext(engine, model_name, metrics, max_n)
     ready = asyncio.Event()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.admission = Admission(max_concurrent, max_queue, metrics)
-        task = asyncio.create_task(_load(engine, prm, ready, started_at)) if start_engine else None
+        task = asyncio.create_task(_load(ctx, prm_factory, ready, started_at)) if start_engine else None
         if not start_engine:
             ready.set()
         yield
@@ -80,7 +81,7 @@ def build_app(engine: Engine, model_name: str, *, api_key: str | None = None, ma
     @app.get("/v1/models")
     async def list_models():
         card = ModelCard(id=model_name, root=model_name, max_model_len=engine.max_model_len or None,
-                         prm=getattr(prm, "name", None))
+                         prm=prm_name if ctx.prm is not None else None)
         return ModelList(data=[card]).model_dump()
 
     @app.post("/v1/chat/completions")
@@ -111,11 +112,12 @@ def build_app(engine: Engine, model_name: str, *, api_key: str | None = None, ma
     return app
 
 
-async def _load(engine: Engine, prm, ready: asyncio.Event, started_at: float | None) -> None:
+async def _load(ctx: ServingContext, prm_factory, ready: asyncio.Event, started_at: float | None) -> None:
+    engine = ctx.engine
     try:
         await engine.start()
-        if prm is not None:
-            await prm.start()
+        if prm_factory is not None:
+            ctx.prm = await asyncio.to_thread(prm_factory)
     except Exception:
         logger.exception("the engine failed to start; /health stays 503")
         return

@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import time
+from pathlib import Path
 
 from openr.engine import ENGINE_CHOICES, choose_engine, make_engine
 from openr.engine.models import ARITH_ALIAS, DEFAULT_MODEL, SMOLLM2_ALIAS, check_model_arg, served_name, split_bundle
@@ -73,12 +74,17 @@ def validate(args: argparse.Namespace) -> None:
         raise SystemExit(f"openr serve: {exc}") from exc
 
 
-def load_prm(prm_dir: str, device: str):
-    """The PRM scorer for a checkpoint directory (weights load when the server starts)."""
-    from openr.prm import StepTagPRM
-
+def _prm_factory(prm_dir: str | None, device: str):
+    """Builds the PRM scorer when the server starts (weights load then, not at parse time)."""
+    if prm_dir is None:
+        return None
     logger.info("attaching PRM %s", prm_dir)
-    return StepTagPRM(prm_dir, device=device)
+
+    def load():
+        from openr.prm import StepTagPRM
+
+        return StepTagPRM(prm_dir, device=device)
+    return load
 
 
 def run(args: argparse.Namespace) -> None:
@@ -108,5 +114,6 @@ def run(args: argparse.Namespace) -> None:
         name = args.served_model_name or served_name(args.model)
     app = build_app(engine, name, api_key=args.api_key, max_concurrent=args.max_concurrent,
                     max_queue=args.max_queue, max_n=args.max_n, started_at=started,
-                    prm=load_prm(prm_dir, device) if prm_dir else None)
+                    prm_factory=_prm_factory(prm_dir, device),
+                    prm_name=Path(args.prm).resolve().name if args.prm else f"{name}-prm")
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_keep_alive=30)

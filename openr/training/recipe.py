@@ -73,10 +73,11 @@ def run_recipe(recipe: ArithRecipe, out_dir: str | Path, progress: bool = True) 
                                                          progress=progress)
     _save_summary(out, summary)
 
-    problems = arith.train_problems(recipe.label_problems, seed=LABEL_PROBLEM_SEED)
-    with timed("labels"):
-        summary["labels"] = asyncio.run(_label(policy_dir, labels_dir, problems, recipe, progress))
-    _save_summary(out, summary)
+    if "labels" not in summary:  # an interrupted labelling run resumes inside label_problems
+        problems = arith.train_problems(recipe.label_problems, seed=LABEL_PROBLEM_SEED)
+        with timed("labels"):
+            summary["labels"] = asyncio.run(_label(policy_dir, labels_dir, problems, recipe, progress))
+        _save_summary(out, summary)
 
     if not (prm_dir / "config.json").exists():
         from openr.training.prm_train import train_prm

@@ -1,0 +1,55 @@
+"""End to end for the training pipeline: the tiny recipe trains a policy and a
+PRM, and `openr serve` serves that bundle on both engines with its PRM attached."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import openai
+import pytest
+
+from openr.prm import StepTagPRM
+from openr.training.recipe import PRESETS, run_recipe
+from tests.servers import API_KEY, ServerProcess
+
+pytestmark = pytest.mark.e2e
+QUESTION = "Compute 12 + 7 - 3."
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    out = tmp_path_factory.mktemp("arith-bundle")
+    summary = run_recipe(PRESETS["tiny"], out, progress=False)
+    return out, summary
+
+
+def test_recipe_writes_every_stage_and_resumes(bundle):
+    out, summary = bundle
+    for name in ("policy/config.json", "prm/config.json", "labels/math_shepherd.jsonl", "summary.json"):
+        assert (out / name).exists(), name
+    record = json.loads((out / "labels" / "math_shepherd.jsonl").read_text().splitlines()[0])
+    assert {"prompt", "completions", "labels"} <= set(record)
+    assert len(record["completions"]) == len(record["labels"])
+    assert set(summary["minutes"]) == {"sft", "greedy_eval", "labels", "prm", "prm_eval"}
+    again = run_recipe(PRESETS["tiny"], out, progress=False)  # everything is done: nothing is redone
+    assert again == summary
+
+
+@pytest.mark.parametrize("engine", ["hf", "vllm"])
+def test_bundle_serves_policy_and_prm(bundle, engine):
+    out, _ = bundle
+    candidates = [["12 + 7 = 19", "19 - 3 = 16", "The answer is \\boxed{16}"], ["12 + 7 = 20"]]
+    expected = StepTagPRM(out / "prm").score_batch([(QUESTION, steps) for steps in candidates])
+    with ServerProcess(["--engine", engine, "--model", str(out)]) as server:
+        client = openai.OpenAI(base_url=server.base_url, api_key=API_KEY, max_retries=0)
+        model = client.models.list().data[0]
+        assert model.id == out.name and model.model_extra["prm"] == f"{out.name}-prm"
+        reply = client.chat.completions.create(model=model.id, messages=[{"role": "user", "content": QUESTION}],
+                                               max_tokens=16, temperature=0)
+        assert reply.usage.completion_tokens > 0
+        scored = httpx.post(f"{server.base_url}/rewards", headers={"Authorization": f"Bearer {API_KEY}"},
+                            json={"model": model.id, "question": QUESTION, "candidates": candidates}).json()
+    assert [len(s) for s in scored["scores"]] == [3, 1]
+    flat = [score for steps in scored["scores"] for score in steps]
+    assert flat == pytest.approx([score for steps in expected for score in steps], abs=1e-5)
