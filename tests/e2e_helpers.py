@@ -13,7 +13,11 @@ LONG_PROMPT = [{"role": "user", "content": "Count from 1 to 1000, one number per
 
 
 def metric(url: str, name: str, **labels) -> float:
-    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return metric_in(httpx.get(f"{url}/metrics", timeout=10).text, name, **labels)
+
+
+def metric_in(text: str, name: str, **labels) -> float:
+    """Sum of the samples of `name` whose labels include `labels`, in Prometheus text."""
     total = 0.0
     for family in text_string_to_metric_families(text):
         for sample in family.samples:

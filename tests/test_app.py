@@ -9,9 +9,9 @@ from contextlib import asynccontextmanager
 import httpx
 import openai
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from openr.server.app import build_app
+from tests.e2e_helpers import metric_in as metric
 from tests.fake_engine import FakeEngine
 
 MODEL = "fake-model"
@@ -36,15 +36,6 @@ def chat(**overrides):
     body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
     body.update(overrides)
     return body
-
-
-def metric(text: str, name: str, **labels) -> float:
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                total += sample.value
-    return total
 
 
 async def test_non_streaming_completion_has_openai_shape():

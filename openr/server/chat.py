@@ -127,16 +127,30 @@ def sse(payload: dict) -> str:
     return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
 
 
-async def _stream_chunks(ctx: ServingContext, samples: AsyncIterator[tuple[int, Delta]], n: int, tally: Tally,
-                         include_usage: bool) -> AsyncIterator[str]:
+async def sse_stream(payloads: AsyncIterator[dict], samples: AsyncIterator) -> AsyncIterator[str]:
+    """Server-sent events for a stream of chunk payloads, ending in `[DONE]`.
+    A failure after the headers went out is reported in-band, as vLLM does;
+    however the stream ends, the engine samples behind it are closed."""
+    try:
+        async for payload in payloads:
+            yield sse(payload)
+    except Exception as exc:
+        yield sse(error_event(exc))
+    finally:
+        await samples.aclose()
+    yield "data: [DONE]\n\n"
+
+
+def _stream_chunks(ctx: ServingContext, samples: AsyncIterator[tuple[int, Delta]], n: int, tally: Tally,
+                   include_usage: bool) -> AsyncIterator[str]:
     chunk_id, created = new_id("chatcmpl"), now()
 
-    def chunk(choices: list[ChunkChoice], usage: Usage | None = None) -> str:
-        body = ChatCompletionChunk(id=chunk_id, created=created, model=ctx.model_name, choices=choices, usage=usage)
-        return sse(body.model_dump())
+    def chunk(choices: list[ChunkChoice], usage: Usage | None = None) -> dict:
+        return ChatCompletionChunk(id=chunk_id, created=created, model=ctx.model_name, choices=choices,
+                                   usage=usage).model_dump()
 
-    finishes = ["length"] * n
-    try:
+    async def payloads():
+        finishes = ["length"] * n
         for i in range(n):
             yield chunk([ChunkChoice(index=i, delta=DeltaMessage(role="assistant", content=""))])
         async for index, delta in samples:
@@ -150,8 +164,5 @@ async def _stream_chunks(ctx: ServingContext, samples: AsyncIterator[tuple[int, 
         tally.finish(finishes)
         if include_usage:
             yield chunk([], Usage.of(tally.prompt_tokens, tally.completion_tokens))
-    except Exception as exc:  # headers are sent: report in-band, as vLLM does
-        yield sse(error_event(exc))
-    finally:
-        await samples.aclose()
-    yield "data: [DONE]\n\n"
+
+    return sse_stream(payloads(), samples)

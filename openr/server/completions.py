@@ -10,8 +10,10 @@ from __future__ import annotations
 from typing import AsyncIterator
 
 from openr.engine.base import Delta
-from openr.server.chat import FINISH_REASONS, ServingContext, Tally, check_model, check_n, resolve_max_tokens, sse
-from openr.server.errors import bad_request, error_event
+from openr.server.chat import (
+    FINISH_REASONS, ServingContext, Tally, check_model, check_n, resolve_max_tokens, sse_stream,
+)
+from openr.server.errors import bad_request
 from openr.server.protocol import (
     Completion, CompletionChoice, CompletionLogprobs, CompletionRequest, DetokenizeRequest, RewardRequest, RewardResponse, TokenizeRequest,
     Usage,
@@ -51,16 +53,16 @@ async def create_completion(ctx: ServingContext, request: CompletionRequest):
                       usage=Usage.of(tally.prompt_tokens, tally.completion_tokens))
 
 
-async def _stream(ctx: ServingContext, samples: AsyncIterator[tuple[int, Delta]], tally: Tally,
-                  want_logprobs: bool, include_usage: bool) -> AsyncIterator[str]:
+def _stream(ctx: ServingContext, samples: AsyncIterator[tuple[int, Delta]], tally: Tally,
+            want_logprobs: bool, include_usage: bool) -> AsyncIterator[str]:
     chunk_id, created = new_id("cmpl"), now()
 
-    def chunk(choices: list[CompletionChoice], usage: Usage | None = None) -> str:
-        body = Completion(id=chunk_id, created=created, model=ctx.model_name, choices=choices, usage=usage)
-        return sse(body.model_dump())
+    def chunk(choices: list[CompletionChoice], usage: Usage | None = None) -> dict:
+        return Completion(id=chunk_id, created=created, model=ctx.model_name, choices=choices,
+                          usage=usage).model_dump()
 
-    finishes: dict[int, str] = {}
-    try:
+    async def payloads():
+        finishes: dict[int, str] = {}
         async for index, delta in samples:
             tally.add(delta)
             if delta.finish:
@@ -73,11 +75,8 @@ async def _stream(ctx: ServingContext, samples: AsyncIterator[tuple[int, Delta]]
         tally.finish(list(finishes.values()))
         if include_usage:
             yield chunk([], Usage.of(tally.prompt_tokens, tally.completion_tokens))
-    except Exception as exc:  # headers are sent: report in-band, as vLLM does
-        yield sse(error_event(exc))
-    finally:
-        await samples.aclose()
-    yield "data: [DONE]\n\n"
+
+    return sse_stream(payloads(), samples)
 
 
 async def score_steps(ctx: ServingContext, request: RewardRequest) -> RewardResponse:
