@@ -1,0 +1,97 @@
+"""What a search may spend, counted as it is spent: generated tokens, PRM calls, seconds.
+
+A strategy checks `exhausted()` before each round of work (one batched policy
+call and the PRM call that scores it) and, when a limit is reached, stops and
+returns its best solution so far. A round already started runs to its end, so
+the tokens it paid for get scored (as far as the PRM limit allows).
+
+Units:
+- tokens: tokens the policy generated (prompt tokens are not counted). Each
+  policy call's per-sample cap is lowered to the remaining tokens split over its
+  samples, so a search overshoots only when fewer tokens remain than samples in
+  the call, and then by less than one token per sample.
+- prm_calls: candidate solutions scored, one PRM forward pass each (however
+  many of its steps get scores). A PRM call is trimmed to the calls left, so
+  this limit is never exceeded.
+- time: wall-clock seconds since the budget was made, checked between rounds;
+  a round in flight is not interrupted.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from openr.search.config import check_float, check_int
+from openr.search.types import BudgetReason
+
+# Large enough for any real request, small enough that a typo cannot pin the
+# server for days.
+MAX_TOKENS_TOTAL = 10_000_000
+MAX_PRM_CALLS = 1_000_000
+MAX_SECONDS = 3600.0
+
+
+class Budget:
+    """Limits (None = unlimited) and the running totals charged against them."""
+
+    def __init__(
+        self,
+        max_tokens_total: int | None = None,
+        max_prm_calls: int | None = None,
+        max_seconds: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        if max_tokens_total is not None:
+            check_int("max_tokens_total", max_tokens_total, 1, MAX_TOKENS_TOTAL)
+        if max_prm_calls is not None:
+            check_int("max_prm_calls", max_prm_calls, 1, MAX_PRM_CALLS)
+        if max_seconds is not None:
+            check_float("max_seconds", max_seconds, 0.0, MAX_SECONDS, low_open=True)
+        self.max_tokens_total = max_tokens_total
+        self.max_prm_calls = max_prm_calls
+        self.max_seconds = max_seconds
+        self._clock = clock
+        self._started = clock()
+        self.tokens_generated = 0
+        self.prm_calls = 0
+        # Set when a cap this budget imposed cut work short inside a round.
+        self.cut_reason: BudgetReason | None = None
+
+    @property
+    def elapsed_seconds(self) -> float:
+        return self._clock() - self._started
+
+    def exhausted(self) -> BudgetReason | None:
+        """The first limit reached, or None while all have room."""
+        if self.max_tokens_total is not None and self.tokens_generated >= self.max_tokens_total:
+            return "tokens"
+        if self.max_prm_calls is not None and self.prm_calls >= self.max_prm_calls:
+            return "prm_calls"
+        if self.max_seconds is not None and self.elapsed_seconds >= self.max_seconds:
+            return "time"
+        return None
+
+    def token_cap(self, max_tokens: int, samples: int) -> int:
+        """The per-sample token cap for a policy call of `samples` samples."""
+        if self.max_tokens_total is None:
+            return max_tokens
+        share = (self.max_tokens_total - self.tokens_generated) // max(samples, 1)
+        return max(1, min(max_tokens, share))
+
+    def prm_cap(self, candidates: int) -> int:
+        """How many of `candidates` the PRM may score now."""
+        if self.max_prm_calls is None:
+            return candidates
+        return max(0, min(candidates, self.max_prm_calls - self.prm_calls))
+
+    def charge_tokens(self, n: int) -> None:
+        self.tokens_generated += n
+
+    def charge_prm(self, n: int) -> None:
+        self.prm_calls += n
+
+    def record_cut(self, reason: BudgetReason) -> None:
+        """Note that a cap from this budget cut a sample or a PRM batch short."""
+        self.cut_reason = self.cut_reason or reason
+

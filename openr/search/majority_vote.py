@@ -1,0 +1,41 @@
+"""Majority vote (self-consistency): `n` sampled solutions, the most common final answer wins.
+
+Needs no PRM, which makes it the fair baseline for what a PRM adds at equal
+token spend.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from openr.search.aggregation import AGGREGATIONS
+from openr.search.budget import Budget
+from openr.search.config import MAX_SAMPLES, SearchConfig, check_int
+from openr.search.metered import MeteredPolicy, conclude
+from openr.search.protocols import Policy, StepScorer
+from openr.search.types import Candidate, SearchProblem, SearchResult
+
+DEFAULT_SAMPLES = 8
+
+
+@dataclass(frozen=True)
+class MajorityVoteConfig(SearchConfig):
+    n: int = DEFAULT_SAMPLES  # solutions sampled
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_int("n", self.n, 1, MAX_SAMPLES)
+
+
+async def run(
+    problem: SearchProblem, policy: Policy, prm: StepScorer | None, config: MajorityVoteConfig, budget: Budget
+) -> SearchResult:
+    """Sample all `n` solutions in one call and rank them by answer count; ties
+    go to the answer sampled first. `prm` is unused."""
+    stop_reason = budget.exhausted()
+    candidates: list[Candidate] = []
+    if stop_reason is None:
+        sampler = MeteredPolicy(policy, config, budget)
+        [completions] = await sampler.sample_solutions([problem.prompt], config.n, config.max_solution_tokens)
+        candidates = [Candidate().continue_with(completion) for completion in completions]
+    return conclude(candidates, AGGREGATIONS["majority_vote"], budget, stop_reason)

@@ -1,0 +1,111 @@
+"""The policy and the PRM as strategies call them: every call charged to the budget.
+
+Strategies never touch `Budget` arithmetic or sampling settings directly; these
+wrappers apply the config's sampling settings, cap each call by what the budget
+has left, hand out seeds, and count what was spent. `conclude` turns the
+candidates a strategy ends with into its `SearchResult`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from openr.search.aggregation import Aggregation
+from openr.search.budget import Budget
+from openr.search.config import SearchConfig, SearchConfigError
+from openr.search.protocols import Policy, Step, StepScorer
+from openr.search.types import BudgetReason, Candidate, SearchResult
+from openr.tasks.problem import STEP_SEPARATOR
+
+
+class MeteredPolicy:
+    """`Policy.generate_steps` with the config's sampling settings and the budget's caps.
+
+    Seeds count up across the whole search (the engine gives sample i of a call
+    seed + i), so no two samples of a seeded search share a seed.
+    """
+
+    def __init__(self, policy: Policy, config: SearchConfig, budget: Budget):
+        self._policy = policy
+        self._config = config
+        self._budget = budget
+        self._next_seed = config.seed
+
+    async def sample_steps(self, prefixes: Sequence[str], n: int) -> list[list[Step]]:
+        """`n` next steps for each prefix, each up to the step separator."""
+        return await self._sample(prefixes, n, [STEP_SEPARATOR], self._config.max_step_tokens)
+
+    async def sample_solutions(self, prefixes: Sequence[str], n: int, max_tokens: int) -> list[list[Step]]:
+        """`n` continuations of each prefix to the end of the solution, in one call."""
+        return await self._sample(prefixes, n, [], max_tokens)
+
+    async def _sample(
+        self, prefixes: Sequence[str], n: int, stop: list[str], max_tokens: int
+    ) -> list[list[Step]]:
+        if not prefixes:
+            return []
+        samples = len(prefixes) * n
+        cap = self._budget.token_cap(max_tokens, samples)
+        seed = self._next_seed
+        if seed is not None:
+            self._next_seed = seed + samples
+        rows = await self._policy.generate_steps(
+            prefixes, n, stop, cap, self._config.temperature, self._config.top_p, seed
+        )
+        self._budget.charge_tokens(sum(step.num_tokens for row in rows for step in row))
+        if cap < max_tokens and any(step.finish_reason == "length" for row in rows for step in row):
+            self._budget.record_cut("tokens")
+        return rows
+
+
+class MeteredScorer:
+    """`StepScorer.score` for one question, aggregated and capped by the PRM budget."""
+
+    def __init__(self, prm: StepScorer, question: str, aggregation: Aggregation, budget: Budget):
+        self._prm = prm
+        self._question = question
+        self._aggregation = aggregation
+        self._budget = budget
+
+    async def score(self, candidates: Sequence[Candidate]) -> list[Candidate | None]:
+        """Scored copies of `candidates`, aligned with them, in one PRM call.
+
+        Candidates with no steps come back unscored without being sent. Those
+        beyond what the PRM budget allows come back as None: unscored, they
+        cannot be ranked, so strategies drop them.
+        """
+        with_steps = [i for i, candidate in enumerate(candidates) if candidate.steps]
+        allowed = self._budget.prm_cap(len(with_steps))
+        if allowed < len(with_steps):
+            self._budget.record_cut("prm_calls")
+        to_score = with_steps[:allowed]
+        scores: list[list[float]] = []
+        if to_score:
+            scores = await self._prm.score(self._question, [list(candidates[i].steps) for i in to_score])
+            self._budget.charge_prm(len(to_score))
+        scored: list[Candidate | None] = [c if not c.steps else None for c in candidates]
+        for i, step_scores in zip(to_score, scores):
+            scored[i] = candidates[i].scored(step_scores, self._aggregation.score(step_scores))
+        return scored
+
+
+def require_prm(prm: StepScorer | None, strategy: str) -> StepScorer:
+    if prm is None:
+        raise SearchConfigError("strategy", f"{strategy} needs a PRM, and none is loaded")
+    return prm
+
+
+def conclude(
+    candidates: Sequence[Candidate],
+    aggregation: Aggregation,
+    budget: Budget,
+    stop_reason: BudgetReason | None,
+) -> SearchResult:
+    """The result of a search that ended with `candidates`; `stop_reason` is the
+    limit that stopped its loop, if one did."""
+    return SearchResult(
+        candidates=tuple(aggregation.rank_final(candidates)),
+        tokens_generated=budget.tokens_generated,
+        prm_calls=budget.prm_calls,
+        stop_reason=stop_reason or budget.cut_reason,
+    )

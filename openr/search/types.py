@@ -1,0 +1,133 @@
+"""What a search takes in and hands back: the problem, candidate solutions, the result.
+
+Every strategy returns the same `SearchResult`, so the server turns any search
+into a chat completion (and an optional trace) the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from openr.search.protocols import Step
+from openr.tasks.grading import extract_answer
+from openr.tasks.problem import STEP_SEPARATOR, split_steps
+
+BudgetReason = Literal["tokens", "prm_calls", "time"]
+
+
+@dataclass(frozen=True)
+class SearchProblem:
+    """`prompt` is the chat-rendered question, ending where the assistant's text
+    begins (what the policy continues); `question` is the plain text the PRM sees."""
+
+    question: str
+    prompt: str
+
+    def prefix(self, steps: tuple[str, ...]) -> str:
+        """The text the policy continues to write the step after `steps`."""
+        if not steps:
+            return self.prompt
+        return self.prompt + STEP_SEPARATOR.join(steps) + STEP_SEPARATOR
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A (possibly partial) solution: its steps, their PRM scores, and how it ended.
+
+    `finished` means the policy ended it (eos); `truncated` means a token cap cut
+    it. A candidate that is neither was still open when the search stopped.
+    `step_scores` is empty when no PRM scored it.
+    """
+
+    steps: tuple[str, ...] = ()
+    step_scores: tuple[float, ...] = ()
+    aggregate_score: float = 0.0
+    tokens: int = 0
+    finished: bool = False
+    truncated: bool = False
+
+    @property
+    def ended(self) -> bool:
+        return self.finished or self.truncated
+
+    @property
+    def text(self) -> str:
+        return STEP_SEPARATOR.join(self.steps)
+
+    @property
+    def answer(self) -> str | None:
+        return extract_answer(self.text)
+
+    def extend(self, step: Step) -> Candidate:
+        """This candidate plus one more step, unscored until the PRM sees it."""
+        return Candidate(
+            steps=self.steps + (step.text,),
+            tokens=self.tokens + step.num_tokens,
+            finished=step.finish_reason == "eos",
+            truncated=step.finish_reason == "length",
+        )
+
+    def scored(self, step_scores: list[float], aggregate_score: float) -> Candidate:
+        return replace(self, step_scores=tuple(step_scores), aggregate_score=aggregate_score)
+
+    def continue_with(self, completion: Step) -> Candidate:
+        """This candidate continued to its end by one completion sampled in one
+        call, cut into steps at the separator."""
+        return Candidate(
+            steps=self.steps + tuple(split_steps(completion.text)),
+            tokens=self.tokens + completion.num_tokens,
+            finished=completion.finish_reason == "eos",
+            truncated=completion.finish_reason == "length",
+        )
+
+def answer_key(answer: str | None) -> str | None:
+    """Answers that differ only in spacing or a trailing period vote together.
+
+    Deliberately not math-verify equivalence: that is pairwise and slow, and
+    voting needs a key it can group by.
+    """
+    if answer is None:
+        return None
+    return "".join(answer.split()).rstrip(".")
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """The outcome of one search.
+
+    `candidates` are ranked best first by the strategy's aggregation, so
+    `candidates[0]` is the chosen solution. `stop_reason` names the budget that
+    cut the search short, or is None when the search ran to completion.
+    """
+
+    candidates: tuple[Candidate, ...]
+    tokens_generated: int
+    prm_calls: int
+    stop_reason: BudgetReason | None
+
+    @property
+    def answer_text(self) -> str:
+        return self.candidates[0].text if self.candidates else ""
+
+    @property
+    def finish_reason(self) -> Literal["stop", "length"]:
+        """OpenAI's finish reason: "stop" only when the search ran to completion
+        and the chosen solution ended on its own; "length" when a budget ran out
+        or the chosen solution was cut by a token or step cap."""
+        if self.stop_reason or not self.candidates or not self.candidates[0].finished:
+            return "length"
+        return "stop"
+
+    def top_answers(self, k: int) -> list[Candidate]:
+        """Up to `k` candidates with distinct extracted answers, best first."""
+        chosen: list[Candidate] = []
+        seen: set[str | None] = set()
+        for candidate in self.candidates:
+            if len(chosen) >= k:
+                break
+            key = answer_key(candidate.answer)
+            if key not in seen:
+                seen.add(key)
+                chosen.append(candidate)
+        return chosen

@@ -1,0 +1,110 @@
+"""Deterministic stand-ins for the policy and the PRM, so search tests can predict
+every step a strategy sees and count every call it makes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from openr.search.protocols import Step
+from openr.tasks.problem import STEP_SEPARATOR
+
+PROMPT = "<user>Q?</user><assistant>"
+TOKENS_PER_STEP = 10
+# A whole-solution sample stops after this many steps even if no step says eos.
+MAX_FAKE_SOLUTION_STEPS = 20
+
+StepFunction = Callable[[tuple[str, ...], int], Step]
+
+
+def tree_step(eos_depth: int) -> StepFunction:
+    """Steps named by their lineage ("r.3.7": sample 7, child of sample 3), ending
+    the solution at `eos_depth`; a later sample has a lower logprob."""
+
+    def step(path: tuple[str, ...], sample_id: int) -> Step:
+        parent = path[-1] if path else "r"
+        finish = "eos" if len(path) + 1 >= eos_depth else "step"
+        return Step(f"{parent}.{sample_id}", TOKENS_PER_STEP, finish, -float(sample_id))
+
+    return step
+
+
+def path_of(prefix: str) -> tuple[str, ...]:
+    """The steps a prefix already holds (it ends with the separator when non-empty)."""
+    assert prefix.startswith(PROMPT)
+    rest = prefix[len(PROMPT):]
+    return tuple(rest.split(STEP_SEPARATOR)[:-1]) if rest else ()
+
+
+def _capped(step: Step, max_tokens: int) -> Step:
+    if step.num_tokens <= max_tokens:
+        return step
+    return Step(step.text, max_tokens, "length", step.logprob)
+
+
+@dataclass
+class FakePolicy:
+    """Sample `i` (counted over the fake's lifetime, so every sample is distinct)
+    is `step_fn(path, i)`. Without stop strings a sample runs step after step to
+    eos, joined by the separator, as a real engine's whole-solution sample would."""
+
+    step_fn: StepFunction
+    on_call: Callable[[], None] = lambda: None
+    calls: list[dict] = field(default_factory=list)
+    samples_drawn: int = 0
+
+    async def generate_steps(
+        self, prefixes: Sequence[str], n: int, stop: Sequence[str], max_tokens: int,
+        temperature: float, top_p: float = 1.0, seed: int | None = None,
+    ) -> list[list[Step]]:
+        self.calls.append({"prefixes": list(prefixes), "n": n, "stop": list(stop), "max_tokens": max_tokens,
+                           "temperature": temperature, "seed": seed})
+        self.on_call()
+        rows = []
+        for prefix in prefixes:
+            row = []
+            for _ in range(n):
+                sample = self._step(path_of(prefix)) if stop else self._solution(path_of(prefix))
+                row.append(_capped(sample, max_tokens))
+                self.samples_drawn += 1
+            rows.append(row)
+        return rows
+
+    def _step(self, path: tuple[str, ...]) -> Step:
+        return self.step_fn(path, self.samples_drawn)
+
+    def _solution(self, path: tuple[str, ...]) -> Step:
+        steps: list[Step] = []
+        while len(steps) < MAX_FAKE_SOLUTION_STEPS and (not steps or steps[-1].finish_reason != "eos"):
+            steps.append(self._step(path + tuple(s.text for s in steps)))
+        text = STEP_SEPARATOR.join(s.text for s in steps)
+        tokens, logprob = sum(s.num_tokens for s in steps), sum(s.logprob for s in steps)
+        return Step(text, tokens, steps[-1].finish_reason, logprob)
+
+
+@dataclass
+class FakePRM:
+    """Scores each step on its own text, so a step's score never depends on context."""
+
+    score_fn: Callable[[str], float]
+    calls: list[list[list[str]]] = field(default_factory=list)
+
+    async def score(self, question: str, candidates: Sequence[Sequence[str]]) -> list[list[float]]:
+        self.calls.append([list(c) for c in candidates])
+        return [[self.score_fn(step) for step in candidate] for candidate in candidates]
+
+
+def score_by_last_id(step: str) -> float:
+    """Later samples score higher: "r.3.17" -> 0.17."""
+    return int(step.rsplit(".", 1)[1]) / 100
+
+
+@dataclass
+class FakeClock:
+    now: float = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float = 1.0) -> None:
+        self.now += seconds
