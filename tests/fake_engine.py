@@ -62,7 +62,41 @@ class FakeEngine(Engine):
 
 
 class FakePRM:
-    """Scores a step 1.0 when it contains "good", else 0.0."""
+    """Scores a step 1.0 when it contains "good", else 0.0. Batch interface, like StepTagPRM."""
 
-    async def score(self, question: str, candidates) -> list[list[float]]:
-        return [[1.0 if "good" in step else 0.0 for step in steps] for steps in candidates]
+    def __init__(self):
+        self.batches: list[int] = []
+
+    def score_batch(self, pairs) -> list[list[float]]:
+        self.batches.append(len(pairs))
+        return [[1.0 if "good" in step else 0.0 for step in steps] for _, steps in pairs]
+
+
+class StepFakeEngine(FakeEngine):
+    """Writes a fixed three-step solution, one word per token, continuing from
+    however many steps the prompt already holds; the answer depends on the seed,
+    so samples disagree."""
+
+    STEPS = ["good first step", "good second step", "The answer is \\boxed{{{answer}}}"]
+
+    async def stream(self, prompt: str, params: SamplingConfig) -> AsyncIterator[Delta]:
+        done = prompt.split("<assistant>")[-1].count("\n\n")
+        answer = (params.seed or 0) % 3
+        words = "\n\n".join(self.STEPS[done:]).format(answer=answer).split(" ")
+        tokens = [w if i == 0 else " " + w for i, w in enumerate(words)]
+        matcher = StopStringMatcher(params.stop)
+        self.live += 1
+        text = ""
+        try:
+            for i, token in enumerate(tokens[: params.max_tokens]):
+                await asyncio.sleep(self.delay_s)
+                hit = matcher.find(text + token, len(text))
+                if hit is not None:
+                    yield Delta((text + token)[len(text):hit], [-0.1], "stop")
+                    return
+                text += token
+                yield Delta(token, [-0.1], None)
+            yield Delta("", [-0.1] if len(tokens) <= params.max_tokens else [],
+                        "eos" if len(tokens) <= params.max_tokens else "length")
+        finally:
+            self.live -= 1

@@ -93,5 +93,10 @@ class SearchConfig:
             check_int("seed", self.seed, 0, 2**63 - 1)
 
     @property
+    def needs_prm(self) -> bool:
+        """Whether the strategy scores steps, so it cannot run without a PRM."""
+        return getattr(self, "aggregation", "majority_vote") != "majority_vote"
+
+    @property
     def max_solution_tokens(self) -> int:
         return self.max_steps * self.max_step_tokens

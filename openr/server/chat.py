@@ -32,6 +32,7 @@ class ServingContext:
     metrics: ServerMetrics
     max_n: int
     prm: object | None = None  # a StepScorer, when the model comes with a PRM
+    search_limits: object | None = None  # openr.server.search.SearchLimits
 
 
 @dataclass
@@ -88,6 +89,10 @@ def resolve_max_tokens(ctx: ServingContext, prompt_tokens: int, requested: int |
 
 async def create_chat_completion(ctx: ServingContext, request: ChatCompletionRequest):
     """Return a `ChatCompletion`, or an async iterator of SSE lines when streaming."""
+    from openr.server.search import create_search_completion, wants_search
+
+    if wants_search(request):
+        return await create_search_completion(ctx, request, ctx.search_limits)
     check_model(ctx, request.model)
     check_n(ctx, request)
     try:

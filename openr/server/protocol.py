@@ -83,6 +83,9 @@ class ChatCompletionRequest(SamplingFields):
     max_completion_tokens: int | None = Field(None, ge=1)
     max_tokens: int | None = Field(None, ge=1)
     reasoning_effort: Literal["low", "medium", "high"] | None = None
+    # -- our extension (OpenAI SDK: extra_body={"search": {...}}): the search
+    # strategy and its knobs, validated by openr.server.search.plan_search.
+    search: dict[str, Any] | None = None
 
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
@@ -189,11 +192,14 @@ class ChatCompletion(BaseModel):
     model: str
     choices: list[ChatChoice]
     usage: Usage
+    # our extension: candidates, step scores and token counts, with search.return_trace
+    search_trace: dict[str, Any] | None = Field(default=None, exclude_if=lambda value: value is None)
 
 
 class DeltaMessage(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    reasoning_content: str | None = Field(default=None, exclude_if=lambda value: value is None)  # search progress
 
 
 class ChunkChoice(BaseModel):

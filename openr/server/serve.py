@@ -9,6 +9,9 @@ import time
 from pathlib import Path
 
 from openr.engine import ENGINE_CHOICES, choose_engine, make_engine
+from openr.prm.batcher import DEFAULT_MAX_BATCH_SIZE as DEFAULT_PRM_BATCH
+from openr.prm.batcher import DEFAULT_MAX_WAIT_MS as DEFAULT_PRM_WAIT_MS
+from openr.server.search import SearchLimits
 from openr.engine.models import ARITH_ALIAS, DEFAULT_MODEL, SMOLLM2_ALIAS, check_model_arg, served_name, split_bundle
 
 logger = logging.getLogger("openr.serve")
@@ -56,12 +59,27 @@ def add_parser(subparsers) -> None:
     p.add_argument("--remote-api-key", default=os.environ.get("OPENR_REMOTE_API_KEY"),
                    help="openai engine: API key of the remote server (default: $OPENR_REMOTE_API_KEY)")
     p.add_argument("--seed", type=int, default=0, help="engine seed, for reproducible sampling")
+    defaults = SearchLimits()
+    p.add_argument("--search-max-samples", type=int, default=defaults.max_samples,
+                   help="search: largest number of samples one request may ask for (search.n; mcts: n_children "
+                        "x num_simulations)")
+    p.add_argument("--search-max-tokens", type=int, default=defaults.max_tokens_total,
+                   help="search: largest generation budget of one request, in tokens (search.max_tokens_total)")
+    p.add_argument("--search-timeout", type=float, default=defaults.default_timeout_s,
+                   help="search: default wall-clock budget in seconds (search.timeout_s)")
+    p.add_argument("--search-max-timeout", type=float, default=defaults.max_timeout_s,
+                   help="search: largest search.timeout_s a request may ask for")
+    p.add_argument("--prm-max-batch-size", type=int, default=DEFAULT_PRM_BATCH,
+                   help="PRM micro-batcher: most candidates scored in one forward pass, across all requests")
+    p.add_argument("--prm-max-wait-ms", type=float, default=DEFAULT_PRM_WAIT_MS,
+                   help="PRM micro-batcher: how long a scoring call may wait for others to share its batch")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=run)
 
 
 def validate(args: argparse.Namespace) -> None:
-    for flag in ("max_concurrent", "max_queue", "max_n", "max_batch_size", "port"):
+    for flag in ("max_concurrent", "max_queue", "max_n", "max_batch_size", "port", "search_max_samples",
+                 "search_max_tokens", "prm_max_batch_size"):
         value = getattr(args, flag)
         if value < (0 if flag == "max_queue" else 1):
             raise SystemExit(f"openr serve: --{flag.replace('_', '-')} must be positive (got {value})")
@@ -115,5 +133,10 @@ def run(args: argparse.Namespace) -> None:
     app = build_app(engine, name, api_key=args.api_key, max_concurrent=args.max_concurrent,
                     max_queue=args.max_queue, max_n=args.max_n, started_at=started,
                     prm_factory=_prm_factory(prm_dir, device),
-                    prm_name=Path(args.prm).resolve().name if args.prm else f"{name}-prm")
+                    prm_name=Path(args.prm).resolve().name if args.prm else f"{name}-prm",
+                    search_limits=SearchLimits(max_samples=args.search_max_samples,
+                                               max_tokens_total=args.search_max_tokens,
+                                               default_timeout_s=args.search_timeout,
+                                               max_timeout_s=args.search_max_timeout),
+                    prm_batch_size=args.prm_max_batch_size, prm_max_wait_ms=args.prm_max_wait_ms)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_keep_alive=30)

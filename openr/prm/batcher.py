@@ -1,0 +1,114 @@
+"""Cross-request micro-batching for a PRM.
+
+Every live search calls `score` on its own schedule; scoring each call alone
+leaves the PRM running batches of a few candidates. The batcher holds a call
+for at most `max_wait_ms` while others arrive and scores all of them in one
+padded forward pass of up to `max_batch_size` candidates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_BATCH_SIZE = 64  # candidates per forward pass
+DEFAULT_MAX_WAIT_MS = 5.0
+
+
+@dataclass
+class _Call:
+    question: str
+    candidates: Sequence[Sequence[str]]
+    future: asyncio.Future = field(repr=False)
+
+
+class MicroBatchingScorer:
+    """A `StepScorer` in front of a batch scorer (`score_batch(pairs) -> scores`).
+
+    `on_batch(candidates, seconds)` and `on_queue(depth)` report to metrics.
+    A call cancelled while waiting is dropped before its batch runs.
+    """
+
+    def __init__(self, scorer, max_batch_size: int = DEFAULT_MAX_BATCH_SIZE, max_wait_ms: float = DEFAULT_MAX_WAIT_MS,
+                 on_batch: Callable[[int, float], None] | None = None, on_queue: Callable[[int], None] | None = None):
+        if max_batch_size < 1 or max_wait_ms < 0:
+            raise ValueError("max_batch_size must be >= 1 and max_wait_ms >= 0")
+        self.scorer = scorer
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_ms / 1000
+        self._on_batch = on_batch or (lambda size, seconds: None)
+        self._on_queue = on_queue or (lambda depth: None)
+        self._queue: list[_Call] = []
+        self._arrived = asyncio.Event()
+        self._worker: asyncio.Task | None = None
+
+    async def score(self, question: str, candidates: Sequence[Sequence[str]]) -> list[list[float]]:
+        if not candidates:
+            return []
+        if self._worker is None:
+            self._worker = asyncio.create_task(self._run(), name="prm-micro-batcher")
+        call = _Call(question, candidates, asyncio.get_running_loop().create_future())
+        self._queue.append(call)
+        self._on_queue(self._queued_candidates())
+        self._arrived.set()
+        try:
+            return await call.future
+        finally:
+            if call in self._queue:  # cancelled before its batch started
+                self._queue.remove(call)
+                self._on_queue(self._queued_candidates())
+
+    async def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+
+    def _queued_candidates(self) -> int:
+        return sum(len(c.candidates) for c in self._queue)
+
+    async def _run(self) -> None:
+        while True:
+            await self._arrived.wait()
+            self._arrived.clear()
+            deadline = time.monotonic() + self.max_wait_s
+            while self._queued_candidates() < self.max_batch_size and time.monotonic() < deadline:
+                await asyncio.sleep(min(self.max_wait_s / 4, deadline - time.monotonic()))
+            while self._queue:
+                await self._score_one_batch(self._take_batch())
+
+    def _take_batch(self) -> list[_Call]:
+        """Whole calls, first come first served, up to max_batch_size candidates
+        (a single larger call goes alone rather than being split)."""
+        batch, size = [], 0
+        while self._queue and (not batch or size + len(self._queue[0].candidates) <= self.max_batch_size):
+            call = self._queue.pop(0)
+            batch.append(call)
+            size += len(call.candidates)
+        self._on_queue(self._queued_candidates())
+        return batch
+
+    async def _score_one_batch(self, batch: list[_Call]) -> None:
+        live = [c for c in batch if not c.future.done()]
+        pairs = [(c.question, steps) for c in live for steps in c.candidates]
+        if not pairs:
+            return
+        start = time.perf_counter()
+        try:
+            scores = await asyncio.to_thread(self.scorer.score_batch, pairs)
+        except Exception as exc:  # fail the calls of this batch, keep serving the next
+            logger.exception("PRM batch failed")
+            for call in live:
+                if not call.future.done():
+                    call.future.set_exception(exc)
+            return
+        self._on_batch(len(pairs), time.perf_counter() - start)
+        offset = 0
+        for call in live:
+            n = len(call.candidates)
+            if not call.future.done():
+                call.future.set_result(scores[offset : offset + n])
+            offset += n

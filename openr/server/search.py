@@ -1,0 +1,215 @@
+"""Serving logic of a chat completion that asks for search (`extra_body.search`
+or `reasoning_effort`): validate the knobs against the server's limits, run the
+strategy on the engine and the micro-batched PRM, and answer in OpenAI's shape.
+
+Usage: `completion_tokens` is every token the search generated;
+`completion_tokens_details.reasoning_tokens` the part not in the returned choices.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any, AsyncIterator
+
+from openr.search import STRATEGIES, Budget, SearchConfigError, SearchProblem, SearchResult, build_config
+from openr.server.chat import ServingContext, Tally, check_model, check_n, sse_stream
+from openr.server.errors import bad_request
+from openr.server.protocol import (
+    AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChunkChoice,
+    DeltaMessage, Usage, new_id, now,
+)
+
+# Options that shape the request rather than the strategy's config.
+CONTROL_KEYS = ("strategy", "max_tokens_total", "timeout_s", "max_prm_calls", "return_trace")
+PROGRESS_INTERVAL_S = 1.0  # how often a streamed search reports progress
+
+# OpenAI's reasoning_effort -> search preset: with a PRM, PRM-guided search;
+# without one, self-consistency at the same number of samples.
+EFFORT_PRESETS = {
+    "low": {"strategy": "best_of_n", "n": 4},
+    "medium": {"strategy": "beam_search", "n": 8, "beam_width": 2},
+    "high": {"strategy": "beam_search", "n": 16, "beam_width": 4},
+}
+EFFORT_PRESETS_NO_PRM = {effort: {"strategy": "majority_vote", "n": p["n"]} for effort, p in EFFORT_PRESETS.items()}
+
+
+@dataclass(frozen=True)
+class SearchLimits:
+    """Server-wide defaults and ceilings for search requests (`openr serve` flags)."""
+
+    default_strategy: str = "beam_search"
+    max_samples: int = 64  # largest `search.n` (or n_children x num_simulations for mcts)
+    max_tokens_total: int = 100_000  # largest generation budget per request, in tokens
+    default_timeout_s: float = 120.0
+    max_timeout_s: float = 600.0
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    strategy: str
+    config: Any
+    budget: Budget
+    return_trace: bool
+
+
+def wants_search(request: ChatCompletionRequest) -> bool:
+    return request.search is not None or request.reasoning_effort is not None
+
+
+def plan_search(ctx: ServingContext, request: ChatCompletionRequest, limits: SearchLimits) -> SearchPlan:
+    """Validate a request's search options into a plan; every problem is a 400 naming `search.<field>`."""
+    presets = EFFORT_PRESETS if ctx.prm is not None else EFFORT_PRESETS_NO_PRM
+    options = dict(presets[request.reasoning_effort]) if request.reasoning_effort else {}
+    options.update(request.search or {})
+    strategy = options.pop("strategy", limits.default_strategy if ctx.prm is not None else "majority_vote")
+    control = {key: options.pop(key) for key in CONTROL_KEYS if key in options}
+    try:
+        config = build_config(strategy, options)
+    except SearchConfigError as exc:
+        raise bad_request(str(exc), f"search.{exc.field}") from exc
+    except TypeError as exc:  # a value of the wrong type for a config field
+        raise bad_request(f"search: {exc}", "search") from exc
+    samples = getattr(config, "n", 1) * getattr(config, "num_simulations", 1)
+    if samples > limits.max_samples:
+        raise bad_request(f"search asks for {samples} samples; this server allows at most {limits.max_samples}",
+                          "search.n")
+    if config.needs_prm and ctx.prm is None:
+        raise bad_request(f"strategy {strategy} (aggregation {config.aggregation}) needs a process reward model, "
+                          f"and `{ctx.model_name}` has none attached; use majority_vote or cot, or serve a "
+                          "model with a PRM (--prm)", "search.strategy", "prm_unavailable")
+    budget = Budget(max_tokens_total=_int_option(control, "max_tokens_total", _default_tokens(request, limits),
+                                                 1, limits.max_tokens_total),
+                    max_prm_calls=_int_option(control, "max_prm_calls", None, 1, 10**9),
+                    max_seconds=_timeout(control, limits))
+    trace = control.get("return_trace", False)
+    if not isinstance(trace, bool):
+        raise bad_request("search.return_trace must be true or false", "search.return_trace")
+    return SearchPlan(strategy, config, budget, trace)
+
+
+def _default_tokens(request: ChatCompletionRequest, limits: SearchLimits) -> int:
+    # As with OpenAI's reasoning models, max_completion_tokens bounds the visible
+    # answer plus the reasoning behind it: here, every token the search generates.
+    requested = request.requested_max_tokens()
+    return min(requested, limits.max_tokens_total) if requested else limits.max_tokens_total
+
+
+def _int_option(control: dict, key: str, default: int | None, low: int, high: int) -> int | None:
+    value = control.get(key, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise bad_request(f"search.{key} must be an integer from {low} to {high}, got {value!r}", f"search.{key}")
+    return value
+
+
+def _timeout(control: dict, limits: SearchLimits) -> float:
+    value = control.get("timeout_s", limits.default_timeout_s)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= limits.max_timeout_s:
+        raise bad_request(f"search.timeout_s must be a number in (0, {limits.max_timeout_s}], got {value!r}",
+                          "search.timeout_s")
+    return float(value)
+
+
+async def create_search_completion(ctx: ServingContext, request: ChatCompletionRequest, limits: SearchLimits):
+    """A `ChatCompletion` chosen by search, or an async iterator of SSE lines when streaming."""
+    check_model(ctx, request.model)
+    check_n(ctx, request)
+    plan = plan_search(ctx, request, limits)
+    messages = request.chat_messages()
+    prompt = await ctx.engine.prepare_chat(messages)
+    question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), messages[-1]["content"])
+    problem = SearchProblem(question=question, prompt=prompt.text)
+    run = STRATEGIES[plan.strategy].run
+    tally = Tally(ctx.metrics, prompt.num_tokens)
+
+    async def search() -> SearchResult:
+        try:
+            result = await run(problem, ctx.engine, ctx.prm, plan.config, plan.budget)
+        except SearchConfigError as exc:
+            raise bad_request(str(exc), f"search.{exc.field}") from exc
+        except asyncio.CancelledError:
+            ctx.metrics.searches.labels(ctx.model_name, plan.strategy, "cancelled").inc()
+            raise
+        _record(ctx, plan.strategy, result, tally)
+        return result
+
+    if request.stream:
+        include_usage = bool(request.stream_options and request.stream_options.include_usage)
+        return _stream(ctx, plan, request.n, prompt.num_tokens, asyncio.ensure_future(search()), include_usage)
+    result = await search()
+    choices, usage = _choices(result, request.n, prompt.num_tokens)
+    body = ChatCompletion(id=new_id("chatcmpl"), created=now(), model=ctx.model_name, choices=choices, usage=usage)
+    if plan.return_trace:
+        body.search_trace = trace_of(plan.strategy, result)
+    return body
+
+
+def _choices(result: SearchResult, n: int, prompt_tokens: int) -> tuple[list[ChatChoice], Usage]:
+    chosen = result.top_answers(n) or list(result.candidates[:1])
+    choices = [ChatChoice(index=i, message=AssistantMessage(content=c.text),
+                          finish_reason=result.finish_reason if i == 0 else ("stop" if c.finished else "length"))
+               for i, c in enumerate(chosen)]
+    visible = sum(c.tokens for c in chosen)
+    usage = Usage.of(prompt_tokens, result.tokens_generated, max(0, result.tokens_generated - visible))
+    return choices, usage
+
+
+def trace_of(strategy: str, result: SearchResult) -> dict:
+    return {
+        "strategy": strategy, "stop_reason": result.stop_reason, "tokens_generated": result.tokens_generated,
+        "prm_calls": result.prm_calls,
+        "candidates": [{"steps": list(c.steps), "step_scores": list(c.step_scores), "aggregate_score": c.aggregate_score,
+                        "tokens": c.tokens, "finished": c.finished, "answer": c.answer} for c in result.candidates],
+    }
+
+
+def _record(ctx: ServingContext, strategy: str, result: SearchResult, tally: Tally) -> None:
+    name, m = ctx.model_name, ctx.metrics
+    m.searches.labels(name, strategy, result.stop_reason or "completed").inc()
+    m.search_latency.labels(name, strategy).observe(time.perf_counter() - tally.started)
+    m.search_tokens.labels(name, strategy).observe(result.tokens_generated)
+    tally.completion_tokens = result.tokens_generated
+    tally.finish([result.finish_reason])
+
+
+def _stream(ctx: ServingContext, plan: SearchPlan, n: int, prompt_tokens: int, task: asyncio.Future,
+            include_usage: bool) -> AsyncIterator[str]:
+    """Progress in `delta.reasoning_content` while the search runs (as reasoning
+    models on vLLM stream their thinking), then the answer, usage and [DONE]."""
+    chunk_id, created = new_id("chatcmpl"), now()
+
+    def chunk(choices: list[ChunkChoice], usage: Usage | None = None) -> dict:
+        return ChatCompletionChunk(id=chunk_id, created=created, model=ctx.model_name, choices=choices,
+                                   usage=usage).model_dump(exclude_none=True)
+
+    async def payloads():
+        yield chunk([ChunkChoice(index=0, delta=DeltaMessage(role="assistant", content=""))])
+        while not task.done():
+            await asyncio.wait({task}, timeout=PROGRESS_INTERVAL_S)
+            if not task.done():
+                note = (f"{plan.strategy}: {plan.budget.tokens_generated} tokens generated, "
+                        f"{plan.budget.prm_calls} PRM calls\n")
+                yield chunk([ChunkChoice(index=0, delta=DeltaMessage(reasoning_content=note))])
+        choices, usage = _choices(task.result(), n, prompt_tokens)
+        for choice in choices:
+            delta = DeltaMessage(role="assistant" if choice.index else None, content=choice.message.content)
+            yield chunk([ChunkChoice(index=choice.index, delta=delta, finish_reason=choice.finish_reason)])
+        if include_usage:
+            yield chunk([], usage)
+
+    return sse_stream(payloads(), _Cancel(task))
+
+
+class _Cancel:
+    """Lets `sse_stream` stop the search the way it closes engine samples."""
+
+    def __init__(self, task: asyncio.Future):
+        self.task = task
+
+    async def aclose(self) -> None:
+        if not self.task.done():
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)

@@ -1,0 +1,134 @@
+"""Search behind /v1/chat/completions at the app level (fake engine and PRM):
+extra_body options, validation, usage, traces, streaming, metrics, micro-batching."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import openai
+import pytest
+
+from openr.prm.batcher import MicroBatchingScorer
+from tests.e2e_helpers import metric_in
+from tests.fake_engine import FakePRM, StepFakeEngine
+from tests.test_app import MODEL, serving
+
+pytestmark = pytest.mark.anyio
+MESSAGES = [{"role": "user", "content": "q"}]
+
+
+def search_call(sdk, search: dict | None = None, **kwargs):
+    extra = {"search": search} if search is not None else None
+    return sdk.chat.completions.create(model=MODEL, messages=MESSAGES, extra_body=extra, **kwargs)
+
+
+async def test_best_of_n_answers_with_usage_and_trace():
+    async with serving(StepFakeEngine(), prm_factory=FakePRM) as (_, sdk, _):
+        r = await search_call(sdk, {"strategy": "best_of_n", "n": 4, "seed": 1, "return_trace": True})
+    trace = r.model_extra["search_trace"]
+    assert r.choices[0].message.content.endswith("}") and "\\boxed" in r.choices[0].message.content
+    assert r.choices[0].finish_reason == "stop"
+    assert len(trace["candidates"]) == 4 and trace["strategy"] == "best_of_n"
+    assert all(len(c["step_scores"]) == len(c["steps"]) for c in trace["candidates"])
+    assert r.usage.completion_tokens == trace["tokens_generated"] > 0
+    visible = trace["candidates"][0]["tokens"]
+    assert r.usage.completion_tokens_details.reasoning_tokens == r.usage.completion_tokens - visible
+
+
+async def test_n_returns_distinct_answers():
+    async with serving(StepFakeEngine(), prm_factory=FakePRM) as (_, sdk, _):
+        r = await search_call(sdk, {"strategy": "majority_vote", "n": 6, "seed": 0}, n=3)
+    answers = [c.message.content.split("boxed")[-1] for c in r.choices]
+    assert len(answers) == 3 and len(set(answers)) == 3
+
+
+@pytest.mark.parametrize("search, param", [
+    ({"strategy": "telepathy"}, "search.strategy"),
+    ({"strategy": "best_of_n", "aggregation": "prm_median_max"}, "search.aggregation"),
+    ({"strategy": "beam_search", "n": 6, "beam_width": 4}, "search.n"),
+    ({"strategy": "beam_search", "n": 128, "beam_width": 4}, "search.n"),
+    ({"strategy": "best_of_n", "n": 0}, "search.n"),
+    ({"strategy": "mcts", "c_puct": -1}, "search.c_puct"),
+    ({"strategy": "best_of_n", "timeout_s": -2}, "search.timeout_s"),
+    ({"strategy": "best_of_n", "max_tokens_total": 0}, "search.max_tokens_total"),
+    ({"strategy": "best_of_n", "return_trace": "yes"}, "search.return_trace"),
+    ({"strategy": "cot", "beam_width": 2}, "search.beam_width"),
+])
+async def test_bad_search_options_are_400_naming_the_field(search, param):
+    async with serving(StepFakeEngine(), prm_factory=FakePRM) as (_, sdk, _):
+        with pytest.raises(openai.BadRequestError) as err:
+            await search_call(sdk, search)
+    assert err.value.body["param"] == param
+
+
+async def test_prm_strategy_without_a_prm_is_400_saying_so():
+    async with serving(StepFakeEngine()) as (_, sdk, _):
+        with pytest.raises(openai.BadRequestError) as err:
+            await search_call(sdk, {"strategy": "beam_search"})
+        assert err.value.body["param"] == "search.strategy" and "reward model" in err.value.body["message"]
+        r = await search_call(sdk, {"strategy": "majority_vote", "n": 3})  # fine without a PRM
+    assert r.choices[0].message.content
+
+
+async def test_reasoning_effort_maps_to_a_preset():
+    async with serving(StepFakeEngine(), prm_factory=FakePRM) as (_, sdk, _):
+        low = await search_call(sdk, {"return_trace": True}, reasoning_effort="low")
+    assert low.model_extra["search_trace"]["strategy"] == "best_of_n"
+    assert len(low.model_extra["search_trace"]["candidates"]) == 4
+
+
+async def test_token_budget_stops_the_search_with_length():
+    async with serving(StepFakeEngine(), prm_factory=FakePRM) as (_, sdk, _):
+        r = await search_call(sdk, {"strategy": "beam_search", "n": 8, "beam_width": 2, "max_tokens_total": 12,
+                                    "return_trace": True})
+    assert r.choices[0].finish_reason == "length"
+    assert r.model_extra["search_trace"]["stop_reason"] == "tokens"
+    assert r.usage.completion_tokens <= 12 + 8  # at most one token per sample over
+
+
+async def test_streamed_search_reports_progress_then_the_answer():
+    async with serving(StepFakeEngine(delay_s=0.15), prm_factory=FakePRM) as (http, _, _):  # > 1 s of search
+        body = {"model": MODEL, "messages": MESSAGES, "stream": True, "stream_options": {"include_usage": True},
+                "search": {"strategy": "beam_search", "n": 4, "beam_width": 2}}
+        r = await http.post("/v1/chat/completions", json=body)
+    events = [json.loads(line[6:]) for line in r.text.split("\n\n") if line.startswith("data: {")]
+    assert r.text.rstrip().endswith("data: [DONE]")
+    progress = [e for e in events if e["choices"] and "reasoning_content" in e["choices"][0]["delta"]]
+    answers = [e for e in events if e["choices"] and e["choices"][0]["delta"].get("content")]
+    assert progress and "tokens generated" in progress[0]["choices"][0]["delta"]["reasoning_content"]
+    assert len(answers) == 1 and answers[0]["choices"][0]["finish_reason"] == "stop"
+    assert events[-1]["usage"]["completion_tokens"] > 0
+
+
+async def test_search_metrics_count_searches_and_prm_batches():
+    async with serving(StepFakeEngine(), prm_factory=FakePRM) as (http, sdk, _):
+        for _ in range(2):
+            await search_call(sdk, {"strategy": "best_of_n", "n": 4})
+        text = (await http.get("/metrics")).text
+    assert metric_in(text, "openr:search_requests_total", strategy="best_of_n", outcome="completed") == 2
+    assert metric_in(text, "openr:search_latency_seconds_count", strategy="best_of_n") == 2
+    assert metric_in(text, "openr:prm_batch_size_count") >= 1
+    assert metric_in(text, "openr:prm_batch_size_sum") == 8  # 2 searches x 4 candidates
+    assert metric_in(text, "openr:request_success_total") == 2
+
+
+async def test_micro_batcher_coalesces_concurrent_calls():
+    prm = FakePRM()
+    batcher = MicroBatchingScorer(prm, max_batch_size=64, max_wait_ms=20)
+    calls = [batcher.score(f"q{i}", [["good"], ["bad", "good"]]) for i in range(16)]
+    results = await asyncio.gather(*calls)
+    await batcher.close()
+    assert all(r == [[1.0], [0.0, 1.0]] for r in results)
+    assert sum(prm.batches) == 32 and len(prm.batches) <= 2
+
+
+async def test_cancelled_call_never_reaches_the_prm():
+    prm = FakePRM()
+    batcher = MicroBatchingScorer(prm, max_wait_ms=50)
+    call = asyncio.ensure_future(batcher.score("q", [["good"]]))
+    await asyncio.sleep(0.01)
+    call.cancel()
+    kept = await batcher.score("q", [["good"], ["good"]])
+    await batcher.close()
+    assert kept == [[1.0], [1.0]] and prm.batches == [2]
