@@ -53,3 +53,74 @@ def test_bundle_serves_policy_and_prm(bundle, engine):
     assert [len(s) for s in scored["scores"]] == [3, 1]
     flat = [score for steps in scored["scores"] for score in steps]
     assert flat == pytest.approx([score for steps in expected for score in steps], abs=1e-5)
+
+
+@pytest.fixture(scope="module")
+def bundle_server(bundle):
+    out, _ = bundle
+    with ServerProcess(["--engine", "hf", "--model", str(out)]) as server:
+        yield server, out.name
+
+
+SMALL = {"max_steps": 3, "max_step_tokens": 12, "seed": 5}
+STRATEGY_OPTIONS = {
+    "cot": {},
+    "majority_vote": {"n": 4},
+    "best_of_n": {"n": 4, "aggregation": "prm_last_max"},
+    "beam_search": {"n": 4, "beam_width": 2, "aggregation": "prm_min_vote"},
+    "dvts": {"n": 4, "beam_width": 2},
+    "mcts": {"n_children": 2, "num_simulations": 3},
+}
+
+
+@pytest.mark.parametrize("strategy", sorted(STRATEGY_OPTIONS))
+def test_every_strategy_answers_through_the_sdk(bundle_server, strategy):
+    server, model = bundle_server
+    client = openai.OpenAI(base_url=server.base_url, api_key=API_KEY, max_retries=0, timeout=300)
+    search = {"strategy": strategy, **SMALL, **STRATEGY_OPTIONS[strategy], "return_trace": True}
+    r = client.chat.completions.create(model=model, messages=[{"role": "user", "content": QUESTION}],
+                                       extra_body={"search": search})
+    trace = r.model_extra["search_trace"]
+    assert trace["strategy"] == strategy and trace["candidates"]
+    assert r.usage.completion_tokens == trace["tokens_generated"] > 0
+    assert 0 <= r.usage.completion_tokens_details.reasoning_tokens <= r.usage.completion_tokens
+    assert r.choices[0].finish_reason in ("stop", "length")
+    if strategy not in ("cot", "majority_vote"):
+        assert trace["prm_calls"] > 0
+        assert all(len(c["step_scores"]) == len(c["steps"]) for c in trace["candidates"] if c["step_scores"])
+
+
+def test_search_streams_and_bad_options_are_400(bundle_server):
+    server, model = bundle_server
+    client = openai.OpenAI(base_url=server.base_url, api_key=API_KEY, max_retries=0, timeout=300)
+    messages = [{"role": "user", "content": QUESTION}]
+    chunks = list(client.chat.completions.create(
+        model=model, messages=messages, stream=True, n=2,
+        extra_body={"search": {"strategy": "best_of_n", "n": 4, **SMALL}}))
+    assert chunks[-1].choices and chunks[-1].choices[0].finish_reason in ("stop", "length")
+    assert {c.choices[0].index for c in chunks if c.choices} <= {0, 1}
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model=model, messages=messages,
+                                       extra_body={"search": {"strategy": "beam_search", "beam_width": 5}})
+    assert err.value.body["param"] == "search.n"
+
+
+def test_disconnect_mid_search_cancels_it(bundle_server):
+    from tests.e2e_helpers import metric, wait_for_metric
+
+    server, model = bundle_server
+    body = {"model": model, "messages": [{"role": "user", "content": QUESTION}], "stream": True,
+            "search": {"strategy": "beam_search", "n": 16, "beam_width": 4, "max_steps": 40, "max_step_tokens": 200,
+                       "temperature": 1.0}}
+    with httpx.Client(timeout=120, headers={"Authorization": f"Bearer {API_KEY}"}) as http:
+        with http.stream("POST", f"{server.base_url}/chat/completions", json=body) as response:
+            lines = response.iter_lines()  # held: a dropped iterator would close the connection early
+            for line in lines:
+                if "reasoning_content" in line:
+                    break
+            assert metric(server.url, "openr:num_requests_running") == 1
+            assert metric(server.url, "openr:engine_sequences_running") > 0
+            lines.close()
+    assert wait_for_metric(server.url, "openr:num_requests_running", 0) == 0
+    assert wait_for_metric(server.url, "openr:engine_sequences_running", 0) == 0
+    assert metric(server.url, "openr:search_requests_total", outcome="cancelled") == 1
