@@ -124,3 +124,22 @@ def test_disconnect_mid_search_cancels_it(bundle_server):
     assert wait_for_metric(server.url, "openr:num_requests_running", 0) == 0
     assert wait_for_metric(server.url, "openr:engine_sequences_running", 0) == 0
     assert metric(server.url, "openr:search_requests_total", outcome="cancelled") == 1
+
+
+def test_scale_out_front_uses_remote_engine_and_remote_prm(bundle_server):
+    server, model = bundle_server
+    args = ["--engine", "openai", "--model", server.base_url, "--prm", server.base_url,
+            "--remote-api-key", API_KEY]
+    candidates = [["12 + 7 = 19", "19 - 3 = 16"], ["12 + 7 = 20"]]
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    direct = httpx.post(f"{server.base_url}/rewards", headers=headers,
+                        json={"question": QUESTION, "candidates": candidates}).json()["scores"]
+    with ServerProcess(args) as front:
+        via_front = httpx.post(f"{front.base_url}/rewards", headers=headers,
+                               json={"question": QUESTION, "candidates": candidates}).json()["scores"]
+        client = openai.OpenAI(base_url=front.base_url, api_key=API_KEY, max_retries=0, timeout=300)
+        r = client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": QUESTION}],
+            extra_body={"search": {"strategy": "beam_search", "n": 4, "beam_width": 2, **SMALL, "return_trace": True}})
+    assert via_front == direct
+    assert r.model_extra["search_trace"]["prm_calls"] > 0 and r.usage.completion_tokens > 0

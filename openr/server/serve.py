@@ -36,8 +36,8 @@ def add_parser(subparsers) -> None:
                         "a hub id (where a hub is reachable) or, with --engine openai, the remote server's URL "
                         f"(default: {DEFAULT_MODEL})")
     p.add_argument("--prm", default=None,
-                   help="process reward model checkpoint directory to attach (default: the one that comes with "
-                        "--model, if any)")
+                   help="process reward model to attach: a checkpoint directory, or the URL of another `openr "
+                        "serve` whose /v1/rewards to use (default: the PRM that comes with --model, if any)")
     p.add_argument("--served-model-name", default=None,
                    help="the name clients send as `model` (default: the alias, directory name or remote name)")
     p.add_argument("--engine", choices=ENGINE_CHOICES, default="auto",
@@ -57,7 +57,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--max-batch-size", type=int, default=DEFAULT_MAX_BATCH_SIZE,
                    help="hf engine: samples decoded together in one batch")
     p.add_argument("--remote-api-key", default=os.environ.get("OPENR_REMOTE_API_KEY"),
-                   help="openai engine: API key of the remote server (default: $OPENR_REMOTE_API_KEY)")
+                   help="API key of the remote server behind --engine openai or a --prm URL "
+                        "(default: $OPENR_REMOTE_API_KEY)")
     p.add_argument("--seed", type=int, default=0, help="engine seed, for reproducible sampling")
     defaults = SearchLimits()
     p.add_argument("--search-max-samples", type=int, default=defaults.max_samples,
@@ -86,23 +87,31 @@ def validate(args: argparse.Namespace) -> None:
     try:
         if args.engine != "openai":
             check_model_arg(split_bundle(args.model)[0])
-        if args.prm is not None:
+        if args.prm is not None and not _is_url(args.prm):
             check_model_arg(args.prm)
     except ValueError as exc:
         raise SystemExit(f"openr serve: {exc}") from exc
 
 
-def _prm_factory(prm_dir: str | None, device: str):
+def _prm_factory(prm_dir: str | None, device: str, remote_api_key: str | None):
     """Builds the PRM scorer when the server starts (weights load then, not at parse time)."""
     if prm_dir is None:
         return None
     logger.info("attaching PRM %s", prm_dir)
 
     def load():
+        if _is_url(prm_dir):
+            from openr.prm.remote import RemotePRM
+
+            return RemotePRM(prm_dir, api_key=remote_api_key)
         from openr.prm import StepTagPRM
 
         return StepTagPRM(prm_dir, device=device)
     return load
+
+
+def _is_url(value: str) -> bool:
+    return value.startswith(("http://", "https://"))
 
 
 def run(args: argparse.Namespace) -> None:
@@ -132,8 +141,9 @@ def run(args: argparse.Namespace) -> None:
         name = args.served_model_name or served_name(args.model)
     app = build_app(engine, name, api_key=args.api_key, max_concurrent=args.max_concurrent,
                     max_queue=args.max_queue, max_n=args.max_n, started_at=started,
-                    prm_factory=_prm_factory(prm_dir, device),
-                    prm_name=Path(args.prm).resolve().name if args.prm else f"{name}-prm",
+                    prm_factory=_prm_factory(prm_dir, device, args.remote_api_key),
+                    prm_name=(args.prm if _is_url(args.prm) else Path(args.prm).resolve().name) if args.prm
+                    else f"{name}-prm",
                     search_limits=SearchLimits(max_samples=args.search_max_samples,
                                                max_tokens_total=args.search_max_tokens,
                                                default_timeout_s=args.search_timeout,
