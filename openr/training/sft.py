@@ -53,7 +53,7 @@ class SFTConfig:
     num_heads: int = field(default=4, metadata={"help": "Attention heads; hidden_size / num_heads must be a "
                                                          "head size vLLM's CPU backend supports (32, 64, ...)."})
     intermediate_size: int = field(default=688, metadata={"help": "Width of the SwiGLU MLP."})
-    max_len: int = field(default=512, metadata={"help": "Position table size and longest training sequence, "
+    max_len: int = field(default=768, metadata={"help": "Position table size and longest training sequence, "
                                                          "in tokens (= characters)."})
     learning_rate: float = field(default=1e-3, metadata={"help": "Peak AdamW learning rate."})
     min_lr_ratio: float = field(default=0.1, metadata={"help": "Final learning rate as a fraction of the peak."})
@@ -69,6 +69,9 @@ class SFTConfig:
     min_ops: int = field(default=2, metadata={"help": "Fewest operations per training problem."})
     max_ops: int = field(default=8, metadata={"help": "Most operations per training problem."})
     seed: int = field(default=0, metadata={"help": "Seed for problems, initialisation and batch order."})
+    bf16_autocast: bool = field(default=True, metadata={"help": "Run forward/backward matmuls in bfloat16 "
+                                                                 "(weights stay float32); about 2x faster on "
+                                                                 "CPUs with AVX512-BF16 or AMX."})
 
     def __post_init__(self):
         if self.hidden_size % self.num_heads:
@@ -180,7 +183,9 @@ def train_policy(config: SFTConfig, out_dir: str | Path, progress: bool = True) 
         fraction = max(step / config.max_steps, (time.monotonic() - start) / budget_seconds)
         for group in optimizer.param_groups:
             group["lr"] = config.learning_rate * lr_factor(config, step, fraction)
-        loss = model(**collate([examples[i] for i in next(batches)], tokenizer.pad_token_id)).loss
+        batch = collate([examples[i] for i in next(batches)], tokenizer.pad_token_id)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16_autocast):
+            loss = model(**batch).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
@@ -214,7 +219,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="Checkpoint directory to write.")
     for f in dataclasses.fields(SFTConfig):
-        parser.add_argument(f"--{f.name}", type=type(f.default), default=f.default, help=f.metadata["help"])
+        if isinstance(f.default, bool):
+            parser.add_argument(f"--{f.name}", action=argparse.BooleanOptionalAction, default=f.default,
+                                help=f.metadata["help"])
+        else:
+            parser.add_argument(f"--{f.name}", type=type(f.default), default=f.default, help=f.metadata["help"])
     args = vars(parser.parse_args(argv))
     out = args.pop("out")
     print(json.dumps(train_policy(SFTConfig(**args), out), indent=2))

@@ -1,0 +1,220 @@
+"""Automatic process supervision: Monte Carlo step labels for training a PRM.
+
+The steps of a policy's own solutions are labelled with rollouts (Math-Shepherd
+or OmegaPRM) and written as a PRM training set. This is the driver both methods
+share: it runs several problems at once on one event loop (so the engine batches
+rollouts across problems), appends each problem's records to a JSONL file in
+TRL's stepwise format as soon as the problem is done, resumes after an
+interruption, and reports what the labels cost.
+
+Run: `python -m openr.training.labels --method omegaprm --model DIR --out FILE.jsonl`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Awaitable, Callable, Sequence
+
+from tqdm.auto import tqdm
+
+from openr.tasks import arith
+from openr.tasks.problem import Problem
+from openr.training import label_omegaprm, label_shepherd
+from openr.training.rollouts import ChatPolicy, ProblemLabels, RolloutConfig
+
+# The sidecar that marks a problem finished: one {"id", "records"} line per problem,
+# written after its records, so a crash between the two writes is detectable.
+DONE_SUFFIX = ".done"
+SECONDS_PER_MINUTE = 60
+
+
+@dataclass(frozen=True)
+class LabelMethod:
+    """A labelling method: the config it takes and the coroutine that labels one problem."""
+
+    config_class: type[RolloutConfig]
+    label_problem: Callable[[ChatPolicy, Problem, RolloutConfig], Awaitable[ProblemLabels]]
+
+
+METHODS: dict[str, LabelMethod] = {
+    label_shepherd.METHOD: LabelMethod(label_shepherd.ShepherdConfig, label_shepherd.label_problem),
+    label_omegaprm.METHOD: LabelMethod(label_omegaprm.OmegaPRMConfig, label_omegaprm.label_problem),
+}
+
+
+@dataclass
+class LabelStats:
+    """What one `label_problems` run did and spent (problems resumed from the file excluded)."""
+
+    problems: int = 0
+    records: int = 0
+    steps: int = 0  # labels written
+    measured_steps: int = 0  # labels estimated from the step's own prefix, not inferred
+    completions: int = 0  # sampled completions: policy calls
+    tokens: int = 0  # generated tokens
+    seconds: float = 0.0
+
+    def add(self, labels: ProblemLabels) -> None:
+        self.problems += 1
+        self.records += len(labels.records)
+        self.steps += sum(len(r["labels"]) for r in labels.records)
+        self.measured_steps += sum(sum(r["measured"]) for r in labels.records)
+        self.completions += labels.usage.completions
+        self.tokens += labels.usage.tokens
+
+    @property
+    def steps_per_minute(self) -> float:
+        return self.steps / self.seconds * SECONDS_PER_MINUTE if self.seconds else 0.0
+
+    @property
+    def completions_per_step(self) -> float:
+        return self.completions / self.steps if self.steps else float("inf")
+
+    def summary(self) -> dict:
+        """The counts and both rates, JSON-ready (no step labelled: no cost per step)."""
+        per_step = round(self.completions_per_step, 2) if self.steps else None
+        return {**dataclasses.asdict(self), "steps_per_minute": round(self.steps_per_minute, 1),
+                "completions_per_step": per_step}
+
+
+def done_path(out_path: Path) -> Path:
+    return out_path.with_name(out_path.name + DONE_SUFFIX)
+
+
+def _read_json_lines(path: Path) -> list[tuple[str, dict]]:
+    """(raw line, parsed object) for every whole line; a line torn by a crash is dropped."""
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append((line, json.loads(line)))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def _keep_only(path: Path, lines: list[str]) -> None:
+    """Make `path` hold exactly `lines`, replacing it atomically if it differs."""
+    text = "".join(line + "\n" for line in lines)
+    if path.exists() and path.read_text() != text:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+
+
+def finished_problems(out_path: Path) -> set[str]:
+    """Ids of problems whose records are all in `out_path`. Records of any other
+    problem (cut off by an interruption) and torn lines are removed from the file."""
+    rows = _read_json_lines(out_path)
+    marks = _read_json_lines(done_path(out_path))
+    counts = Counter(record["id"] for _, record in rows)
+    claimed = {mark["id"]: mark["records"] for _, mark in marks}
+    finished = {pid for pid, n in claimed.items() if counts[pid] == n}
+    _keep_only(out_path, [line for line, record in rows if record["id"] in finished])
+    _keep_only(done_path(out_path), [line for line, mark in marks if mark["id"] in finished])
+    return finished
+
+
+def _append(out_path: Path, problem_id: str, records: list[dict]) -> None:
+    with out_path.open("a") as f:
+        f.writelines(json.dumps(record) + "\n" for record in records)
+    with done_path(out_path).open("a") as f:
+        f.write(json.dumps({"id": problem_id, "records": len(records)}) + "\n")
+
+
+async def label_problems(method: str, policy: ChatPolicy, problems: Sequence[Problem], config: RolloutConfig,
+                         out_path: str | Path, progress: bool = True) -> LabelStats:
+    """Label every problem not already finished in `out_path`, appending its records there.
+
+    Up to `config.max_concurrent_problems` problems run at once; each is written
+    as soon as it is done, so an interrupted run loses only the problems in flight.
+    Resuming goes by problem id, so give each method (and setting) a file of its own.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    spec = METHODS[method]
+    if not isinstance(config, spec.config_class):
+        raise TypeError(f"{method} needs a {spec.config_class.__name__}, got {type(config).__name__}")
+    ids = [p.id for p in problems]
+    if len(set(ids)) != len(ids):
+        raise ValueError("problem ids must be unique: the output file is resumed by id")
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    finished = finished_problems(out_path)
+    todo = [p for p in problems if p.id not in finished]
+
+    stats, start = LabelStats(), time.monotonic()
+    slots = asyncio.Semaphore(config.max_concurrent_problems)
+    bar = tqdm(total=len(todo), desc=method, unit="problem", disable=not progress)
+
+    async def label_one(problem: Problem) -> None:
+        async with slots:
+            labels = await spec.label_problem(policy, problem, config)
+        _append(out_path, problem.id, labels.records)
+        stats.add(labels)
+        stats.seconds = time.monotonic() - start
+        bar.update(1)
+        bar.set_postfix(steps=stats.steps, steps_per_min=f"{stats.steps_per_minute:.0f}",
+                        calls_per_step=f"{stats.completions_per_step:.1f}")
+
+    try:
+        # A TaskGroup cancels the other problems if one fails, rather than leaving them running.
+        async with asyncio.TaskGroup() as group:
+            for problem in todo:
+                group.create_task(label_one(problem))
+    finally:
+        bar.close()
+    stats.seconds = time.monotonic() - start
+    return stats
+
+
+def _config_from_args(config_class: type[RolloutConfig], args: dict) -> RolloutConfig:
+    names = {f.name for f in dataclasses.fields(config_class)}
+    return config_class(**{name: value for name, value in args.items() if name in names and value is not None})
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: label arith training problems with a policy checkpoint. Every
+    field of either method's config is a `--flag`; unset flags keep their defaults."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--method", required=True, choices=sorted(METHODS))
+    parser.add_argument("--model", required=True, help="Policy checkpoint directory or alias.")
+    parser.add_argument("--out", required=True, help="JSONL file to append records to (resumed if it exists).")
+    parser.add_argument("--engine", default="hf", choices=("hf", "vllm"), help="Policy backend.")
+    parser.add_argument("--device", default="cpu", help="Device of the policy.")
+    parser.add_argument("--num_problems", type=int, default=100, help="Arith training problems to label.")
+    parser.add_argument("--problem_seed", type=int, default=0, help="Seed of the arith training problems.")
+    seen = set()
+    for spec in METHODS.values():
+        for f in dataclasses.fields(spec.config_class):
+            if f.name not in seen:
+                seen.add(f.name)
+                parser.add_argument(f"--{f.name}", type=type(f.default), default=None, help=f.metadata["help"])
+    args = vars(parser.parse_args(argv))
+    config = _config_from_args(METHODS[args["method"]].config_class, args)
+    problems = arith.train_problems(args["num_problems"], seed=args["problem_seed"])
+    print(json.dumps(asyncio.run(_run(args, config, problems)).summary(), indent=2))
+
+
+async def _run(args: dict, config: RolloutConfig, problems: list[Problem]) -> LabelStats:
+    from openr.engine import make_engine
+
+    engine = make_engine(args["engine"], args["model"], args["device"])
+    await engine.start()
+    try:
+        return await label_problems(args["method"], engine, problems, config, args["out"])
+    finally:
+        await engine.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""Policy SFT on CPU: the arith tokenizer, its chat template, a tiny training run
+whose loss falls, and a checkpoint that transformers reloads and generates from."""
+
+from __future__ import annotations
+
+import json
+import string
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from openr.tasks.arith import train_problems
+from openr.training.evaluate import greedy_accuracy
+from openr.training.sft import CONFIG_FILENAME, SFTConfig, build_model, collate, encode_example, train_policy
+from openr.training.tokenizer import IM_END, build_tokenizer
+
+GOLD = "12 + 7 = 19\n\n19 * 3 = 57\n\n57 - 5 = 52\n\nThe answer is \\boxed{52}"
+
+# Small enough to train 30 steps in a few seconds, big enough to fit 16 problems.
+TINY = SFTConfig(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128, max_len=768,
+                 learning_rate=3e-3, warmup_steps=5, batch_size=8, max_steps=30, max_minutes=5.0,
+                 num_train_problems=16, min_ops=2, max_ops=3, seed=0)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("policy")
+    summary = train_policy(TINY, out, progress=False)
+    return out, summary
+
+
+def mean_loss(model, config: SFTConfig) -> float:
+    tokenizer = build_tokenizer(config.max_len)
+    problems = train_problems(config.num_train_problems, seed=config.seed,
+                              min_ops=config.min_ops, max_ops=config.max_ops)
+    batch = collate([encode_example(tokenizer, p, config.max_len) for p in problems], tokenizer.pad_token_id)
+    with torch.inference_mode():
+        return model(**batch).loss.item()
+
+
+def test_tokenizer_round_trips_arith_text():
+    tokenizer = build_tokenizer()
+    for text in (GOLD, "\n\n", "\\boxed{52}", "Compute ((3 - 9) / 2) * 4.", string.printable.strip("\x0b\x0c")):
+        ids = tokenizer.encode(text, add_special_tokens=False)
+        assert tokenizer.decode(ids) == text
+    # One token per character: every digit is its own token.
+    assert len(tokenizer.encode("1234", add_special_tokens=False)) == 4
+
+
+def test_chat_template_renders_chatml_with_generation_prompt():
+    tokenizer = build_tokenizer()
+    messages = [{"role": "user", "content": "Compute 2 + 3."}]
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    assert text == "<|im_start|>user\nCompute 2 + 3.<|im_end|>\n<|im_start|>assistant\n"
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
+    assert tokenizer.decode(ids) == text
+    assert tokenizer.eos_token == IM_END and tokenizer.pad_token == "<|pad|>"
+
+
+def test_labels_cover_only_the_assistant_turn():
+    tokenizer = build_tokenizer()
+    problem = train_problems(1, seed=0)[0]
+    ids, labels = encode_example(tokenizer, problem, max_len=768)
+    trained_ids = [i for i, label in zip(ids, labels) if label != -100]
+    assert tokenizer.decode(trained_ids) == problem.solution + IM_END
+
+
+def test_config_rejects_head_size_vllm_cannot_serve():
+    with pytest.raises(ValueError, match="head size"):
+        SFTConfig(hidden_size=96, num_heads=4)
+
+
+def test_training_loss_falls(trained):
+    out, summary = trained
+    assert summary["steps"] == TINY.max_steps
+    torch.manual_seed(TINY.seed)
+    initial = mean_loss(build_model(TINY, build_tokenizer(TINY.max_len)).eval(), TINY)
+    final = mean_loss(AutoModelForCausalLM.from_pretrained(out).eval(), TINY)
+    assert final < 0.6 * initial
+
+
+def test_checkpoint_reloads_and_generates(trained):
+    out, _ = trained
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    model = AutoModelForCausalLM.from_pretrained(out).eval()
+    assert model.generation_config.eos_token_id == tokenizer.convert_tokens_to_ids(IM_END)
+    assert json.loads((out / CONFIG_FILENAME).read_text())["hidden_size"] == TINY.hidden_size
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "Compute (2 + 3) * 4."}],
+                                           add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    generated = model.generate(**prompt, max_new_tokens=8, do_sample=False)
+    assert generated.shape[1] > prompt["input_ids"].shape[1]
+    assert isinstance(tokenizer.decode(generated[0]), str)
+
+
+def test_greedy_accuracy_is_a_fraction(trained):
+    out, _ = trained
+    accuracy = greedy_accuracy(out, train_problems(4, seed=1, max_ops=2), batch_size=2, progress=False)
+    assert 0.0 <= accuracy <= 1.0
