@@ -6,6 +6,7 @@ process stays stateless and light while the remote servers hold the GPUs.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import AsyncIterator
@@ -85,28 +86,32 @@ class OpenAIEngine(Engine):
             "skip_special_tokens": True,
         }
         self._active += 1
+        # A connection of its own: closing it is the one reliable way to make the
+        # remote server abort when this sample is cancelled (httpx's pooled
+        # response close can be swallowed by the cancellation it runs in).
+        client = httpx.AsyncClient(headers=self.client.headers, timeout=self.client.timeout)
         try:
-            # Leaving this block (done, or cancelled by a disconnect) closes the
-            # connection, and the remote server aborts the sample.
-            async with self.client.stream("POST", f"{self.base_url}/completions", json=body) as response:
-                if response.status_code != 200:
-                    await response.aread()
-                    raise _remote_error(response)
-                async for line in response.aiter_lines():
-                    if not line.startswith("data: ") or line == "data: [DONE]":
-                        continue
-                    payload = json.loads(line[len("data: "):])
-                    if "error" in payload:
-                        raise EngineError(f"remote error: {payload['error'].get('message')}")
-                    for choice in payload.get("choices", []):
-                        logprobs = (choice.get("logprobs") or {}).get("token_logprobs") or []
-                        finish = choice.get("finish_reason")
-                        yield Delta(choice.get("text", ""), [float(x) for x in logprobs],
-                                    FINISH.get(finish, "length") if finish else None)
+            request = client.build_request("POST", f"{self.base_url}/completions", json=body)
+            response = await client.send(request, stream=True)
+            if response.status_code != 200:
+                await response.aread()
+                raise _remote_error(response)
+            async for line in response.aiter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                payload = json.loads(line[len("data: "):])
+                if "error" in payload:
+                    raise EngineError(f"remote error: {payload['error'].get('message')}")
+                for choice in payload.get("choices", []):
+                    logprobs = (choice.get("logprobs") or {}).get("token_logprobs") or []
+                    finish = choice.get("finish_reason")
+                    yield Delta(choice.get("text", ""), [float(x) for x in logprobs],
+                                FINISH.get(finish, "length") if finish else None)
         except httpx.HTTPError as exc:
             raise EngineError(f"remote backend {self.base_url} failed: {exc}") from exc
         finally:
             self._active -= 1
+            await asyncio.shield(client.aclose())
 
     async def _post_or_get(self, method: str, url: str, body: dict | None = None) -> dict:
         try:
