@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from openr.evaluation import commands as evaluation
 from openr.server import serve
 from openr.training import commands as train
 
@@ -16,6 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     serve.add_parser(commands)
     train.add_parser(commands)
+    evaluation.add_parser(commands)
     return parser
 
 

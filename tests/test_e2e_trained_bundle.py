@@ -18,10 +18,8 @@ QUESTION = "Compute 12 + 7 - 3."
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    out = tmp_path_factory.mktemp("arith-bundle")
-    summary = run_recipe(PRESETS["tiny"], out, progress=False)
-    return out, summary
+def bundle(tiny_bundle):
+    return tiny_bundle
 
 
 def test_recipe_writes_every_stage_and_resumes(bundle):

@@ -1,0 +1,112 @@
+"""The grid of search settings an evaluation sweeps: strategies x budgets.
+
+Each setting is a name plus the exact JSON it adds to a chat request (the SDK's
+`extra_body`), so a results row can always be traced back to what was asked,
+and a resumed run can check it is asking the same thing again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+# Strategies whose budget is `search.n`, the number of samples (per depth, for trees).
+SAMPLING_STRATEGIES = ("majority_vote", "best_of_n", "beam_search", "dvts")
+# Tree searches split the n samples of a depth over beam_width beams.
+BEAM_STRATEGIES = ("beam_search", "dvts")
+STRATEGIES = ("cot", *SAMPLING_STRATEGIES, "mcts")
+# Strategies that score steps with the server's PRM unless told to vote instead.
+PRM_STRATEGIES = ("best_of_n", "beam_search", "dvts", "mcts")
+VOTE_AGGREGATION = "majority_vote"
+EFFORTS = ("low", "medium", "high")
+# The strategy column of a reasoning_effort setting: the server picks the search.
+EFFORT_STRATEGY = "reasoning_effort"
+COT_BUDGET = 1  # one greedy solution
+# The --dataset value for the held-out arith split (anything else is a jsonl path).
+ARITH_DATASET = "arith"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One point of the sweep: `request` is merged into every chat request's body."""
+
+    name: str
+    strategy: str
+    budget: int | str  # samples (n), MCTS simulations, or a reasoning_effort level
+    request: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        """The setting as run.json records it (everything but the name, which is its key)."""
+        record = asdict(self)
+        del record["name"]
+        return record
+
+
+def build_grid(strategies: Sequence[str], budgets: Sequence[int], *, beam_width: int,
+               mcts_simulations: Sequence[int], mcts_children: int | None = None, efforts: Sequence[str] = (),
+               aggregation: str | None = None, search_options: dict[str, Any] | None = None) -> list[Setting]:
+    """Settings in plotting order: per strategy, budgets ascending; then the efforts.
+
+    `search_options` (max_steps, seed, ...) go into every request's `search` object.
+    Raises ValueError for a grid the server would reject as a whole.
+    """
+    common = {key: value for key, value in (search_options or {}).items() if value is not None}
+    settings: list[Setting] = []
+    for strategy in dict.fromkeys(strategies):  # keeps order, drops repeats
+        if strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
+        extra = {"aggregation": aggregation} if aggregation and strategy in PRM_STRATEGIES else {}
+        if strategy == "cot":
+            settings.append(_search_setting("cot", strategy, COT_BUDGET, common))
+        elif strategy == "mcts":
+            if mcts_children is not None:
+                extra["n_children"] = mcts_children
+            for sims in _ascending(mcts_simulations, "--mcts-simulations"):
+                settings.append(_search_setting(f"mcts-sims{sims}", strategy, sims,
+                                                {"num_simulations": sims, **extra, **common}))
+        else:
+            for n in _ascending(budgets, "--n"):
+                settings.append(_sampling_setting(strategy, n, beam_width, {**extra, **common}))
+    for effort in sorted(dict.fromkeys(efforts), key=EFFORTS.index):
+        request: dict[str, Any] = {"reasoning_effort": effort}
+        if common:
+            request["search"] = dict(common)  # the server lays these over its preset
+        settings.append(Setting(f"effort-{effort}", EFFORT_STRATEGY, effort, request))
+    return settings
+
+
+def budget_label(strategy: str, budget: int | str) -> str:
+    """How a plot names a budget: "n=4", "sims=8", "low"; cot has a single point and no label."""
+    if strategy == "cot":
+        return ""
+    if strategy == "mcts":
+        return f"sims={budget}"
+    return f"n={budget}" if strategy in SAMPLING_STRATEGIES else str(budget)
+
+
+def needs_prm(setting: Setting) -> bool:
+    """Whether the server must have a PRM attached to the model to run `setting`."""
+    search = setting.request.get("search", {})
+    return setting.strategy in PRM_STRATEGIES and search.get("aggregation") != VOTE_AGGREGATION
+
+
+def _ascending(values: Sequence[int], flag: str) -> list[int]:
+    if not values or min(values) < 1:
+        raise ValueError(f"{flag} needs one or more positive budgets, got {values}")
+    return sorted(set(values))
+
+
+def _sampling_setting(strategy: str, n: int, beam_width: int, options: dict[str, Any]) -> Setting:
+    if strategy not in BEAM_STRATEGIES:
+        return _search_setting(f"{strategy}-n{n}", strategy, n, {"n": n, **options})
+    # A budget below the beam width gets as many beams as samples (n=1: one beam).
+    width = min(beam_width, n)
+    if n % width:
+        raise ValueError(f"{strategy} splits n evenly over the beams: --n {n} is not a multiple of "
+                         f"--beam-width {width}")
+    return _search_setting(f"{strategy}-n{n}-bw{width}", strategy, n, {"n": n, "beam_width": width, **options})
+
+
+def _search_setting(name: str, strategy: str, budget: int, options: dict[str, Any]) -> Setting:
+    return Setting(name, strategy, budget, {"search": {"strategy": strategy, **options}})

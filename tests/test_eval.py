@@ -1,0 +1,188 @@
+"""`openr eval`: the settings grid, the report, resuming, failed requests, and a
+tiny sweep end to end against a real `openr serve` of a freshly trained bundle."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import openai
+import pytest
+from tqdm.auto import tqdm
+
+from openr.cli import build_parser
+from openr.evaluation import commands
+from openr.evaluation.answers import Job, pending_jobs, read_rows, record_run, run_jobs
+from openr.evaluation.report import format_table, summarize, write_plot
+from openr.evaluation.settings import Setting, build_grid, needs_prm
+from openr.evaluation.sweep import Sweep, _choose_model
+from openr.tasks import Problem
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PROBLEMS = [Problem(id=f"p{i}", question=f"Compute {i} + 1.", answer=str(i + 1), solution=None, source="test",
+                    level=None) for i in range(3)]
+
+
+def _grid(**overrides) -> list[Setting]:
+    options = {"beam_width": 4, "mcts_simulations": [4], "search_options": {"max_steps": 3, "seed": 0}}
+    return build_grid(overrides.pop("strategies", ["cot", "majority_vote"]), overrides.pop("budgets", [1, 4]),
+                      **{**options, **overrides})
+
+
+def test_grid_names_each_setting_and_builds_its_request():
+    settings = build_grid(["cot", "majority_vote", "beam_search", "mcts", "cot"], [16, 1, 4], beam_width=4,
+                          mcts_simulations=[8, 4], mcts_children=2, efforts=["high", "low"],
+                          aggregation="prm_min_vote", search_options={"max_steps": 3, "max_step_tokens": None,
+                                                                      "seed": 7})
+    assert [s.name for s in settings] == [
+        "cot", "majority_vote-n1", "majority_vote-n4", "majority_vote-n16", "beam_search-n1-bw1",
+        "beam_search-n4-bw4", "beam_search-n16-bw4", "mcts-sims4", "mcts-sims8", "effort-low", "effort-high"]
+    by_name = {s.name: s for s in settings}
+    common = {"max_steps": 3, "seed": 7}  # unset options are left to the server
+    assert by_name["cot"].request == {"search": {"strategy": "cot", **common}}
+    assert by_name["majority_vote-n4"].request == {"search": {"strategy": "majority_vote", "n": 4, **common}}
+    assert by_name["beam_search-n16-bw4"].request == {"search": {
+        "strategy": "beam_search", "n": 16, "beam_width": 4, "aggregation": "prm_min_vote", **common}}
+    assert by_name["mcts-sims8"].request["search"] == {
+        "strategy": "mcts", "num_simulations": 8, "n_children": 2, "aggregation": "prm_min_vote", **common}
+    assert by_name["effort-low"].request == {"reasoning_effort": "low", "search": common}
+    assert (by_name["mcts-sims8"].budget, by_name["effort-high"].budget, by_name["cot"].budget) == (8, "high", 1)
+    assert json.loads(json.dumps([s.to_json() for s in settings]))[1]["request"]["search"]["n"] == 1
+
+
+def test_grid_rejects_what_the_server_would():
+    with pytest.raises(ValueError, match="multiple of --beam-width 4"):
+        build_grid(["beam_search"], [6], beam_width=4, mcts_simulations=[4])
+    with pytest.raises(ValueError, match="unknown strategy"):
+        build_grid(["greedy"], [1], beam_width=4, mcts_simulations=[4])
+
+
+def test_prm_strategies_need_a_prm_unless_they_vote():
+    voting = build_grid(["best_of_n"], [4], beam_width=4, mcts_simulations=[4], aggregation="majority_vote")
+    assert [needs_prm(s) for s in _grid(strategies=["cot", "majority_vote", "best_of_n"], budgets=[4])] == [
+        False, False, True]
+    assert not needs_prm(voting[0])
+
+
+def test_cli_registers_eval_and_reasoning_effort_replaces_default_strategies(tmp_path):
+    args = build_parser().parse_args(["eval", "--reasoning-effort", "low", "--out", str(tmp_path)])
+    assert callable(args.func)
+    assert [s.name for s in commands.sweep_from_args(args).settings] == ["effort-low"]
+    args = build_parser().parse_args(["eval", "--out", str(tmp_path)])
+    assert [s.strategy for s in commands.sweep_from_args(args).settings][:2] == ["cot", "majority_vote"]
+
+
+def _row(problem: str, setting: str, correct: bool, tokens: int, error: str | None = None) -> dict:
+    return {"problem_id": problem, "setting": setting, "strategy": setting.split("-")[0], "budget": 1,
+            "answer": "", "extracted": None, "gold": "1", "correct": correct, "completion_tokens": tokens,
+            "reasoning_tokens": tokens // 2, "latency_s": 0.5, "error": error}
+
+
+def test_table_and_plot_from_rows(tmp_path):
+    settings = _grid(budgets=[1, 64])
+    rows = [_row("p0", "cot", True, 10), _row("p1", "cot", False, 30),
+            _row("p0", "majority_vote-n64", True, 2000), _row("p1", "majority_vote-n64", False, 0, error="HTTP 500")]
+    summaries = summarize(rows, settings)
+    assert [(s.setting, s.n, s.errors, s.accuracy, s.mean_tokens) for s in summaries] == [
+        ("cot", 2, 0, 0.5, 20.0), ("majority_vote-n1", 0, 0, 0.0, 0.0), ("majority_vote-n64", 2, 1, 0.5, 1000.0)]
+    table = format_table(summaries).splitlines()
+    assert table[0].startswith("| setting | strategy | budget | accuracy | mean tokens")
+    assert table[2] == "| cot | cot | 1 | 50.0% | 20.0 | 10.0 | 0.50 | 2 | 0 |"
+    write_plot(summaries, tmp_path / "plot.png", title="synthetic")  # tokens span 100x: log x-axis
+    assert (tmp_path / "plot.png").read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_resume_skips_answered_pairs_and_asks_failed_ones_again(tmp_path):
+    settings = _grid(budgets=[4])
+    results = tmp_path / "results.jsonl"
+    lines = [_row("p0", "cot", True, 5), _row("p0", "majority_vote-n4", False, 0, error="HTTP 503"),
+             _row("p1", "cot", False, 5, error="HTTP 503"), _row("p1", "cot", True, 5)]  # retried: last row wins
+    results.write_text("".join(json.dumps(row) + "\n" for row in lines) + '{"problem_id": "p2", "sett')
+    pending = pending_jobs(PROBLEMS, settings, read_rows(results))
+    assert [(job.problem.id, job.setting.name) for job in pending] == [
+        ("p0", "majority_vote-n4"), ("p1", "majority_vote-n4"), ("p2", "cot"), ("p2", "majority_vote-n4")]
+
+
+def test_run_refuses_a_changed_setting_under_the_same_name(tmp_path):
+    record_run(tmp_path, "m", "arith", _grid(budgets=[4]))
+    record_run(tmp_path, "m", "arith", _grid(budgets=[4, 8]))  # a new budget extends the run
+    with pytest.raises(ValueError, match="setting cot as"):
+        record_run(tmp_path, "m", "arith", _grid(budgets=[4], search_options={"max_steps": 9}))
+    with pytest.raises(ValueError, match="model"):
+        record_run(tmp_path, "other", "arith", _grid(budgets=[4]))
+
+
+def _fake_server(request: httpx.Request) -> httpx.Response:
+    """Models: one without a PRM. Chat: HTTP 500 for majority_vote, a right answer with usage otherwise."""
+    if request.url.path.endswith("/models"):
+        return httpx.Response(200, json={"object": "list", "data": [
+            {"id": "m", "object": "model", "created": 0, "owned_by": "test"}]})
+    body = json.loads(request.content)
+    if body["search"]["strategy"] == "majority_vote":
+        return httpx.Response(500, json={"error": {"message": "boom", "type": "server_error", "param": None,
+                                                   "code": None}})
+    answer = f"The answer is \\boxed{{{int(body['messages'][0]['content'].split()[1]) + 1}}}"
+    return httpx.Response(200, json={
+        "id": "c", "object": "chat.completion", "created": 0, "model": "m",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 40, "total_tokens": 45,
+                  "completion_tokens_details": {"reasoning_tokens": 30}}})
+
+
+def _fake_client() -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url="http://fake/v1", api_key="k", max_retries=0,
+                              http_client=httpx.AsyncClient(transport=httpx.MockTransport(_fake_server)))
+
+
+def test_failed_requests_become_incorrect_rows_not_crashes(tmp_path):
+    jobs = [Job(problem, setting) for problem in PROBLEMS[:2] for setting in _grid(budgets=[4])]
+    results = tmp_path / "results.jsonl"
+    with tqdm(disable=True) as bar:
+        asyncio.run(run_jobs(_fake_client(), "m", jobs, results, concurrency=3, max_tokens=100, bar=bar))
+    rows = read_rows(results)
+    assert len(rows) == 4
+    good, failed = rows[("p1", "cot")], rows[("p1", "majority_vote-n4")]
+    assert (good["correct"], good["extracted"], good["completion_tokens"], good["reasoning_tokens"]) == (
+        True, "2", 40, 30)
+    assert failed["error"].startswith("HTTP 500") and failed["correct"] is False
+
+
+def test_prm_strategies_on_a_model_without_prm_stop_before_any_request(tmp_path):
+    sweep = Sweep(dataset="arith", limit=1, seed=0, settings=_grid(strategies=["best_of_n"]), base_url="http://fake/v1",
+                  api_key="k", model=None, concurrency=1, max_tokens=None, out=tmp_path, progress=False)
+    with pytest.raises(SystemExit, match="has no PRM attached, and best_of_n-n1, best_of_n-n4 need one"):
+        asyncio.run(_choose_model(_fake_client(), sweep))
+
+
+@pytest.fixture(scope="module")
+def bundle_server(tiny_bundle):
+    from tests.servers import ServerProcess
+
+    out, _ = tiny_bundle
+    with ServerProcess(["--engine", "hf", "--model", str(out)]) as server:
+        yield server
+
+
+@pytest.mark.e2e
+def test_tiny_sweep_against_a_real_server_then_resumes_with_nothing_to_ask(bundle_server, tmp_path, capsys):
+    from tests.servers import API_KEY
+
+    out = tmp_path / "run"
+    argv = ["--base-url", bundle_server.base_url, "--api-key", API_KEY, "--dataset", "arith", "--limit", "3",
+            "--strategies", "cot", "majority_vote", "best_of_n", "--n", "2", "--max-steps", "3",
+            "--max-step-tokens", "12", "--concurrency", "4", "--out", str(out), "--no-progress"]
+    summaries = commands.main(argv)
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 * 3 and all(row["error"] is None for row in rows), rows
+    assert all(row["completion_tokens"] >= row["reasoning_tokens"] >= 0 for row in rows)
+    assert all(row["reasoning_tokens"] > 0 for row in rows if row["budget"] == 2)  # the sample not chosen
+    assert [(s.setting, s.n) for s in summaries] == [("cot", 3), ("majority_vote-n2", 3), ("best_of_n-n2", 3)]
+    assert "| best_of_n-n2 | best_of_n | 2 |" in (out / "table.md").read_text()
+    assert (out / "accuracy_vs_tokens.png").read_bytes().startswith(PNG_SIGNATURE)
+    assert (out / "command.txt").read_text().startswith("openr eval --base-url")
+
+    capsys.readouterr()
+    commands.main(argv)
+    assert "nothing to ask: all 9 problem x setting answers are in" in capsys.readouterr().out
+    assert len((out / "results.jsonl").read_text().splitlines()) == 9
