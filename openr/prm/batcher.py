@@ -44,6 +44,7 @@ class MicroBatchingScorer:
         self._on_batch = on_batch or (lambda size, seconds: None)
         self._on_queue = on_queue or (lambda depth: None)
         self._queue: list[_Call] = []
+        self._shared_last_batch = True  # did the last batch serve more than one call?
         self._arrived = asyncio.Event()
         self._worker: asyncio.Task | None = None
 
@@ -74,7 +75,10 @@ class MicroBatchingScorer:
         while True:
             await self._arrived.wait()
             self._arrived.clear()
-            deadline = time.monotonic() + self.max_wait_s
+            # Waiting only pays when other searches are scoring too; a lone
+            # search would just lose max_wait_ms on every call.
+            wait_s = self.max_wait_s if self._shared_last_batch else 0.0
+            deadline = time.monotonic() + wait_s
             while self._queued_candidates() < self.max_batch_size and time.monotonic() < deadline:
                 await asyncio.sleep(min(self.max_wait_s / 4, deadline - time.monotonic()))
             while self._queue:
@@ -93,6 +97,7 @@ class MicroBatchingScorer:
 
     async def _score_one_batch(self, batch: list[_Call]) -> None:
         live = [c for c in batch if not c.future.done()]
+        self._shared_last_batch = len(live) > 1
         pairs = [(c.question, steps) for c in live for steps in c.candidates]
         if not pairs:
             return

@@ -93,7 +93,7 @@ def validate(args: argparse.Namespace) -> None:
         raise SystemExit(f"openr serve: {exc}") from exc
 
 
-def _prm_factory(prm_dir: str | None, device: str, remote_api_key: str | None):
+def _prm_factory(prm_dir: str | None, device: str, remote_api_key: str | None, max_batch_size: int):
     """Builds the PRM scorer when the server starts (weights load then, not at parse time)."""
     if prm_dir is None:
         return None
@@ -106,7 +106,8 @@ def _prm_factory(prm_dir: str | None, device: str, remote_api_key: str | None):
             return RemotePRM(prm_dir, api_key=remote_api_key)
         from openr.prm import StepTagPRM
 
-        return StepTagPRM(prm_dir, device=device)
+        # one forward pass per micro-batch: the scorer must not split what the batcher gathered
+        return StepTagPRM(prm_dir, device=device, max_batch_size=max_batch_size)
     return load
 
 
@@ -141,7 +142,7 @@ def run(args: argparse.Namespace) -> None:
         name = args.served_model_name or served_name(args.model)
     app = build_app(engine, name, api_key=args.api_key, max_concurrent=args.max_concurrent,
                     max_queue=args.max_queue, max_n=args.max_n, started_at=started,
-                    prm_factory=_prm_factory(prm_dir, device, args.remote_api_key),
+                    prm_factory=_prm_factory(prm_dir, device, args.remote_api_key, args.prm_max_batch_size),
                     prm_name=(args.prm if _is_url(args.prm) else Path(args.prm).resolve().name) if args.prm
                     else f"{name}-prm",
                     search_limits=SearchLimits(max_samples=args.search_max_samples,

