@@ -7,7 +7,7 @@ import httpx
 import openai
 import pytest
 
-from tests.e2e_helpers import hold_stream_then_drop, metric, time_out_non_streaming, wait_for_metric
+from tests.e2e_helpers import LONG_PROMPT, hold_stream_then_drop, metric, time_out_non_streaming, wait_for_metric
 from tests.servers import API_KEY, ServerProcess
 
 MODEL = "smollm2-135m-instruct"
@@ -160,3 +160,26 @@ def test_metrics_count_exactly(server, client):
     assert after["openr:prompt_tokens_total"] - before["openr:prompt_tokens_total"] == sum(u.prompt_tokens for u in usages)
     assert after["openr:generation_tokens_total"] - before["openr:generation_tokens_total"] == \
         sum(u.completion_tokens for u in usages)
+
+
+def test_disconnect_mid_search_cancels_it(server):
+    """A streamed search (majority vote of eight long samples: far beyond one
+    progress interval) dropped once it reports progress: the search is cancelled."""
+    body = {"model": MODEL, "messages": LONG_PROMPT, "stream": True,
+            "search": {"strategy": "majority_vote", "n": 8, "max_steps": 1, "max_step_tokens": 1000,
+                       "temperature": 1.0}}
+    progressed = False
+    with httpx.Client(timeout=120, headers={"Authorization": f"Bearer {API_KEY}"}) as http:
+        with http.stream("POST", f"{server.base_url}/chat/completions", json=body) as response:
+            lines = response.iter_lines()  # held: a dropped iterator would close the connection early
+            for line in lines:
+                if "reasoning_content" in line:
+                    progressed = True
+                    break
+            assert progressed, "the search ended before reporting progress"
+            assert metric(server.url, "openr:num_requests_running") == 1
+            assert metric(server.url, "openr:engine_sequences_running") > 0
+            lines.close()
+    assert wait_for_metric(server.url, "openr:num_requests_running", 0) == 0
+    assert wait_for_metric(server.url, "openr:engine_sequences_running", 0) == 0
+    assert metric(server.url, "openr:search_requests_total", outcome="cancelled") == 1
