@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from openr.search.aggregation import AGGREGATIONS
 from openr.search.budget import Budget
 from openr.search.config import DEFAULT_AGGREGATION, MAX_SAMPLES, SearchConfig, check_aggregation, check_int
-from openr.search.metered import MeteredPolicy, MeteredScorer, conclude, require_prm
+from openr.search.metered import MeteredScorer, conclude, require_prm, sample_whole_solutions
 from openr.search.protocols import Policy, StepScorer
-from openr.search.types import Candidate, SearchProblem, SearchResult
+from openr.search.types import SearchProblem, SearchResult
 
 DEFAULT_SAMPLES = 8
 
@@ -38,12 +38,7 @@ async def run(
     scorer = None
     if aggregation.uses_prm:
         scorer = MeteredScorer(require_prm(prm, "best_of_n"), problem.question, aggregation, budget)
-    stop_reason = budget.exhausted()
-    candidates: list[Candidate] = []
-    if stop_reason is None:
-        sampler = MeteredPolicy(policy, config, budget)
-        [completions] = await sampler.sample_solutions([problem.prompt], config.n, config.max_solution_tokens)
-        candidates = [Candidate().continue_with(completion) for completion in completions]
+    candidates, stop_reason = await sample_whole_solutions(problem, policy, config, budget)
     if scorer is not None:
         candidates = [c for c in await scorer.score(candidates) if c is not None]
     return conclude(candidates, aggregation, budget, stop_reason)

@@ -100,3 +100,23 @@ class SearchConfig:
     @property
     def max_solution_tokens(self) -> int:
         return self.max_steps * self.max_step_tokens
+
+
+DEFAULT_SAMPLES_PER_DEPTH = 16
+DEFAULT_BEAM_WIDTH = 4
+
+
+@dataclass(frozen=True)
+class GroupedSamplesConfig(SearchConfig):
+    """Beam search and DVTS: `n` candidate steps per depth, split evenly over
+    `beam_width` groups (beams, or subtree children), ranked by `aggregation`."""
+
+    n: int = DEFAULT_SAMPLES_PER_DEPTH
+    beam_width: int = DEFAULT_BEAM_WIDTH
+    aggregation: str = DEFAULT_AGGREGATION
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_int("n", self.n, 1, MAX_SAMPLES)
+        check_divides(self.n, self.beam_width)
+        check_aggregation(self.aggregation)

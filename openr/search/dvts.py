@@ -12,33 +12,14 @@ from dataclasses import dataclass
 
 from openr.search.aggregation import AGGREGATIONS, rank_max
 from openr.search.budget import Budget
-from openr.search.config import (
-    DEFAULT_AGGREGATION,
-    MAX_SAMPLES,
-    SearchConfig,
-    check_aggregation,
-    check_divides,
-    check_int,
-)
+from openr.search.config import GroupedSamplesConfig
 from openr.search.metered import MeteredPolicy, MeteredScorer, conclude, require_prm
 from openr.search.protocols import Policy, StepScorer
 from openr.search.types import BudgetReason, Candidate, SearchProblem, SearchResult
 
-DEFAULT_SAMPLES_PER_DEPTH = 16
-DEFAULT_BEAM_WIDTH = 4
-
-
 @dataclass(frozen=True)
-class DvtsConfig(SearchConfig):
-    n: int = DEFAULT_SAMPLES_PER_DEPTH  # candidate steps sampled per depth over all subtrees
-    beam_width: int = DEFAULT_BEAM_WIDTH  # children sampled per subtree per depth
-    aggregation: str = DEFAULT_AGGREGATION
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_int("n", self.n, 1, MAX_SAMPLES)
-        check_divides(self.n, self.beam_width)
-        check_aggregation(self.aggregation)
+class DvtsConfig(GroupedSamplesConfig):
+    """`n` steps sampled per depth over all subtrees; `beam_width` children per subtree per depth."""
 
     @property
     def subtrees(self) -> int:

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from openr.search.aggregation import AGGREGATIONS
 from openr.search.budget import Budget
 from openr.search.config import MAX_SAMPLES, SearchConfig, check_int
-from openr.search.metered import MeteredPolicy, conclude
+from openr.search.metered import conclude, sample_whole_solutions
 from openr.search.protocols import Policy, StepScorer
-from openr.search.types import Candidate, SearchProblem, SearchResult
+from openr.search.types import SearchProblem, SearchResult
 
 DEFAULT_SAMPLES = 8
 
@@ -32,10 +32,5 @@ async def run(
 ) -> SearchResult:
     """Sample all `n` solutions in one call and rank them by answer count; ties
     go to the answer sampled first. `prm` is unused."""
-    stop_reason = budget.exhausted()
-    candidates: list[Candidate] = []
-    if stop_reason is None:
-        sampler = MeteredPolicy(policy, config, budget)
-        [completions] = await sampler.sample_solutions([problem.prompt], config.n, config.max_solution_tokens)
-        candidates = [Candidate().continue_with(completion) for completion in completions]
+    candidates, stop_reason = await sample_whole_solutions(problem, policy, config, budget)
     return conclude(candidates, AGGREGATIONS["majority_vote"], budget, stop_reason)

@@ -14,7 +14,7 @@ from openr.search.aggregation import Aggregation
 from openr.search.budget import Budget
 from openr.search.config import SearchConfig, SearchConfigError
 from openr.search.protocols import Policy, Step, StepScorer
-from openr.search.types import BudgetReason, Candidate, SearchResult
+from openr.search.types import BudgetReason, Candidate, SearchProblem, SearchResult
 from openr.tasks.problem import STEP_SEPARATOR
 
 
@@ -109,3 +109,16 @@ def conclude(
         prm_calls=budget.prm_calls,
         stop_reason=stop_reason or budget.cut_reason,
     )
+
+
+async def sample_whole_solutions(
+    problem: SearchProblem, policy: Policy, config, budget: Budget
+) -> tuple[list[Candidate], BudgetReason | None]:
+    """`config.n` whole solutions in one policy call (unless the budget is
+    already spent), as unscored candidates, plus the limit that stopped it."""
+    stop_reason = budget.exhausted()
+    if stop_reason is not None:
+        return [], stop_reason
+    sampler = MeteredPolicy(policy, config, budget)
+    [completions] = await sampler.sample_solutions([problem.prompt], config.n, config.max_solution_tokens)
+    return [Candidate().continue_with(completion) for completion in completions], None
