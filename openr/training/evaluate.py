@@ -17,7 +17,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from openr.tasks.grading import is_correct
 from openr.tasks.problem import Problem
 
-# Room for 8 steps of "1234 * 56 = 69104\n\n" plus the answer line, in tokens (= characters).
+# Reply budget in tokens (= characters): the longest arith gold solution is 172,
+# and the slack lets a wrong solution with longer numbers still reach its answer.
 MAX_NEW_TOKENS = 256
 
 
@@ -31,10 +32,10 @@ def greedy_completions(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     limit = model.config.max_position_embeddings
     replies: dict[int, str] = {}
-    tokenizer.padding_side = "left"
     for start in tqdm(range(0, len(order), batch_size), desc="greedy", disable=not progress):
         rows = order[start : start + batch_size]
-        batch = tokenizer.pad({"input_ids": [prompts[i] for i in rows]}, return_tensors="pt")
+        # Left padding, so every row's next token goes at the same position.
+        batch = tokenizer.pad({"input_ids": [prompts[i] for i in rows]}, padding_side="left", return_tensors="pt")
         width = batch["input_ids"].shape[1]
         with torch.inference_mode():
             out = model.generate(**batch, do_sample=False, max_new_tokens=min(MAX_NEW_TOKENS, limit - width),
