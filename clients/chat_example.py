@@ -1,7 +1,7 @@
 """Talk to `openr serve` with the unmodified OpenAI Python SDK.
 
     openr serve &                     # in another shell
-    python clients/chat_example.py --question "What is 12 * 7?"
+    python clients/chat_example.py --question "Compute (12 + 7) * 3."
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ def main() -> None:
     parser.add_argument("--api-key", default=os.environ.get("OPENR_API_KEY", "none"),
                         help="the server's --api-key (default: $OPENR_API_KEY)")
     parser.add_argument("--model", default=None, help="model name (default: the first one the server lists)")
-    parser.add_argument("--question", default="What is 12 * 7? Answer briefly.")
+    parser.add_argument("--question", default="Compute ((12 + 7) * 3) - 5.")
     parser.add_argument("--max-tokens", type=int, default=64)
     args = parser.parse_args()
 

@@ -110,3 +110,22 @@ def test_greedy_accuracy_is_a_fraction(trained):
     out, _ = trained
     accuracy = greedy_accuracy(out, train_problems(4, seed=1, max_ops=2), batch_size=2, progress=False)
     assert 0.0 <= accuracy <= 1.0
+
+
+@pytest.mark.parametrize("stage, flag", [("sft", "--hidden_size"), ("prm", "--init_from"), ("label", "--method")])
+def test_stage_commands_forward_their_flags(capsys, stage, flag):
+    """`openr train STAGE --help` prints the stage's own flags (argparse would
+    otherwise keep leading options from reaching the stage's parser)."""
+    from openr.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", stage, "--help"])
+    assert exit_info.value.code == 0 and flag in capsys.readouterr().out
+
+
+def test_unknown_flags_of_other_commands_are_still_errors():
+    from openr.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", "--out", "x", "--no-such-flag"])
+    assert exit_info.value.code == 2
