@@ -1,5 +1,6 @@
 """End to end for the training pipeline: the tiny recipe trains a policy and a
-PRM, and `openr serve` serves that bundle on both engines with its PRM attached."""
+PRM, and `openr serve` serves that bundle on both engines with its PRM attached
+(every search strategy on the committed bundle: test_e2e_openr_arith.py)."""
 
 from __future__ import annotations
 
@@ -61,46 +62,6 @@ def bundle_server(bundle):
 
 
 SMALL = {"max_steps": 3, "max_step_tokens": 12, "seed": 5}
-STRATEGY_OPTIONS = {
-    "cot": {},
-    "majority_vote": {"n": 4},
-    "best_of_n": {"n": 4, "aggregation": "prm_last_max"},
-    "beam_search": {"n": 4, "beam_width": 2, "aggregation": "prm_min_vote"},
-    "dvts": {"n": 4, "beam_width": 2},
-    "mcts": {"n_children": 2, "num_simulations": 3},
-}
-
-
-@pytest.mark.parametrize("strategy", sorted(STRATEGY_OPTIONS))
-def test_every_strategy_answers_through_the_sdk(bundle_server, strategy):
-    server, model = bundle_server
-    client = openai.OpenAI(base_url=server.base_url, api_key=API_KEY, max_retries=0, timeout=300)
-    search = {"strategy": strategy, **SMALL, **STRATEGY_OPTIONS[strategy], "return_trace": True}
-    r = client.chat.completions.create(model=model, messages=[{"role": "user", "content": QUESTION}],
-                                       extra_body={"search": search})
-    trace = r.model_extra["search_trace"]
-    assert trace["strategy"] == strategy and trace["candidates"]
-    assert r.usage.completion_tokens == trace["tokens_generated"] > 0
-    assert 0 <= r.usage.completion_tokens_details.reasoning_tokens <= r.usage.completion_tokens
-    assert r.choices[0].finish_reason in ("stop", "length")
-    if strategy not in ("cot", "majority_vote"):
-        assert trace["prm_calls"] > 0
-        assert all(len(c["step_scores"]) == len(c["steps"]) for c in trace["candidates"] if c["step_scores"])
-
-
-def test_search_streams_and_bad_options_are_400(bundle_server):
-    server, model = bundle_server
-    client = openai.OpenAI(base_url=server.base_url, api_key=API_KEY, max_retries=0, timeout=300)
-    messages = [{"role": "user", "content": QUESTION}]
-    chunks = list(client.chat.completions.create(
-        model=model, messages=messages, stream=True, n=2,
-        extra_body={"search": {"strategy": "best_of_n", "n": 4, **SMALL}}))
-    assert chunks[-1].choices and chunks[-1].choices[0].finish_reason in ("stop", "length")
-    assert {c.choices[0].index for c in chunks if c.choices} <= {0, 1}
-    with pytest.raises(openai.BadRequestError) as err:
-        client.chat.completions.create(model=model, messages=messages,
-                                       extra_body={"search": {"strategy": "beam_search", "beam_width": 5}})
-    assert err.value.body["param"] == "search.n"
 
 
 def test_scale_out_front_uses_remote_engine_and_remote_prm(bundle_server):

@@ -1,0 +1,173 @@
+"""End to end on the committed `openr-arith` bundle, the default model: `openr serve`
+with no `--model` serves the policy with its PRM attached, every search strategy
+answers through the OpenAI SDK with usage and traces, and /v1/rewards scores with
+the committed PRM. The policy must really solve short problems, so a broken or
+badly trained policy fails here."""
+
+from __future__ import annotations
+
+import random
+
+import httpx
+import openai
+import pytest
+
+from openr.engine.models import ARITH_ALIAS, DEFAULT_MODEL
+from openr.tasks import arith
+from openr.tasks.grading import is_correct
+from openr.tasks.problem import split_steps
+from tests.e2e_helpers import metric, wait_for_metric
+from tests.servers import API_KEY, ServerProcess
+
+pytestmark = pytest.mark.e2e
+HEADERS = {"Authorization": f"Bearer {API_KEY}"}
+# Held-out problems with two or three operations: the committed policy solves
+# nearly all of them greedily (its accuracy falls with the number of steps).
+EASY = [p for p in arith.test_split() if p.level <= 3][:8]
+
+
+@pytest.fixture(scope="module")
+def server():
+    assert DEFAULT_MODEL == ARITH_ALIAS
+    with ServerProcess(["--engine", "hf"]) as server:  # no --model: the default
+        yield server
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=server.base_url, api_key=API_KEY, max_retries=0, timeout=300)
+
+
+def ask(client, problem, **kwargs):
+    return client.chat.completions.create(model=ARITH_ALIAS, messages=[{"role": "user", "content": problem.question}],
+                                          **kwargs)
+
+
+def test_default_model_is_openr_arith_with_its_prm(client):
+    model = client.models.list().data[0]
+    assert model.id == ARITH_ALIAS and model.model_extra["prm"] == f"{ARITH_ALIAS}-prm"
+
+
+def test_greedy_policy_solves_short_problems(client):
+    replies = [ask(client, p, temperature=0, max_tokens=200).choices[0].message.content for p in EASY]
+    solved = sum(is_correct(reply, p.answer) for reply, p in zip(replies, EASY))
+    assert solved >= len(EASY) - 1, replies
+
+
+def test_rewards_endpoint_scores_with_the_committed_prm(server):
+    """/v1/rewards gives, per step, exactly what the committed PRM checkpoint
+    scores offline. (How good those scores are is the recipe's PRM report.)"""
+    from openr.engine.models import BUILTIN_BUNDLES, PRM_SUBDIR
+    from openr.prm import StepTagPRM
+
+    rng = random.Random(0)
+    problem = [p for p in arith.test_split() if p.level == 4][0]
+    candidates = [split_steps(problem.solution), split_steps(arith.corrupt_step(problem.solution, 1, rng))]
+    expected = StepTagPRM(BUILTIN_BUNDLES[ARITH_ALIAS] / PRM_SUBDIR).score_batch(
+        [(problem.question, steps) for steps in candidates])
+    response = httpx.post(f"{server.base_url}/rewards", headers=HEADERS, timeout=60,
+                          json={"question": problem.question, "candidates": candidates})
+    assert response.status_code == 200, response.text
+    scores = response.json()["scores"]
+    assert [len(s) for s in scores] == [len(c) for c in candidates]
+    assert all(0 < x < 1 for steps in scores for x in steps)
+    flat = [x for steps in scores for x in steps]
+    assert flat == pytest.approx([x for steps in expected for x in steps], abs=1e-5)
+
+
+SEARCHES = {
+    "cot": {},
+    "majority_vote": {"n": 4},
+    "best_of_n": {"n": 4, "aggregation": "prm_min_max"},
+    "beam_search": {"n": 4, "beam_width": 2, "aggregation": "prm_last_max"},
+    "dvts": {"n": 4, "beam_width": 2},
+    "mcts": {"n_children": 2, "num_simulations": 4},
+}
+
+
+@pytest.mark.parametrize("strategy", sorted(SEARCHES))
+def test_every_strategy_answers_with_usage_and_trace(client, strategy):
+    problem = EASY[0]
+    search = {"strategy": strategy, **SEARCHES[strategy], "seed": 3, "return_trace": True}
+    r = ask(client, problem, extra_body={"search": search})
+    trace = r.model_extra["search_trace"]
+    assert trace["strategy"] == strategy and trace["candidates"]
+    assert r.usage.completion_tokens == trace["tokens_generated"] > 0
+    answer_tokens = r.usage.completion_tokens - r.usage.completion_tokens_details.reasoning_tokens
+    assert 0 < answer_tokens <= r.usage.completion_tokens
+    assert r.choices[0].finish_reason == "stop"
+    content = r.choices[0].message.content
+    if strategy in ("cot", "majority_vote"):
+        assert is_correct(content, problem.answer), content
+    else:
+        # The PRM picks: the answer returned is the best-scored finished candidate's.
+        assert trace["prm_calls"] > 0
+        scored = [c for c in trace["candidates"] if c["step_scores"]]
+        assert scored and all(len(c["step_scores"]) == len(c["steps"]) for c in scored)
+        best = max((c for c in trace["candidates"] if c["finished"]), key=lambda c: c["aggregate_score"])
+        assert is_correct(content, best["answer"]), (content, best)
+
+
+def test_n_returns_distinct_answers_and_streams(client):
+    problem = [p for p in arith.test_split() if p.level == 8][0]
+    search = {"strategy": "best_of_n", "n": 8, "temperature": 1.0, "seed": 1}
+    r = ask(client, problem, n=2, extra_body={"search": search})
+    assert len(r.choices) == 2 and r.choices[0].message.content != r.choices[1].message.content
+    chunks = list(ask(client, problem, stream=True, extra_body={"search": search}))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert chunks[-1].choices[0].finish_reason in ("stop", "length") and "\\boxed{" in text
+
+
+def test_budget_stops_a_search_with_length(client):
+    problem = [p for p in arith.test_split() if p.level == 8][0]
+    search = {"strategy": "beam_search", "n": 8, "beam_width": 2, "seed": 2, "return_trace": True}
+    full = ask(client, problem, extra_body={"search": search})
+    capped = ask(client, problem, extra_body={"search": {**search, "max_tokens_total": 60}})
+    # One round of 8 candidate steps (each at most ~30 tokens here) may overrun the budget, no more.
+    round_max = 8 * 30
+    assert full.choices[0].finish_reason == "stop" and full.usage.completion_tokens > 60 + round_max
+    assert capped.choices[0].finish_reason == "length"
+    assert 0 < capped.usage.completion_tokens <= 60 + round_max
+
+
+@pytest.mark.parametrize("search, param", [
+    ({"strategy": "beam_search", "n": 4, "beam_width": 3}, "search.n"),
+    ({"strategy": "mcts", "c_puct": -1}, "search.c_puct"),
+    ({"strategy": "best_of_n", "aggregation": "prm_median"}, "search.aggregation"),
+    ({"strategy": "tree_of_thought"}, "search.strategy"),
+])
+def test_bad_search_options_are_400_naming_the_field(client, search, param):
+    with pytest.raises(openai.BadRequestError) as err:
+        ask(client, EASY[0], extra_body={"search": search})
+    assert err.value.body["param"] == param
+
+
+def test_disconnect_mid_search_cancels_it(server):
+    """A streamed MCTS far too big to end within one progress interval, dropped
+    once it reports progress: the search is cancelled and the engine freed."""
+    problem = [p for p in arith.test_split() if p.level == 8][0]
+    body = {"model": ARITH_ALIAS, "messages": [{"role": "user", "content": problem.question}], "stream": True,
+            "search": {"strategy": "mcts", "n_children": 4, "num_simulations": 16, "temperature": 1.0}}
+    before = metric(server.url, "openr:search_requests_total", outcome="cancelled")
+    with httpx.Client(timeout=120, headers=HEADERS) as http:
+        with http.stream("POST", f"{server.base_url}/chat/completions", json=body) as response:
+            lines = response.iter_lines()  # held: a dropped iterator would close the connection early
+            assert any("reasoning_content" in line for line in lines), "the search ended before reporting progress"
+            assert metric(server.url, "openr:num_requests_running") == 1
+            lines.close()
+    assert wait_for_metric(server.url, "openr:num_requests_running", 0) == 0
+    assert wait_for_metric(server.url, "openr:engine_sequences_running", 0) == 0
+    assert metric(server.url, "openr:search_requests_total", outcome="cancelled") == before + 1
+
+
+@pytest.mark.vllm
+def test_vllm_engine_serves_openr_arith_and_searches():
+    with ServerProcess(["--engine", "vllm", "--model", ARITH_ALIAS]) as server:
+        client = openai.OpenAI(base_url=server.base_url, api_key=API_KEY, max_retries=0, timeout=300)
+        problem = EASY[1]
+        greedy = ask(client, problem, temperature=0, max_tokens=200)
+        assert is_correct(greedy.choices[0].message.content, problem.answer)
+        r = ask(client, problem, extra_body={"search": {"strategy": "beam_search", "n": 4, "beam_width": 2,
+                                                         "return_trace": True}})
+        assert r.model_extra["search_trace"]["prm_calls"] > 0
+        assert is_correct(r.choices[0].message.content, problem.answer)
