@@ -38,8 +38,8 @@ OMP_NUM_THREADS=1 avoids that for the transformers models (both sides alike).
    as openr serves; here a custom stat logger switches them on (for every
    figure of a vllm run).
 
-    python bench/search_bench.py --model /tmp/bench_bundle --engine hf
-    python bench/search_bench.py --model /tmp/bench_bundle --engine vllm --problems 4 --rounds 3
+    python bench/search_bench.py --engine hf             # on the built-in openr-arith
+    python bench/search_bench.py --model runs/arith --engine vllm --problems 4 --rounds 3
 """
 
 from __future__ import annotations
@@ -289,17 +289,10 @@ def seed_for(engine: str, device: str) -> int | None:
     return None if engine == "vllm" and device == "cpu" else SEED
 
 
-def default_model() -> str | None:
-    """The built-in bundle, if it has a PRM to search with."""
-    _, prm_dir = split_bundle(ARITH_ALIAS)
-    return ARITH_ALIAS if prm_dir else None
-
-
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    model = default_model()
-    parser.add_argument("--model", default=model, required=model is None,
-                        help=f"bundle directory with policy/ and prm/ (default: {ARITH_ALIAS} once it has a PRM)")
+    parser.add_argument("--model", default=ARITH_ALIAS,
+                        help="built-in bundle or bundle directory with policy/ and prm/ (default: %(default)s)")
     parser.add_argument("--engine", default="hf", choices=["hf", "vllm"], help="policy backend (figure 4 needs vllm)")
     parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS,
                         help="alternating rounds per figure (median kept)")

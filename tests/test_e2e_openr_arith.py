@@ -12,7 +12,8 @@ import httpx
 import openai
 import pytest
 
-from openr.engine.models import ARITH_ALIAS, DEFAULT_MODEL
+from openr.engine.models import ARITH_ALIAS, BUILTIN_BUNDLES, DEFAULT_MODEL, PRM_SUBDIR
+from openr.prm import StepTagPRM
 from openr.tasks import arith
 from openr.tasks.grading import is_correct
 from openr.tasks.problem import split_steps
@@ -24,6 +25,10 @@ HEADERS = {"Authorization": f"Bearer {API_KEY}"}
 # Held-out problems with two or three operations: the committed policy solves
 # nearly all of them greedily (its accuracy falls with the number of steps).
 EASY = [p for p in arith.test_split() if p.level <= 3][:8]
+
+
+def first_at_level(level: int):
+    return next(p for p in arith.test_split() if p.level == level)
 
 
 @pytest.fixture(scope="module")
@@ -57,11 +62,8 @@ def test_greedy_policy_solves_short_problems(client):
 def test_rewards_endpoint_scores_with_the_committed_prm(server):
     """/v1/rewards gives, per step, exactly what the committed PRM checkpoint
     scores offline. (How good those scores are is the recipe's PRM report.)"""
-    from openr.engine.models import BUILTIN_BUNDLES, PRM_SUBDIR
-    from openr.prm import StepTagPRM
-
     rng = random.Random(0)
-    problem = [p for p in arith.test_split() if p.level == 4][0]
+    problem = first_at_level(4)
     candidates = [split_steps(problem.solution), split_steps(arith.corrupt_step(problem.solution, 1, rng))]
     expected = StepTagPRM(BUILTIN_BUNDLES[ARITH_ALIAS] / PRM_SUBDIR).score_batch(
         [(problem.question, steps) for steps in candidates])
@@ -109,7 +111,7 @@ def test_every_strategy_answers_with_usage_and_trace(client, strategy):
 
 
 def test_n_returns_distinct_answers_and_streams(client):
-    problem = [p for p in arith.test_split() if p.level == 8][0]
+    problem = first_at_level(8)
     search = {"strategy": "best_of_n", "n": 8, "temperature": 1.0, "seed": 1}
     r = ask(client, problem, n=2, extra_body={"search": search})
     assert len(r.choices) == 2 and r.choices[0].message.content != r.choices[1].message.content
@@ -119,7 +121,7 @@ def test_n_returns_distinct_answers_and_streams(client):
 
 
 def test_budget_stops_a_search_with_length(client):
-    problem = [p for p in arith.test_split() if p.level == 8][0]
+    problem = first_at_level(8)
     search = {"strategy": "beam_search", "n": 8, "beam_width": 2, "seed": 2, "return_trace": True}
     full = ask(client, problem, extra_body={"search": search})
     capped = ask(client, problem, extra_body={"search": {**search, "max_tokens_total": 60}})
@@ -145,7 +147,7 @@ def test_bad_search_options_are_400_naming_the_field(client, search, param):
 def test_disconnect_mid_search_cancels_it(server):
     """A streamed MCTS far too big to end within one progress interval, dropped
     once it reports progress: the search is cancelled and the engine freed."""
-    problem = [p for p in arith.test_split() if p.level == 8][0]
+    problem = first_at_level(8)
     body = {"model": ARITH_ALIAS, "messages": [{"role": "user", "content": problem.question}], "stream": True,
             "search": {"strategy": "mcts", "n_children": 4, "num_simulations": 16, "temperature": 1.0}}
     before = metric(server.url, "openr:search_requests_total", outcome="cancelled")

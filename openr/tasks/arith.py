@@ -174,14 +174,15 @@ def _problem(rng: random.Random, level: int, problem_id: str) -> Problem:
                    solution=solution, source="arith", level=level)
 
 
-def _check_levels(min_ops: int, max_ops: int) -> None:
+def check_levels(min_ops: int, max_ops: int) -> None:
+    """Raise ValueError unless MIN_LEVEL <= min_ops <= max_ops <= MAX_LEVEL."""
     if not MIN_LEVEL <= min_ops <= max_ops <= MAX_LEVEL:
         raise ValueError(
             f"need {MIN_LEVEL} <= min_ops <= max_ops <= {MAX_LEVEL}, got {min_ops}, {max_ops}")
 
 
 def _stream(seed: int, min_ops: int, max_ops: int) -> Iterator[Problem]:
-    _check_levels(min_ops, max_ops)
+    check_levels(min_ops, max_ops)
     rng = random.Random(seed)
     index = 0
     while True:

@@ -42,7 +42,7 @@ class ArithRecipe:
 
 
 PRESETS = {
-    # The policy trains for a fixed number of steps (about 6 minutes on 2 cores),
+    # The policy trains for a fixed number of steps (about 4 minutes on 2 cores),
     # which lands its greedy accuracy mid-range so it still makes step errors.
     "full": ArithRecipe(
         label=ShepherdConfig(k=4, samples_per_problem=2, max_concurrent_problems=8),

@@ -33,7 +33,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
-from openr.tasks.arith import MAX_LEVEL, MIN_LEVEL, train_problems
+from openr.tasks.arith import check_levels, train_problems
 from openr.tasks.problem import Problem
 from openr.training.tokenizer import build_tokenizer
 
@@ -89,8 +89,7 @@ class SFTConfig:
                 raise ValueError(f"{name} must be positive")
         if not 0 < self.learning_rate or not 0 <= self.min_lr_ratio <= 1 or self.max_minutes <= 0:
             raise ValueError("need learning_rate > 0, 0 <= min_lr_ratio <= 1 and max_minutes > 0")
-        if not MIN_LEVEL <= self.min_ops <= self.max_ops <= MAX_LEVEL:
-            raise ValueError(f"need {MIN_LEVEL} <= min_ops <= max_ops <= {MAX_LEVEL}")
+        check_levels(self.min_ops, self.max_ops)
 
 
 def encode_example(tokenizer: PreTrainedTokenizerBase, problem: Problem) -> tuple[list[int], list[int]]:

@@ -35,7 +35,7 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
-DEFAULT_MODEL_MAX_LENGTH = 768  # tokens (= characters); the longest arith chat is 680
+DEFAULT_MODEL_MAX_LENGTH = 768  # tokens (= characters); the longest arith chat is 676
 
 
 def build_tokenizer(model_max_length: int = DEFAULT_MODEL_MAX_LENGTH) -> PreTrainedTokenizerFast:
