@@ -122,6 +122,42 @@ def test_wrong_step_and_all_later_steps_are_labelled_negative(tmp_path, method):
         assert record["labels"] == [1.0] * wrong + [0.0] * (len(steps) - wrong)
 
 
+class HopelessPolicy(OraclePolicy):
+    """Writes its `first_attempts` from the question, but cannot finish any prefix:
+    every continuation boxes a wrong answer. A weak policy, in the extreme."""
+
+    def _continue(self, prefix: str, sample: int) -> str:
+        written = prefix.split(ASSISTANT, 1)[1]
+        return super()._continue(prefix, sample) if not written else "The answer is \\boxed{-1}"
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_a_completer_writes_every_continuation_and_labels_follow_the_steps(tmp_path, method):
+    problem = _problems(1, ops=5)[0]
+    wrong = 2
+    corrupted = arith.corrupt_step(problem.solution, wrong, random.Random(0))
+    attempts = [corrupted] if method == "math_shepherd" else [corrupted, problem.solution]
+    steps = split_steps(corrupted)
+    prompt = f"{USER}{problem.question}{ASSISTANT}"
+
+    def label(completer):
+        policy = HopelessPolicy([problem], {problem.question: attempts})
+        out = tmp_path / f"{method}-{completer is not None}.jsonl"
+        asyncio.run(label_problems(method, policy, [problem], _config(method, label_type="soft"), out,
+                                   progress=False, completer=completer))
+        [record] = [r for r in _records(out) if r["completions"] == steps]
+        return policy, record["labels"]
+
+    completer = OraclePolicy([problem])
+    policy, labels = label(completer)
+    assert labels == [1.0] * wrong + [0.0] * (len(steps) - wrong)
+    assert set(policy.prefixes_seen) == {prompt}  # the policy only writes whole solutions
+    assert completer.prefixes_seen and prompt not in completer.prefixes_seen
+    if method == "math_shepherd":
+        # Completing its own prefixes, the hopeless policy labels its right steps wrong too.
+        assert label(None)[1] == [0.0] * len(steps)
+
+
 @pytest.mark.parametrize("wrong", range(8))
 def test_omegaprm_binary_search_finds_first_error_within_budget(tmp_path, wrong):
     problem = _problems(1, ops=8, seed=1)[0]

@@ -38,6 +38,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from openr.search.protocols import Policy
 from openr.tasks.problem import Problem
 from openr.training.rollouts import ChatPolicy, ProblemLabels, ProblemRollouts, Rollout, RolloutConfig, make_record
 
@@ -164,9 +165,11 @@ class _Search:
         return records
 
 
-async def label_problem(policy: ChatPolicy, problem: Problem, config: OmegaPRMConfig) -> ProblemLabels:
-    """Run OmegaPRM's search on `problem` within its rollout budget and label the paths found."""
-    rollouts = await ProblemRollouts.open(policy, problem, config)
+async def label_problem(policy: ChatPolicy, problem: Problem, config: OmegaPRMConfig,
+                        completer: Policy | None = None) -> ProblemLabels:
+    """Run OmegaPRM's search on `problem` within its rollout budget and label the paths
+    found (root solutions by the policy, every other rollout by `completer` if given)."""
+    rollouts = await ProblemRollouts.open(policy, problem, config, completer)
     search = _Search(rollouts, config)
     await search.run()
     return ProblemLabels(search.records(problem), rollouts.usage)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from openr.search.protocols import Policy
 from openr.tasks.problem import Problem
 from openr.training.rollouts import ChatPolicy, ProblemLabels, ProblemRollouts, Rollout, RolloutConfig, make_record
 
@@ -45,9 +46,11 @@ def _distinct(solutions: list[Rollout]) -> list[Rollout]:
     return list(first.values())
 
 
-async def label_problem(policy: ChatPolicy, problem: Problem, config: ShepherdConfig) -> ProblemLabels:
-    """Sample solutions to `problem` and label every step of each distinct one."""
-    rollouts = await ProblemRollouts.open(policy, problem, config)
+async def label_problem(policy: ChatPolicy, problem: Problem, config: ShepherdConfig,
+                        completer: Policy | None = None) -> ProblemLabels:
+    """Sample solutions to `problem` and label every step of each distinct one
+    (continuations by `completer`, the policy unless given)."""
+    rollouts = await ProblemRollouts.open(policy, problem, config, completer)
     solutions = _distinct(await rollouts.solutions(config.samples_per_problem))
     # Every proper prefix (ending after step i < last) of every solution, once, in one batched call.
     prefixes = list(dict.fromkeys(s.steps[:i] for s in solutions for i in range(1, len(s.steps))))

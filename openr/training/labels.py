@@ -25,6 +25,7 @@ from typing import Awaitable, Callable, Sequence
 
 from tqdm.auto import tqdm
 
+from openr.search.protocols import Policy
 from openr.tasks import arith
 from openr.tasks.problem import Problem
 from openr.training import label_omegaprm, label_shepherd
@@ -41,7 +42,7 @@ class LabelMethod:
     """A labelling method: the config it takes and the coroutine that labels one problem."""
 
     config_class: type[RolloutConfig]
-    label_problem: Callable[[ChatPolicy, Problem, RolloutConfig], Awaitable[ProblemLabels]]
+    label_problem: Callable[[ChatPolicy, Problem, RolloutConfig, Policy | None], Awaitable[ProblemLabels]]
 
 
 METHODS: dict[str, LabelMethod] = {
@@ -132,8 +133,9 @@ def _append(out_path: Path, problem_id: str, records: list[dict]) -> None:
 
 
 async def label_problems(method: str, policy: ChatPolicy, problems: Sequence[Problem], config: RolloutConfig,
-                         out_path: str | Path, progress: bool = True) -> LabelStats:
+                         out_path: str | Path, progress: bool = True, completer: Policy | None = None) -> LabelStats:
     """Label every problem not already finished in `out_path`, appending its records there.
+    `completer` (default: the policy) writes the continuations that estimate each prefix.
 
     Up to `config.max_concurrent_problems` problems run at once; each is written
     as soon as it is done, so an interrupted run loses only the problems in flight.
@@ -158,7 +160,7 @@ async def label_problems(method: str, policy: ChatPolicy, problems: Sequence[Pro
 
     async def label_one(problem: Problem) -> None:
         async with slots:
-            labels = await spec.label_problem(policy, problem, config)
+            labels = await spec.label_problem(policy, problem, config, completer)
         _append(out_path, problem.id, labels.records)
         stats.add(labels)
         stats.seconds = time.monotonic() - start
@@ -189,6 +191,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--method", required=True, choices=sorted(METHODS))
     parser.add_argument("--model", required=True, help="Policy checkpoint directory or alias.")
     parser.add_argument("--out", required=True, help="JSONL file to append records to (resumed if it exists).")
+    parser.add_argument("--completer", help="Checkpoint that writes the continuations (default: the policy); "
+                                            "it must share the policy's chat template.")
     parser.add_argument("--engine", default="hf", choices=("hf", "vllm"), help="Policy backend.")
     parser.add_argument("--device", default="cpu", help="Device of the policy.")
     parser.add_argument("--num_problems", type=int, default=100, help="Arith training problems to label.")
@@ -209,11 +213,16 @@ async def _run(args: dict, config: RolloutConfig, problems: list[Problem]) -> La
     from openr.engine import make_engine
 
     engine = make_engine(args["engine"], args["model"], args["device"])
+    completer = make_engine(args["engine"], args["completer"], args["device"]) if args["completer"] else None
     await engine.start()
     try:
-        return await label_problems(args["method"], engine, problems, config, args["out"])
+        if completer is not None:
+            await completer.start()
+        return await label_problems(args["method"], engine, problems, config, args["out"], completer=completer)
     finally:
         await engine.close()
+        if completer is not None:
+            await completer.close()
 
 
 if __name__ == "__main__":

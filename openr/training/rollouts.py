@@ -109,18 +109,29 @@ def make_record(problem: Problem, method: str, steps: Sequence[str], mc: Sequenc
 
 class ProblemRollouts:
     """Sampling and grading for one problem: the rendered prompt, the gold answer,
-    a seed stream of its own, and the usage it has run up."""
+    a seed stream of its own, and the usage it has run up.
 
-    def __init__(self, policy: ChatPolicy, problem: Problem, prompt: str, config: RolloutConfig):
+    The policy writes the solutions being labelled; the completer (the policy
+    itself unless another is given, as in Math-Shepherd's paper) writes the
+    continuations that estimate each prefix. A completer stronger than the policy
+    makes the estimate say "is this prefix right?" rather than "can this weak
+    policy still finish it?". It must continue the policy's prompt format: the
+    same chat template and step separator.
+    """
+
+    def __init__(self, policy: ChatPolicy, problem: Problem, prompt: str, config: RolloutConfig,
+                 completer: Policy | None = None):
         self.policy, self.problem, self.prompt, self.config = policy, problem, prompt, config
+        self.completer = completer if completer is not None else policy
         # Seeded from the problem, so results do not depend on which problems share the engine.
         self._seeds = random.Random(f"{config.seed}/{problem.id}")
         self.usage = Usage()
 
     @classmethod
-    async def open(cls, policy: ChatPolicy, problem: Problem, config: RolloutConfig) -> ProblemRollouts:
+    async def open(cls, policy: ChatPolicy, problem: Problem, config: RolloutConfig,
+                   completer: Policy | None = None) -> ProblemRollouts:
         prepared = await policy.prepare_chat([{"role": "user", "content": problem.question}])
-        return cls(policy, problem, prepared.text, config)
+        return cls(policy, problem, prepared.text, config, completer)
 
     def prefix(self, steps: Sequence[str]) -> str:
         """The text the policy continues after `steps`: the chat prompt, the steps, and a
@@ -129,11 +140,14 @@ class ProblemRollouts:
             return self.prompt
         return self.prompt + STEP_SEPARATOR.join(steps) + STEP_SEPARATOR
 
-    async def sample(self, prefixes: Sequence[Sequence[str]], n: int) -> list[list[Rollout]]:
-        """`n` graded completions to the end of every prefix, in one batched policy call."""
+    async def sample(self, prefixes: Sequence[Sequence[str]], n: int, model: Policy | None = None
+                     ) -> list[list[Rollout]]:
+        """`n` graded completions to the end of every prefix, in one batched call to
+        `model` (the policy unless given)."""
         if not prefixes:
             return []
-        outputs = await self.policy.generate_steps(
+        model = model if model is not None else self.policy
+        outputs = await model.generate_steps(
             [self.prefix(steps) for steps in prefixes], n=n, stop=[], max_tokens=self.config.max_tokens,
             temperature=self.config.temperature, seed=self._seeds.randrange(SEED_RANGE))
         return [[self._graded(steps, out) for out in samples] for steps, samples in zip(prefixes, outputs)]
@@ -151,6 +165,12 @@ class ProblemRollouts:
         return (await self.sample([()], n))[0]
 
     async def estimate(self, prefixes: Sequence[Sequence[str]]) -> list[Estimate]:
-        """The Monte Carlo value of every prefix from `k` rollouts each, in one batched call."""
-        samples = await self.sample(prefixes, self.config.k)
+        """The Monte Carlo value of every prefix from `k` rollouts each, in one batched
+        call to the completer (the bare question's rollouts are the policy's)."""
+        if self.completer is self.policy or all(prefixes):
+            samples = await self.sample(prefixes, self.config.k, self.completer)
+        else:  # a rollout from the bare question is a whole solution: the policy's to write
+            rest = iter(await self.sample([p for p in prefixes if p], self.config.k, self.completer))
+            roots = (await self.sample([()], self.config.k))[0]
+            samples = [next(rest) if prefix else roots for prefix in prefixes]
         return [Estimate(sum(r.correct for r in rollouts) / len(rollouts), tuple(rollouts)) for rollouts in samples]
