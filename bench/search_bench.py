@@ -61,7 +61,7 @@ from search_adapters import (
 
 from openr.engine import choose_engine, make_engine
 from openr.engine.models import ARITH_ALIAS, split_bundle
-from openr.prm import StepTagPRM
+from openr.prm import load_prm
 from openr.prm.batcher import DEFAULT_MAX_BATCH_SIZE as BATCHER_MAX_BATCH
 from openr.prm.batcher import MicroBatchingScorer
 from openr.prm.step_tag import DEFAULT_MAX_BATCH_SIZE as PRM_FORWARD_BATCH
@@ -255,7 +255,7 @@ async def bench(args: argparse.Namespace) -> list[Figure]:
     _, device, _ = choose_engine(args.engine)
     config = build_config(STRATEGY, {"n": args.n, "beam_width": args.beam_width, "max_steps": args.max_steps,
                                      "max_step_tokens": args.max_step_tokens, "seed": seed_for(args.engine, device)})
-    prm = StepTagPRM(prm_dir, device=device, max_batch_size=args.prm_max_batch)
+    prm = load_prm(prm_dir, device=device, max_batch_size=args.prm_max_batch)
     if args.engine == "vllm":
         engine = CountingVLLMEngine(policy_dir, device)
     else:

@@ -112,7 +112,8 @@ def test_greedy_accuracy_is_a_fraction(trained):
     assert 0.0 <= accuracy <= 1.0
 
 
-@pytest.mark.parametrize("stage, flag", [("sft", "--hidden_size"), ("prm", "--init_from"), ("label", "--method")])
+@pytest.mark.parametrize("stage, flag", [("sft", "--hidden_size"), ("prm", "--init_from"), ("label", "--completer"),
+                                         ("verifier", "--labels")])
 def test_stage_commands_forward_their_flags(capsys, stage, flag):
     """`openr train STAGE --help` prints the stage's own flags (argparse would
     otherwise keep leading options from reaching the stage's parser)."""

@@ -1,9 +1,22 @@
 """PRM backends implementing `StepScorer`: one score in [0, 1] per reasoning step.
 
 `StepTagPRM` runs a step-tag PRM (a causal LM that reads +/- logits at a tag
-token after each step) in-process with transformers.
+token after each step); `LikelihoodPRM` runs a likelihood verifier (a causal LM
+whose token probabilities, calibrated, judge each step). `load_prm` picks the
+right one from the checkpoint's config.json. Both run in-process with transformers.
 """
 
-from openr.prm.step_tag import StepTagFormat, StepTagPRM, encode_steps, tag_margins
+from pathlib import Path
 
-__all__ = ["StepTagFormat", "StepTagPRM", "encode_steps", "tag_margins"]
+from openr.prm.likelihood import LikelihoodPRM, is_likelihood_verifier
+from openr.prm.step_tag import DEFAULT_MAX_BATCH_SIZE, StepTagFormat, StepTagPRM, encode_steps, tag_margins
+
+
+def load_prm(model_dir: str | Path, device: str = "cpu",
+             max_batch_size: int = DEFAULT_MAX_BATCH_SIZE) -> StepTagPRM | LikelihoodPRM:
+    """The scorer for a local PRM checkpoint of either kind."""
+    kind = LikelihoodPRM if is_likelihood_verifier(model_dir) else StepTagPRM
+    return kind(model_dir, device=device, max_batch_size=max_batch_size)
+
+
+__all__ = ["LikelihoodPRM", "StepTagFormat", "StepTagPRM", "encode_steps", "load_prm", "tag_margins"]

@@ -107,10 +107,10 @@ def _prm_factory(prm_dir: str | None, device: str, remote_api_key: str | None, m
             from openr.prm.remote import RemotePRM
 
             return RemotePRM(prm_dir, api_key=remote_api_key)
-        from openr.prm import StepTagPRM
+        from openr.prm import load_prm
 
         # one forward pass per micro-batch: the scorer must not split what the batcher gathered
-        return StepTagPRM(prm_dir, device=device, max_batch_size=max_batch_size)
+        return load_prm(prm_dir, device=device, max_batch_size=max_batch_size)
     return load
 
 

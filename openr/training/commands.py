@@ -11,6 +11,7 @@ STAGES = {
     "sft": ("openr.training.sft", "train a small policy from scratch on arith gold solutions"),
     "label": ("openr.training.labels", "automatic step labels: Math-Shepherd or OmegaPRM rollouts"),
     "prm": ("openr.training.prm_train", "train a step-tag PRM on stepwise-labelled jsonl"),
+    "verifier": ("openr.training.verifier", "calibrate a causal LM into a likelihood-verifier PRM on labelled jsonl"),
     "prm-eval": ("openr.training.prm_eval", "ProcessBench F1 and step AUROC of a PRM"),
 }
 
@@ -21,10 +22,12 @@ def add_parser(subparsers) -> None:
                                               "recipe; the other commands run one stage (see their --help).")
     commands = train.add_subparsers(dest="stage", metavar="STAGE", required=True)
     arith = commands.add_parser(
-        "arith", help="the whole recipe: SFT -> labels -> PRM -> quality report",
-        description="Train the arith policy, label steps automatically, train the PRM and report its quality. "
-                    "Writes OUT/policy, OUT/labels, OUT/prm and OUT/summary.json; an interrupted run resumes. "
-                    "Serve the result with `openr serve --model OUT`.",
+        "arith", help="the whole recipe: policy + verifier SFT -> labels -> PRMs -> quality report",
+        description="Train the arith policy and a stronger verifier, label the policy's steps automatically "
+                    "(Math-Shepherd, the verifier completing), calibrate the verifier into the served likelihood "
+                    "PRM, train a step-tag PRM to compare, and report both PRMs' quality. Writes OUT/policy, "
+                    "OUT/verifier, OUT/labels, OUT/prm, OUT/prm-step-tag and OUT/summary.json; an interrupted "
+                    "run resumes. Serve the result with `openr serve --model OUT` (OUT/policy + OUT/prm).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     arith.add_argument("--out", required=True, help="output directory")
     arith.add_argument("--preset", choices=["full", "tiny"], default="full",

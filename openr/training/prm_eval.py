@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from openr.prm.step_tag import StepTagPRM
+from openr.prm import load_prm
 from openr.search.protocols import StepScorer
 from openr.tasks.arith import check_step, test_split
 from openr.tasks.grading import is_correct
@@ -211,7 +211,7 @@ def policy_records(policy_dir: str | Path, problems: Sequence[Problem],
 def main(argv: list[str] | None = None) -> None:
     """Command line: metrics of a step-tag PRM on a jsonl set, or on fresh policy samples."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--prm", required=True, help="Step-tag PRM checkpoint directory.")
+    parser.add_argument("--prm", required=True, help="PRM checkpoint directory (step-tag or likelihood verifier).")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--records", nargs="+", help="Labelled stepwise jsonl files to evaluate on.")
     source.add_argument("--policy", help="Policy checkpoint whose samples on the arith test split are labelled.")
@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
                                  args.temperature, args.seed)
         if args.save_records:
             Path(args.save_records).write_text("".join(json.dumps(r) + "\n" for r in records))
-    print(json.dumps(evaluate_prm(StepTagPRM(args.prm), records), indent=2))
+    print(json.dumps(evaluate_prm(load_prm(args.prm), records), indent=2))
 
 
 if __name__ == "__main__":
