@@ -13,7 +13,7 @@ import openai
 import pytest
 
 from openr.engine.models import ARITH_ALIAS, BUILTIN_BUNDLES, DEFAULT_MODEL, PRM_SUBDIR
-from openr.prm import StepTagPRM
+from openr.prm import load_prm
 from openr.tasks import arith
 from openr.tasks.grading import is_correct
 from openr.tasks.problem import split_steps
@@ -65,7 +65,7 @@ def test_rewards_endpoint_scores_with_the_committed_prm(server):
     rng = random.Random(0)
     problem = first_at_level(4)
     candidates = [split_steps(problem.solution), split_steps(arith.corrupt_step(problem.solution, 1, rng))]
-    expected = StepTagPRM(BUILTIN_BUNDLES[ARITH_ALIAS] / PRM_SUBDIR).score_batch(
+    expected = load_prm(BUILTIN_BUNDLES[ARITH_ALIAS] / PRM_SUBDIR).score_batch(
         [(problem.question, steps) for steps in candidates])
     response = httpx.post(f"{server.base_url}/rewards", headers=HEADERS, timeout=60,
                           json={"question": problem.question, "candidates": candidates})
@@ -76,6 +76,24 @@ def test_rewards_endpoint_scores_with_the_committed_prm(server):
     flat = [x for steps in scores for x in steps]
     assert flat == pytest.approx([x for steps in expected for x in steps], abs=1e-5)
 
+
+
+def test_committed_prm_finds_the_first_wrong_step(server):
+    """The committed PRM passes every gold step and fails a step given a wrong
+    result, and every step after it, at each position of problems of 2 to 6 operations."""
+    rng = random.Random(1)
+    for level in range(2, 7):
+        problem = first_at_level(level)
+        candidates = [split_steps(problem.solution)]
+        candidates += [split_steps(arith.corrupt_step(problem.solution, k, rng)) for k in range(level)]
+        response = httpx.post(f"{server.base_url}/rewards", headers=HEADERS, timeout=60,
+                              json={"question": problem.question, "candidates": candidates})
+        assert response.status_code == 200, response.text
+        gold, *corrupted = response.json()["scores"]
+        assert min(gold) > 0.5, (problem.question, gold)
+        for k, scores in enumerate(corrupted):
+            judged = [score > 0.5 for score in scores]
+            assert judged == [True] * k + [False] * (len(scores) - k), (problem.question, candidates[k + 1], scores)
 
 SEARCHES = {
     "cot": {},

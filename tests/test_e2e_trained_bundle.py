@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from openr.prm import StepTagPRM
+from openr.prm import load_prm
 from openr.training.recipe import PRESETS, run_recipe
 from tests.servers import API_KEY, ServerProcess
 
@@ -25,12 +25,15 @@ def bundle(tiny_bundle):
 
 def test_recipe_writes_every_stage_and_resumes(bundle):
     out, summary = bundle
-    for name in ("policy/config.json", "prm/config.json", "labels/math_shepherd.jsonl", "summary.json"):
+    for name in ("policy/config.json", "verifier/config.json", "prm/config.json", "prm-step-tag/config.json",
+                 "labels/math_shepherd.jsonl", "summary.json"):
         assert (out / name).exists(), name
     record = json.loads((out / "labels" / "math_shepherd.jsonl").read_text().splitlines()[0])
     assert {"prompt", "completions", "labels"} <= set(record)
     assert len(record["completions"]) == len(record["labels"])
-    assert set(summary["minutes"]) == {"sft", "greedy_eval", "labels", "prm", "prm_eval"}
+    assert set(summary["minutes"]) == {"sft", "sft_eval", "verifier_sft", "verifier_sft_eval", "labels", "prm",
+                                       "step_tag_prm", "prm_eval"}
+    assert {"f1", "step_auroc"} <= set(summary["prm_quality"]) & set(summary["step_tag_prm_quality"])
     again = run_recipe(PRESETS["tiny"], out, progress=False)  # everything is done: nothing is redone
     assert again == summary
 
@@ -39,7 +42,7 @@ def test_recipe_writes_every_stage_and_resumes(bundle):
 def test_bundle_serves_policy_and_prm(bundle, engine):
     out, _ = bundle
     candidates = [["12 + 7 = 19", "19 - 3 = 16", "The answer is \\boxed{16}"], ["12 + 7 = 20"]]
-    expected = StepTagPRM(out / "prm").score_batch([(QUESTION, steps) for steps in candidates])
+    expected = load_prm(out / "prm").score_batch([(QUESTION, steps) for steps in candidates])
     with ServerProcess(["--engine", engine, "--model", str(out)]) as server:
         client = openai.OpenAI(base_url=server.base_url, api_key=API_KEY, max_retries=0)
         model = client.models.list().data[0]

@@ -1,11 +1,15 @@
 """`openr train arith`: OpenR's whole loop on a CPU, in one command.
 
-policy SFT -> greedy accuracy on the held-out split -> automatic step labels
-(Math-Shepherd, plus OmegaPRM on a few problems for the cost comparison) -> PRM
-training (initialised from the policy) -> PRM quality (ProcessBench F1, step
-AUROC) on the policy's own held-out solutions. Each stage writes into OUT and is
-skipped when its output is already there, so an interrupted run resumes.
-OUT/policy + OUT/prm is a bundle `openr serve --model OUT` serves.
+policy SFT -> verifier SFT (the same recipe trained longer: a strong arith model)
+-> greedy accuracy of both on the held-out split -> automatic step labels of the
+policy's solutions (Math-Shepherd, with the verifier as the completer, plus
+OmegaPRM on a few problems for the cost comparison) -> PRMs trained on those
+labels: the served one, the verifier calibrated as a likelihood PRM
+(openr.prm.likelihood), and for comparison a step-tag PRM started from the
+verifier -> quality of both (ProcessBench F1, step AUROC) on the policy's own
+held-out solutions. Each stage writes into OUT and is skipped when its output
+is already there, so an interrupted run resumes. OUT/policy + OUT/prm is a
+bundle `openr serve --model OUT` serves.
 """
 
 from __future__ import annotations
@@ -31,6 +35,9 @@ class ArithRecipe:
     """Every knob of the recipe; `PRESETS` holds the committed one and a tiny one for tests."""
 
     sft: SFTConfig = field(default_factory=SFTConfig)
+    # The verifier writes Math-Shepherd's continuations and becomes the PRM; it
+    # must be much stronger than the policy for labels to mean "this step is right".
+    verifier: SFTConfig = field(default_factory=lambda: SFTConfig(max_steps=2500))
     label: ShepherdConfig = field(default_factory=ShepherdConfig)
     omegaprm: OmegaPRMConfig = field(default_factory=OmegaPRMConfig)
     prm: PRMTrainConfig = field(default_factory=PRMTrainConfig)
@@ -39,6 +46,7 @@ class ArithRecipe:
     eval_problems: int = 500  # held-out problems for greedy accuracy (the whole test split)
     prm_eval_problems: int = 150  # held-out problems whose sampled solutions measure the PRM
     prm_eval_samples: int = 4  # solutions sampled per held-out problem for the PRM measurement
+    step_tag_prm: bool = True  # also train a step-tag PRM on the same labels, to compare with the verifier
 
 
 PRESETS = {
@@ -51,6 +59,8 @@ PRESETS = {
     "tiny": ArithRecipe(
         sft=SFTConfig(hidden_size=32, num_layers=1, num_heads=1, intermediate_size=64, max_len=512, batch_size=8,
                       max_steps=20, warmup_steps=2, num_train_problems=200, max_minutes=1.0),
+        verifier=SFTConfig(hidden_size=32, num_layers=1, num_heads=1, intermediate_size=64, max_len=512,
+                           batch_size=8, max_steps=30, warmup_steps=2, num_train_problems=200, max_minutes=1.0),
         label=ShepherdConfig(k=2, samples_per_problem=1, max_tokens=96, max_concurrent_problems=2),
         omegaprm=OmegaPRMConfig(k=2, max_tokens=96, max_concurrent_problems=2),
         prm=PRMTrainConfig(max_steps=6, batch_size=4, logging_steps=2, max_len=512),
@@ -63,71 +73,92 @@ def run_recipe(recipe: ArithRecipe, out_dir: str | Path, progress: bool = True) 
     out.mkdir(parents=True, exist_ok=True)
     summary = _load_summary(out)
     timed = _Timer(summary)
-    policy_dir, prm_dir, labels_dir = out / "policy", out / "prm", out / "labels"
+    policy_dir, verifier_dir, labels_dir = out / "policy", out / "verifier", out / "labels"
+    prm_dir, step_tag_dir = out / "prm", out / "prm-step-tag"
 
-    if not (policy_dir / "config.json").exists():
-        from openr.training.sft import train_policy
+    for name, config, checkpoint, accuracy in (("sft", recipe.sft, policy_dir, "greedy_accuracy"),
+                                               ("verifier_sft", recipe.verifier, verifier_dir,
+                                                "verifier_greedy_accuracy")):
+        if not (checkpoint / "config.json").exists():
+            from openr.training.sft import train_policy
 
-        with timed("sft"):
-            summary["sft"] = _plain(train_policy(recipe.sft, policy_dir, progress=progress))
-    if "greedy_accuracy" not in summary:
-        from openr.training.evaluate import greedy_accuracy
+            with timed(name):
+                summary[name] = _plain(train_policy(config, checkpoint, progress=progress))
+        if accuracy not in summary:
+            from openr.training.evaluate import greedy_accuracy
 
-        with timed("greedy_eval"):
-            summary["greedy_accuracy"] = greedy_accuracy(policy_dir, arith.test_split()[: recipe.eval_problems],
-                                                         progress=progress)
-    _save_summary(out, summary)
+            with timed(f"{name}_eval"):
+                summary[accuracy] = greedy_accuracy(checkpoint, arith.test_split()[: recipe.eval_problems],
+                                                    progress=progress)
+        _save_summary(out, summary)
 
     if "labels" not in summary:  # an interrupted labelling run resumes inside label_problems
         problems = arith.train_problems(recipe.label_problems, seed=LABEL_PROBLEM_SEED)
         with timed("labels"):
-            summary["labels"] = asyncio.run(_label(policy_dir, labels_dir, problems, recipe, progress))
+            summary["labels"] = asyncio.run(_label(policy_dir, verifier_dir, labels_dir, problems, recipe, progress))
         _save_summary(out, summary)
+    labels_file = labels_dir / "math_shepherd.jsonl"
 
     if not (prm_dir / "config.json").exists():
+        from openr.prm.likelihood import make_verifier
+        from openr.training.prm_eval import load_step_records
+
+        with timed("prm"):
+            summary["prm"] = make_verifier(verifier_dir, load_step_records([labels_file]), prm_dir)
+        _save_summary(out, summary)
+    if recipe.step_tag_prm and not (step_tag_dir / "config.json").exists():
         from openr.training.prm_train import train_prm
 
-        prm_config = replace(recipe.prm, init_from=str(policy_dir))
-        with timed("prm"):
-            trained = train_prm(prm_config, [labels_dir / "math_shepherd.jsonl"], prm_dir, progress=progress)
-            summary["prm"] = {k: v for k, v in trained.items() if k != "losses"}
-            summary["prm"]["first_loss"], summary["prm"]["last_loss"] = trained["losses"][0], trained["losses"][-1]
+        with timed("step_tag_prm"):
+            trained = train_prm(replace(recipe.prm, init_from=str(verifier_dir)), [labels_file], step_tag_dir,
+                                progress=progress)
+            summary["step_tag_prm"] = {k: v for k, v in trained.items() if k != "losses"}
+            summary["step_tag_prm"]["first_loss"] = trained["losses"][0]
+            summary["step_tag_prm"]["last_loss"] = trained["losses"][-1]
         _save_summary(out, summary)
+
     if "prm_quality" not in summary:
         with timed("prm_eval"):
-            summary["prm_quality"] = _prm_quality(policy_dir, prm_dir, recipe, progress)
+            prms = {"prm_quality": prm_dir, "step_tag_prm_quality": step_tag_dir if recipe.step_tag_prm else None}
+            summary.update(_prm_quality(policy_dir, prms, recipe, progress))
     _save_summary(out, summary)
     return summary
 
 
-async def _label(policy_dir: Path, labels_dir: Path, problems, recipe: ArithRecipe, progress: bool) -> dict:
+async def _label(policy_dir: Path, verifier_dir: Path, labels_dir: Path, problems, recipe: ArithRecipe,
+                 progress: bool) -> dict:
     from openr.engine.hf_engine import HFEngine
     from openr.training.labels import label_problems
 
-    engine = HFEngine(str(policy_dir))
-    await engine.start()
+    policy, completer = HFEngine(str(policy_dir)), HFEngine(str(verifier_dir))
+    await policy.start()
+    await completer.start()
     try:
-        shepherd = await label_problems("math_shepherd", engine, problems, recipe.label,
-                                        labels_dir / "math_shepherd.jsonl", progress=progress)
+        shepherd = await label_problems("math_shepherd", policy, problems, recipe.label,
+                                        labels_dir / "math_shepherd.jsonl", progress=progress, completer=completer)
         result = {"math_shepherd": shepherd.summary()}
         if recipe.omegaprm_problems:
-            omega = await label_problems("omegaprm", engine, problems[: recipe.omegaprm_problems], recipe.omegaprm,
-                                         labels_dir / "omegaprm.jsonl", progress=progress)
+            omega = await label_problems("omegaprm", policy, problems[: recipe.omegaprm_problems], recipe.omegaprm,
+                                         labels_dir / "omegaprm.jsonl", progress=progress, completer=completer)
             result["omegaprm"] = omega.summary()
         return result
     finally:
-        await engine.close()
+        await policy.close()
+        await completer.close()
 
 
-def _prm_quality(policy_dir: Path, prm_dir: Path, recipe: ArithRecipe, progress: bool) -> dict:
-    from openr.prm.step_tag import StepTagPRM
+def _prm_quality(policy_dir: Path, prms: dict[str, Path | None], recipe: ArithRecipe, progress: bool) -> dict:
+    """Metrics of each named PRM checkpoint on the same held-out policy solutions."""
+    from openr.prm import load_prm
     from openr.training.prm_eval import evaluate_prm, policy_records
 
     held_out = arith.test_split()[: recipe.prm_eval_problems]
     records = policy_records(policy_dir, held_out, samples_per_problem=recipe.prm_eval_samples, progress=progress)
-    metrics = evaluate_prm(StepTagPRM(prm_dir), records)
-    metrics["solutions"] = len(records)
-    return metrics
+    result = {}
+    for name, checkpoint in prms.items():
+        if checkpoint is not None:
+            result[name] = {**evaluate_prm(load_prm(checkpoint), records), "solutions": len(records)}
+    return result
 
 
 class _Timer:
