@@ -189,14 +189,26 @@ async def test_mcts_simulation_expands_the_puct_choice_and_backs_up_its_children
     assert math.isclose(tree.root.value_sum, 0.0 + 0.01 + 0.02 + 0.03)
 
 
-async def test_mcts_stops_at_its_simulation_budget():
-    config = MctsConfig(n_children=2, num_simulations=5)
-    policy, prm = FakePolicy(tree_step(eos_depth=50)), FakePRM(score_by_last_id)
+async def test_mcts_stops_at_its_simulation_budget_and_finishes_its_most_visited_path():
+    config = MctsConfig(n_children=2, num_simulations=5, max_steps=10)
+    policy, prm = FakePolicy(tree_step(eos_depth=8)), FakePRM(score_by_last_id)
     result = await run("mcts", config, policy, prm)
-    assert len(policy.calls) == len(prm.calls) == 5
-    assert result.stop_reason is None
-    # No solution finished in 5 simulations: the most visited path stands in.
-    assert not result.candidates[0].finished and result.finish_reason == "length"
+    # 5 expansions, then no solution is finished: one rollout of the most visited path.
+    assert len(policy.calls) == len(prm.calls) == 6
+    assert [call["stop"] for call in policy.calls] == [[STEP_SEPARATOR]] * 5 + [[]]
+    rolled_out = path_of(policy.calls[-1]["prefixes"][0])
+    assert result.stop_reason is None and result.finish_reason == "stop"
+    best = result.candidates[0]
+    assert best.finished and len(best.steps) == 8 and best.steps[: len(rolled_out)] == rolled_out
+
+
+async def test_mcts_without_a_finished_solution_returns_the_most_visited_path_when_a_budget_ends_it():
+    config = MctsConfig(n_children=2, num_simulations=50, max_steps=10)
+    policy, prm = FakePolicy(tree_step(eos_depth=8)), FakePRM(score_by_last_id)
+    result = await run("mcts", config, policy, prm, Budget(max_prm_calls=3))
+    assert len(prm.calls) == 2 and all(call["stop"] for call in policy.calls)  # two expansions, no rollout
+    assert result.stop_reason == "prm_calls" and not result.candidates[0].finished
+    assert result.finish_reason == "length"
 
 
 async def test_mcts_returns_the_best_finished_solution():

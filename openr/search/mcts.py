@@ -180,6 +180,22 @@ class SearchTree:
         return [path if is_terminal else path.continue_with(next(completions))
                 for path, is_terminal in zip(paths, terminal)]
 
+    async def finish(self) -> None:
+        """With no complete solution yet, continue the most visited path to its end
+        in one rollout and score it, so the answer is a whole solution rather than
+        the first steps of one (few simulations rarely reach the end of a chain)."""
+        tip = most_visited_leaf(self.root)
+        depth = len(tip.candidate.steps)
+        if self.solutions or not depth or tip.terminal:
+            return
+        max_tokens = (self._config.max_steps - depth) * self._config.max_step_tokens
+        [row] = await self._sampler.sample_solutions([self._problem.prefix(tip.candidate.steps)], 1, max_tokens)
+        if not row:
+            return
+        [result] = await self._scorer.score([tip.candidate.continue_with(row[0])])
+        if result is not None:
+            self.solutions.append(result)
+
     def final_candidates(self) -> list[Candidate]:
         """Every complete solution, or, when none exists yet, the most visited path."""
         if self.solutions:
@@ -196,7 +212,9 @@ async def run(
     The answer is the best complete solution (terminal leaves and, with
     `rollout`, the rollouts) ranked by `config.aggregation` over its step
     scores, not the most visited path: the PRM's judgement of whole solutions
-    is what the other strategies select by too.
+    is what the other strategies select by too. When the simulations end with
+    no complete solution, the most visited path is rolled out to its end; when
+    a budget ends them, that path is returned as it is.
     """
     aggregation = AGGREGATIONS[config.aggregation]
     scorer = MeteredScorer(require_prm(prm, "mcts"), problem.question, aggregation, budget)
@@ -207,4 +225,6 @@ async def run(
         if stop_reason:
             break
         await tree.simulate()
+    if stop_reason is None:
+        await tree.finish()
     return conclude(tree.final_candidates(), aggregation, budget, stop_reason)
