@@ -80,18 +80,26 @@ def is_likelihood_verifier(model_dir: str | Path) -> bool:
 def step_evidence(model: torch.nn.Module, rows: Sequence[tuple[list[int], list[tuple[int, int]]]],
                   pad_id: int) -> list[list[float]]:
     """For each row, per step: the running minimum over steps 1..i of the lowest
-    log-probability the model gives a token of that step (an empty step adds 0)."""
+    log-probability the model gives a token of that step (an empty step adds 0).
+
+    Only the columns that predict step tokens go through the LM head (token t is
+    predicted at column t - 1), so the prompt costs no vocabulary-wide logits:
+    with a large vocabulary those would dominate memory.
+    """
     input_ids, attention_mask = right_pad([ids for ids, _ in rows], pad_id)
+    first = min(spans[0][0] for _, spans in rows if spans) if any(spans for _, spans in rows) else 1
+    columns = torch.arange(first - 1, input_ids.shape[1] - 1)
     device = next(model.parameters()).device
-    logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits.cpu()
-    # token t is predicted at position t - 1
-    token_logp = torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+    logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+                   logits_to_keep=columns.to(device)).logits.float().cpu()
+    # token_logp[:, j] is the log-probability of token first + j
+    token_logp = torch.log_softmax(logits, dim=-1).gather(-1, input_ids[:, first:, None]).squeeze(-1)
     out = []
     for row, (_, spans) in enumerate(rows):
         running, evidence = 0.0, []
         for start, end in spans:
             if end > start:
-                running = min(running, token_logp[row, start - 1 : end - 1].min().item())
+                running = min(running, token_logp[row, start - first : end - first].min().item())
             evidence.append(running)
         out.append(evidence)
     return out
