@@ -36,12 +36,13 @@ class ArithRecipe:
 
     sft: SFTConfig = field(default_factory=SFTConfig)
     # The verifier writes Math-Shepherd's continuations and becomes the PRM; it
-    # must be much stronger than the policy for labels to mean "this step is right".
+    # must be much stronger than the policy for labels to mean "this step is
+    # right". 2500 steps take about 9 minutes on 2 cores (84% greedy accuracy).
     verifier: SFTConfig = field(default_factory=lambda: SFTConfig(max_steps=2500))
     label: ShepherdConfig = field(default_factory=ShepherdConfig)
     omegaprm: OmegaPRMConfig = field(default_factory=OmegaPRMConfig)
-    prm: PRMTrainConfig = field(default_factory=PRMTrainConfig)
-    label_problems: int = 400  # Math-Shepherd-labelled problems the PRM trains on
+    prm: PRMTrainConfig = field(default_factory=PRMTrainConfig)  # the step-tag PRM trained for comparison
+    label_problems: int = 400  # Math-Shepherd-labelled problems both PRMs learn from
     omegaprm_problems: int = 30  # labelled with OmegaPRM too, to compare the two methods' cost
     eval_problems: int = 500  # held-out problems for greedy accuracy (the whole test split)
     prm_eval_problems: int = 150  # held-out problems whose sampled solutions measure the PRM
