@@ -6,7 +6,7 @@ position, in one forward pass, whether the step before it is right. For
 arithmetic that means redoing the sum and comparing it with the written one
 inside the model's depth, and the small models we can train on a CPU do not
 learn that: a 4-layer, 0.8M-parameter tag PRM started from a strong arith model
-stayed at the loss of the label prior on 10,000 exactly labelled steps. The
+stayed at the loss of the label prior on 10,000 exactly labelled solutions. The
 same model, read as a language model, already holds the answer: at each digit
 of a result it predicts the right digit, so a wrong digit gets a low
 probability. Its lowest token log-probability finds the first wrong step of
