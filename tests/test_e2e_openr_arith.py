@@ -6,6 +6,7 @@ badly trained policy fails here."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 import httpx
@@ -77,6 +78,26 @@ def test_rewards_endpoint_scores_with_the_committed_prm(server):
     assert flat == pytest.approx([x for steps in expected for x in steps], abs=1e-5)
 
 
+
+
+def test_a_candidate_too_long_for_the_prm_is_400_and_spares_concurrent_calls(server):
+    problem = first_at_level(3)
+    good = {"question": problem.question, "candidates": [split_steps(problem.solution)]}
+    too_long = {"question": problem.question, "candidates": [["1 + 2 = 3 " * 200]]}
+
+    async def post_all():
+        async with httpx.AsyncClient(base_url=server.base_url, headers=HEADERS, timeout=60) as client:
+            # sent together, so the micro-batcher puts them in one batch
+            return await asyncio.gather(*(client.post("/rewards", json=body) for body in (good, too_long, good)))
+
+    first, bad, last = asyncio.run(post_all())
+    assert bad.status_code == 400, bad.text
+    error = bad.json()["error"]
+    assert (error["param"], error["code"]) == ("candidates", "context_length_exceeded")
+    assert "768" in error["message"]
+    for response in (first, last):
+        assert response.status_code == 200, response.text
+        assert len(response.json()["scores"][0]) == len(good["candidates"][0])
 
 def test_committed_prm_finds_the_first_wrong_step(server):
     """The committed PRM passes every gold step and fails a step given a wrong

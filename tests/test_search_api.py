@@ -10,6 +10,7 @@ import openai
 import pytest
 
 from openr.prm.batcher import MicroBatchingScorer
+from openr.prm.step_tag import PRMInputTooLong
 from tests.e2e_helpers import metric_in
 from tests.fake_engine import FakePRM, StepFakeEngine
 from tests.test_app import MODEL, serving
@@ -121,6 +122,23 @@ async def test_micro_batcher_coalesces_concurrent_calls():
     await batcher.close()
     assert all(r == [[1.0], [0.0, 1.0]] for r in results)
     assert sum(prm.batches) == 32 and len(prm.batches) <= 2
+
+
+async def test_one_calls_bad_input_fails_only_that_call():
+    class TooLongRaisingPRM(FakePRM):
+        def score_batch(self, pairs):
+            if any(question == "too long" for question, _ in pairs):
+                raise PRMInputTooLong("a candidate's PRM input is over the PRM's context")
+            return super().score_batch(pairs)
+
+    prm = TooLongRaisingPRM()
+    batcher = MicroBatchingScorer(prm, max_batch_size=64, max_wait_ms=20)
+    results = await asyncio.gather(batcher.score("q1", [["good"]]), batcher.score("too long", [["good"]]),
+                                   batcher.score("q2", [["bad"]]), return_exceptions=True)
+    await batcher.close()
+    assert results[0] == [[1.0]] and results[2] == [[0.0]]
+    assert isinstance(results[1], PRMInputTooLong)
+    assert prm.batches == [1, 1]  # the failed batch of 3 was retried call by call
 
 
 async def test_cancelled_call_never_reaches_the_prm():

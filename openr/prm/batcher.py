@@ -104,11 +104,16 @@ class MicroBatchingScorer:
         start = time.perf_counter()
         try:
             scores = await asyncio.to_thread(self.scorer.score_batch, pairs)
-        except Exception as exc:  # fail the calls of this batch, keep serving the next
-            logger.exception("PRM batch failed")
-            for call in live:
-                if not call.future.done():
-                    call.future.set_exception(exc)
+        except Exception as exc:
+            if len(live) > 1:  # one call's bad input must not fail the others: score each alone
+                logger.warning("PRM batch of %d calls failed (%s); scoring them one by one", len(live), exc)
+                for call in live:
+                    await self._score_one_batch([call])
+                return
+            if not isinstance(exc, ValueError):
+                logger.exception("PRM batch failed")
+            if not live[0].future.done():
+                live[0].future.set_exception(exc)
             return
         self._on_batch(len(pairs), time.perf_counter() - start)
         offset = 0

@@ -12,6 +12,8 @@ from typing import Sequence
 
 import httpx
 
+from openr.prm.step_tag import PRMInputTooLong
+
 TIMEOUT_S = 300.0
 
 
@@ -35,8 +37,17 @@ class RemotePRM:
             if self.model:
                 body["model"] = self.model
             response = self.client.post(f"{self.base_url}/rewards", json=body)
+            if response.status_code == 400 and _error_code(response) == "context_length_exceeded":
+                raise PRMInputTooLong(f"remote PRM {self.base_url}: {response.json()['error']['message']}")
             if response.status_code != 200:
                 raise RuntimeError(f"remote PRM {self.base_url} answered {response.status_code}: {response.text}")
             for index, row in zip(indices, response.json()["scores"]):
                 scores[index] = row
         return scores
+
+
+def _error_code(response: httpx.Response) -> str | None:
+    try:
+        return response.json()["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return None

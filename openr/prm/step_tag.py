@@ -133,6 +133,11 @@ def right_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor,
     return input_ids, attention_mask
 
 
+class PRMInputTooLong(ValueError):
+    """A candidate's PRM input does not fit the PRM's context: the caller's input
+    is at fault (the server answers 400), not the PRM."""
+
+
 class CausalLMScorer:
     """What every in-process PRM on a causal-LM checkpoint shares: loading it, the
     length check, length-sorted batches, and the async `StepScorer` contract.
@@ -158,7 +163,8 @@ class CausalLMScorer:
         row without steps gets [] without a forward pass."""
         for ids, _ in encoded:
             if len(ids) > self.max_len:
-                raise ValueError(f"PRM input of {len(ids)} tokens exceeds the model's {self.max_len}")
+                raise PRMInputTooLong(f"a candidate's PRM input is {len(ids)} tokens, over the PRM's "
+                                      f"{self.max_len}-token context")
         values: list[list[float]] = [[] for _ in encoded]
         order = sorted((i for i, (_, steps) in enumerate(encoded) if steps), key=lambda i: len(encoded[i][0]))
         for start in range(0, len(order), self.max_batch_size):

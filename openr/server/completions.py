@@ -13,6 +13,7 @@ from openr.engine.base import Delta
 from openr.server.chat import (
     FINISH_REASONS, ServingContext, Tally, check_model, check_n, resolve_max_tokens, sse_stream,
 )
+from openr.prm.step_tag import PRMInputTooLong
 from openr.server.errors import bad_request
 from openr.server.protocol import (
     Completion, CompletionChoice, CompletionLogprobs, CompletionRequest, DetokenizeRequest, RewardRequest, RewardResponse, TokenizeRequest,
@@ -85,7 +86,10 @@ async def score_steps(ctx: ServingContext, request: RewardRequest) -> RewardResp
         raise bad_request(f"`{ctx.model_name}` has no process reward model attached (start the server with "
                           "--prm DIR, or serve a model that comes with one, e.g. openr-arith)", "model",
                           "prm_unavailable")
-    scores = await ctx.prm.score(request.question, request.candidates)
+    try:
+        scores = await ctx.prm.score(request.question, request.candidates)
+    except PRMInputTooLong as exc:
+        raise bad_request(str(exc), "candidates", "context_length_exceeded") from exc
     return RewardResponse(model=ctx.model_name, scores=scores)
 
 
