@@ -21,8 +21,8 @@ OMP_NUM_THREADS=1 avoids that for the transformers models (both sides alike).
    to back, so the sides see the machine in the same state.
 2. PRM batching (goal >= 4x): scored steps/s of `--searches` concurrent
    searches sharing one `MicroBatchingScorer`, divided by the same searches
-   each scoring its calls alone (`StepTagPRM.score_batch` per call in a worker
-   thread, as `StepTagPRM.score` does). To time the PRM only, the searches run
+   each scoring its calls alone (the PRM's `score_batch` per call in a worker
+   thread, as its `score` does). To time the PRM only, the searches run
    live once (concurrently, through the batcher) while every search's PRM calls
    are logged; each round then replays those logs: one task per search issues
    its calls in order, each awaited before the next, all tasks at once.
@@ -301,7 +301,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--searches", type=int, default=DEFAULT_SEARCHES,
                         help="concurrent searches (test-split problems) sharing the PRM in figure 2")
     parser.add_argument("--prm-max-batch", type=int, default=PRM_FORWARD_BATCH,
-                        help="StepTagPRM rows per forward pass (default: as served); the batcher's batches of "
+                        help="PRM rows per forward pass (default: as served); the batcher's batches of "
                              f"up to {BATCHER_MAX_BATCH} candidates are cut into forwards of this size")
     parser.add_argument("--n", type=int, default=DEFAULT_SAMPLES_PER_DEPTH, help="beam search: samples per depth")
     parser.add_argument("--beam-width", type=int, default=DEFAULT_BEAM_WIDTH, help="beam search: beams kept")
