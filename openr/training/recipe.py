@@ -120,7 +120,9 @@ def run_recipe(recipe: ArithRecipe, out_dir: str | Path, progress: bool = True) 
 
     if "prm_quality" not in summary:
         with timed("prm_eval"):
-            prms = {"prm_quality": prm_dir, "step_tag_prm_quality": step_tag_dir if recipe.step_tag_prm else None}
+            prms = {"prm_quality": prm_dir}
+            if recipe.step_tag_prm:
+                prms["step_tag_prm_quality"] = step_tag_dir
             summary.update(_prm_quality(policy_dir, prms, recipe, progress))
     _save_summary(out, summary)
     return summary
@@ -148,18 +150,15 @@ async def _label(policy_dir: Path, verifier_dir: Path, labels_dir: Path, problem
         await completer.close()
 
 
-def _prm_quality(policy_dir: Path, prms: dict[str, Path | None], recipe: ArithRecipe, progress: bool) -> dict:
+def _prm_quality(policy_dir: Path, prms: dict[str, Path], recipe: ArithRecipe, progress: bool) -> dict:
     """Metrics of each named PRM checkpoint on the same held-out policy solutions."""
     from openr.prm import load_prm
     from openr.training.prm_eval import evaluate_prm, policy_records
 
     held_out = arith.test_split()[: recipe.prm_eval_problems]
     records = policy_records(policy_dir, held_out, samples_per_problem=recipe.prm_eval_samples, progress=progress)
-    result = {}
-    for name, checkpoint in prms.items():
-        if checkpoint is not None:
-            result[name] = {**evaluate_prm(load_prm(checkpoint), records), "solutions": len(records)}
-    return result
+    return {name: {**evaluate_prm(load_prm(checkpoint), records), "solutions": len(records)}
+            for name, checkpoint in prms.items()}
 
 
 class _Timer:
