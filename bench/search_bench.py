@@ -17,6 +17,8 @@ OMP_NUM_THREADS=1 avoids that for the transformers models (both sides alike).
    `engine.generate_steps` one after another): the same prefixes, samples in
    flight, per-sample max tokens, stop string and seeds, so the same tokens.
    What is lost is PRM time and search bookkeeping between policy calls.
+   Every timed search starts on an empty PRM prefix cache (openr.prm.causal_lm),
+   so it pays for its own prompt and steps.
    Within a round each problem's search, replay and figure-3 search run back
    to back, so the sides see the machine in the same state.
 2. PRM batching (goal >= 4x): scored steps/s of `--searches` concurrent
@@ -25,10 +27,12 @@ OMP_NUM_THREADS=1 avoids that for the transformers models (both sides alike).
    thread, as its `score` does). To time the PRM only, the searches run
    live once (concurrently, through the batcher) while every search's PRM calls
    are logged; each round then replays those logs: one task per search issues
-   its calls in order, each awaited before the next, all tasks at once.
+   its calls in order, each awaited before the next, all tasks at once. Both
+   sides use the same PRM, its prefix cache emptied before each replay.
 3. Against OpenR's way of serving (goal >= 3x): wall time per problem when the
    policy gets one engine call per tree node and sample, awaited one after
-   another, and the PRM one forward pass per candidate; divided by the batched
+   another, and the PRM one forward pass per candidate over its whole input
+   (no prefix cache, as OpenR's reward server); divided by the batched
    search of figure 1 (the same rounds time both). Seeds are assigned as the
    batched engine assigns them, so both paths draw the same samples.
 4. Prefix-cache hit rate (vllm only): prompt tokens vLLM found cached over
@@ -64,7 +68,8 @@ from openr.engine.models import ARITH_ALIAS, split_bundle
 from openr.prm import load_prm
 from openr.prm.batcher import DEFAULT_MAX_BATCH_SIZE as BATCHER_MAX_BATCH
 from openr.prm.batcher import MicroBatchingScorer
-from openr.prm.step_tag import DEFAULT_MAX_BATCH_SIZE as PRM_FORWARD_BATCH
+from openr.prm.causal_lm import DEFAULT_CACHE_MB
+from openr.prm.causal_lm import DEFAULT_MAX_BATCH_SIZE as PRM_FORWARD_BATCH
 from openr.search import STRATEGIES, Budget, SearchProblem, build_config
 from openr.tasks.arith import test_split
 
@@ -106,8 +111,10 @@ async def run_search(problem: SearchProblem, policy, scorer, config) -> int:
     return result.tokens_generated
 
 
-async def timed_search(problem, policy, scorer, config) -> tuple[float, int]:
-    """(seconds, tokens) of one search."""
+async def timed_search(problem, policy, scorer, config, prm) -> tuple[float, int]:
+    """(seconds, tokens) of one search, started on an empty PRM prefix cache so
+    that it pays for its own prompt and steps (not a repeat's cache hits)."""
+    prm.cache.clear()
     start = time.perf_counter()
     tokens = await run_search(problem, policy, scorer, config)
     return time.perf_counter() - start, tokens
@@ -122,14 +129,15 @@ async def timed_policy_replay(engine, calls) -> tuple[float, int]:
     return time.perf_counter() - start, tokens
 
 
-async def timed_score_replay(traces, scorer) -> float:
-    """Seconds to replay every search's logged PRM calls: searches concurrent,
-    each one's calls in order."""
+async def timed_score_replay(traces, scorer, prm) -> float:
+    """Seconds to replay every search's logged PRM calls on an empty prefix
+    cache: searches concurrent, each one's calls in order."""
 
     async def replay(trace) -> None:
         for question, candidates in trace:
             await scorer.score(question, candidates)
 
+    prm.cache.clear()
     start = time.perf_counter()
     await asyncio.gather(*(replay(trace) for trace in traces))
     return time.perf_counter() - start
@@ -139,22 +147,27 @@ def summed(samples: list[tuple[float, int]]) -> tuple[float, int]:
     return sum(seconds for seconds, _ in samples), sum(tokens for _, tokens in samples)
 
 
-async def search_figures(engine, prm, problems, config, rounds: int) -> list[Figure]:
+async def search_figures(engine, prm, openr_prm, problems, config, rounds: int) -> list[Figure]:
     """Figures 1 and 3. Per round and problem, back to back: the batched search,
-    the raw replay of its policy calls, the per-node search; each side's
-    (seconds, tokens) summed over the round's problems."""
+    the raw replay of its policy calls, the per-node search (PRM `openr_prm`:
+    no prefix cache, as OpenR's reward server re-reads every input); each
+    side's (seconds, tokens) summed over the round's problems."""
     batched = MicroBatchingScorer(prm)
-    per_node, per_candidate = PerNodePolicy(engine), PerCandidateScorer(prm)
+    per_node, per_candidate = PerNodePolicy(engine), PerCandidateScorer(openr_prm)
     recorders = [RecordingPolicy(engine) for _ in problems]
     for problem, recorder in zip(problems, recorders):  # warms every path and logs each search's policy calls
         await run_search(problem, recorder, batched, config)
     sides: dict[str, list[tuple[float, int]]] = {"search": [], "raw": [], "per_node": []}
+    prm_tokens = {"search": 0, "per_node": 0}
     for _ in range(rounds):
         samples: dict[str, list[tuple[float, int]]] = {side: [] for side in sides}
         for problem, recorder in zip(problems, recorders):
-            samples["search"].append(await timed_search(problem, engine, batched, config))
+            before = prm.forwarded_tokens, openr_prm.forwarded_tokens
+            samples["search"].append(await timed_search(problem, engine, batched, config, prm))
             samples["raw"].append(await timed_policy_replay(engine, recorder.calls))
-            samples["per_node"].append(await timed_search(problem, per_node, per_candidate, config))
+            samples["per_node"].append(await timed_search(problem, per_node, per_candidate, config, openr_prm))
+            prm_tokens["search"] += prm.forwarded_tokens - before[0]
+            prm_tokens["per_node"] += openr_prm.forwarded_tokens - before[1]
         for side, taken in samples.items():
             sides[side].append(summed(taken))
     await batched.close()
@@ -164,13 +177,16 @@ async def search_figures(engine, prm, problems, config, rounds: int) -> list[Fig
     efficiency = Figure(
         "1. search tok/s / raw engine tok/s", search_rate / raw_rate, EFFICIENCY_GOAL, "",
         f"{search_rate:.0f} vs {raw_rate:.0f} tok/s; tokens per round {sides['search'][0][1]} vs "
-        f"{sides['raw'][0][1]}; {calls} policy calls over {len(problems)} problems")
+        f"{sides['raw'][0][1]}; {calls} policy calls over {len(problems)} problems; PRM ran "
+        f"{prm_tokens['search'] / (rounds * len(problems)):.0f} tokens per search")
     search_s, per_node_s = (statistics.median(seconds for seconds, _ in sides[side]) / len(problems)
                             for side in ("search", "per_node"))
     openr_way = Figure(
         "3. per-node serving / batched, s per problem", per_node_s / search_s, PER_NODE_GOAL, "x",
         f"{per_node_s:.2f} vs {search_s:.2f} s per problem; tokens per round "
-        f"{sides['per_node'][0][1]} vs {sides['search'][0][1]}")
+        f"{sides['per_node'][0][1]} vs {sides['search'][0][1]}; PRM tokens per search "
+        f"{prm_tokens['per_node'] / (rounds * len(problems)):.0f} vs "
+        f"{prm_tokens['search'] / (rounds * len(problems)):.0f}")
     return [efficiency, openr_way]
 
 
@@ -188,11 +204,11 @@ async def prm_batching_figure(engine, prm, problems, config, rounds: int) -> Fig
     batch_sizes: list[int] = []
     batched = MicroBatchingScorer(prm, on_batch=lambda size, seconds: batch_sizes.append(size))
     unbatched = UnbatchedScorer(prm)
-    await timed_score_replay(traces, unbatched)  # warm the thread pool; the batcher was warmed live
+    await timed_score_replay(traces, unbatched, prm)  # warm the thread pool; the batcher was warmed live
     batched_s, unbatched_s = [], []
     for _ in range(rounds):
-        batched_s.append(await timed_score_replay(traces, batched))
-        unbatched_s.append(await timed_score_replay(traces, unbatched))
+        batched_s.append(await timed_score_replay(traces, batched, prm))
+        unbatched_s.append(await timed_score_replay(traces, unbatched, prm))
     await batched.close()
     batched_rate, unbatched_rate = steps / statistics.median(batched_s), steps / statistics.median(unbatched_s)
     calls = sum(len(trace) for trace in traces)
@@ -211,6 +227,7 @@ async def prefix_cache_figure(engine, prm, problems, config) -> Figure:
     batched = MicroBatchingScorer(prm)
     recorder = RecordingPolicy(engine)
     await engine.reset_prefix_cache()
+    prm.cache.clear()
     for problem in problems:
         await run_search(problem, recorder, batched, config)
     await batched.close()
@@ -255,7 +272,8 @@ async def bench(args: argparse.Namespace) -> list[Figure]:
     _, device, _ = choose_engine(args.engine)
     config = build_config(STRATEGY, {"n": args.n, "beam_width": args.beam_width, "max_steps": args.max_steps,
                                      "max_step_tokens": args.max_step_tokens, "seed": seed_for(args.engine, device)})
-    prm = load_prm(prm_dir, device=device, max_batch_size=args.prm_max_batch)
+    prm = load_prm(prm_dir, device=device, max_batch_size=args.prm_max_batch, cache_mb=args.prm_cache_mb)
+    openr_prm = load_prm(prm_dir, device=device, max_batch_size=args.prm_max_batch, cache_mb=0)
     if args.engine == "vllm":
         engine = CountingVLLMEngine(policy_dir, device)
     else:
@@ -271,7 +289,7 @@ async def bench(args: argparse.Namespace) -> list[Figure]:
         problems = await prepare(engine, args.problems)
         # First, while the prefix cache holds nothing from earlier figures.
         report(await prefix_cache_figure(engine, prm, problems, config))
-        for figure in await search_figures(engine, prm, problems, config, args.rounds):
+        for figure in await search_figures(engine, prm, openr_prm, problems, config, args.rounds):
             report(figure)
         report(await prm_batching_figure(engine, prm, await prepare(engine, args.searches), config, args.rounds))
     finally:
@@ -303,6 +321,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--prm-max-batch", type=int, default=PRM_FORWARD_BATCH,
                         help="PRM rows per forward pass (default: as served); the batcher's batches of "
                              f"up to {BATCHER_MAX_BATCH} candidates are cut into forwards of this size")
+    parser.add_argument("--prm-cache-mb", type=float, default=DEFAULT_CACHE_MB,
+                        help="PRM prefix cache of the batched side (default: as served; 0: off, to see what "
+                             "it buys)")
     parser.add_argument("--n", type=int, default=DEFAULT_SAMPLES_PER_DEPTH, help="beam search: samples per depth")
     parser.add_argument("--beam-width", type=int, default=DEFAULT_BEAM_WIDTH, help="beam search: beams kept")
     parser.add_argument("--max-steps", type=int, default=DEFAULT_MAX_STEPS, help="beam search: depth limit")

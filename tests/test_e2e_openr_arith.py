@@ -171,6 +171,18 @@ def test_budget_stops_a_search_with_length(client):
     assert 0 < capped.usage.completion_tokens <= 60 + round_max
 
 
+def test_prm_prefix_cache_serves_what_a_beam_search_sends_again(server, client):
+    """Every call of a beam search re-sends its question and kept steps; the PRM's
+    prefix cache serves those, and /metrics counts it as vLLM counts its own."""
+    queries, hits = "openr:prm_prefix_cache_queries_total", "openr:prm_prefix_cache_hits_total"
+    before = metric(server.url, queries), metric(server.url, hits)
+    search = {"strategy": "beam_search", "n": 8, "beam_width": 2, "seed": 4, "return_trace": True}
+    r = ask(client, first_at_level(6), extra_body={"search": search})
+    assert r.model_extra["search_trace"]["prm_calls"] >= 3
+    asked, served = metric(server.url, queries) - before[0], metric(server.url, hits) - before[1]
+    assert asked > 0 and 0.5 * asked < served < asked
+
+
 @pytest.mark.parametrize("search, param", [
     ({"strategy": "beam_search", "n": 4, "beam_width": 3}, "search.n"),
     ({"strategy": "mcts", "c_puct": -1}, "search.c_puct"),

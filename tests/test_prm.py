@@ -31,13 +31,7 @@ RECORDS = [
 ]
 TINY = dict(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128, max_len=128)
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _write_jsonl(path, records):

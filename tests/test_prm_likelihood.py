@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from openr.prm import LikelihoodPRM, StepTagPRM, load_prm
 from openr.prm.likelihood import Calibration, fit_calibration, make_verifier
-from openr.prm.step_tag import encode_solution
+from openr.prm.causal_lm import encode_solution
 from openr.tasks import arith
 from openr.tasks.problem import STEP_SEPARATOR, split_steps
 from openr.training.prm_eval import label_by_checking

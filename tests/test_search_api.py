@@ -10,7 +10,7 @@ import openai
 import pytest
 
 from openr.prm.batcher import MicroBatchingScorer
-from openr.prm.step_tag import PRMInputTooLong
+from openr.prm.causal_lm import PRMInputTooLong
 from tests.e2e_helpers import metric_in
 from tests.fake_engine import FakePRM, StepFakeEngine
 from tests.test_app import MODEL, serving

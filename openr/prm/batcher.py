@@ -2,8 +2,11 @@
 
 Every live search calls `score` on its own schedule; scoring each call alone
 leaves the PRM running batches of a few candidates. The batcher holds a call
-for at most `max_wait_ms` while others arrive and scores all of them in one
-padded forward pass of up to `max_batch_size` candidates.
+for at most `max_wait_ms` while others arrive and hands all of them, up to
+`max_batch_size` candidates, to the PRM in one `score_batch` call. An
+in-process PRM runs them in forward passes of its own size (rows of similar
+length together; see openr.prm.causal_lm): one pass on a GPU, several of 16
+on a CPU, where larger passes measured slower per token.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Callable, Sequence
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_BATCH_SIZE = 64  # candidates per forward pass
+DEFAULT_MAX_BATCH_SIZE = 64  # candidates per score_batch call
 DEFAULT_MAX_WAIT_MS = 5.0
 
 

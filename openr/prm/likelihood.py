@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 from transformers import PretrainedConfig
 
-from openr.prm.step_tag import DEFAULT_MAX_BATCH_SIZE, CausalLMScorer, encode_solution, right_pad
+from openr.prm.causal_lm import DEFAULT_CACHE_MB, DEFAULT_MAX_BATCH_SIZE, CausalLMScorer, Encoded, encode_solution
 
 KIND = "likelihood"
 CALIBRATION_STEPS = 200  # LBFGS iterations of the two-parameter logistic fit
@@ -77,34 +77,6 @@ def is_likelihood_verifier(model_dir: str | Path) -> bool:
     return path.exists() and json.loads(path.read_text()).get("prm_kind") == KIND
 
 
-def step_evidence(model: torch.nn.Module, rows: Sequence[tuple[list[int], list[tuple[int, int]]]],
-                  pad_id: int) -> list[list[float]]:
-    """For each row, per step: the running minimum over steps 1..i of the lowest
-    log-probability the model gives a token of that step (an empty step adds 0).
-
-    Only the columns that predict step tokens go through the LM head (token t is
-    predicted at column t - 1), so the prompt costs no vocabulary-wide logits:
-    with a large vocabulary those would dominate memory.
-    """
-    input_ids, attention_mask = right_pad([ids for ids, _ in rows], pad_id)
-    first = min(spans[0][0] for _, spans in rows if spans) if any(spans for _, spans in rows) else 1
-    columns = torch.arange(first - 1, input_ids.shape[1] - 1)
-    device = next(model.parameters()).device
-    logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                   logits_to_keep=columns.to(device)).logits.float().cpu()
-    # token_logp[:, j] is the log-probability of token first + j
-    token_logp = torch.log_softmax(logits, dim=-1).gather(-1, input_ids[:, first:, None]).squeeze(-1)
-    out = []
-    for row, (_, spans) in enumerate(rows):
-        running, evidence = 0.0, []
-        for start, end in spans:
-            if end > start:
-                running = min(running, token_logp[row, start - first : end - first].min().item())
-            evidence.append(running)
-        out.append(evidence)
-    return out
-
-
 def fit_calibration(evidence: Sequence[float], labels: Sequence[bool]) -> Calibration:
     """Logistic regression of the step labels on the evidence (two parameters,
     lightly L2-regularised). With labels of one class only, it can only learn
@@ -133,14 +105,32 @@ class LikelihoodPRM(CausalLMScorer):
     the same batch interface as `StepTagPRM`."""
 
     def __init__(self, model_dir: str | Path, device: str = "cpu", max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
-                 calibration: Calibration | None = None):
-        super().__init__(model_dir, device, max_batch_size)
+                 calibration: Calibration | None = None, cache_mb: float = DEFAULT_CACHE_MB):
+        super().__init__(model_dir, device, max_batch_size, cache_mb)
         self.calibration = calibration if calibration is not None else Calibration.from_config(self.model.config)
 
+    def encode(self, question: str, steps: Sequence[str]) -> Encoded:
+        """The policy's own text; step k reads the columns that predict its tokens
+        (token t is predicted at column t - 1), so the prompt needs no logits."""
+        ids, spans = encode_solution(self.tokenizer, question, steps, pieces=self.pieces)
+        prompt_len = spans[0][0] if spans else len(ids)
+        return Encoded.build(ids, prompt_len, [end for _, end in spans],
+                             [list(range(start - 1, end - 1)) for start, end in spans])
+
+    def position_scalars(self, logits: torch.Tensor, next_ids: torch.Tensor) -> torch.Tensor:
+        """The log-probability of the token that follows."""
+        return torch.log_softmax(logits, dim=-1).gather(-1, next_ids[:, None]).squeeze(-1)
+
+    def fold(self, previous: list[float], scalars: torch.Tensor) -> float:
+        """The running minimum over steps 1..i of their lowest token log-probability
+        (an empty step adds 0)."""
+        running = previous[-1] if previous else 0.0
+        return min(running, scalars.min().item()) if len(scalars) else running
+
     def evidence_batch(self, pairs: Sequence[tuple[str, Sequence[str]]]) -> list[list[float]]:
-        """`step_evidence` for each (question, steps) pair, in input order."""
-        encoded = [encode_solution(self.tokenizer, question, steps) for question, steps in pairs]
-        return self.in_batches(encoded, lambda rows: step_evidence(self.model, rows, self.pad_id))
+        """For each (question, steps) pair, per step: the running minimum over steps
+        1..i of the lowest log-probability the verifier gives a token of that step."""
+        return self.step_values(pairs)
 
     def score_batch(self, pairs: Sequence[tuple[str, Sequence[str]]]) -> list[list[float]]:
         """One probability per step for each (question, steps) pair, in input order."""

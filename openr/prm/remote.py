@@ -12,7 +12,7 @@ from typing import Sequence
 
 import httpx
 
-from openr.prm.step_tag import PRMInputTooLong
+from openr.prm.causal_lm import PRMInputTooLong
 
 TIMEOUT_S = 300.0
 

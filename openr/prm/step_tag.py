@@ -9,27 +9,27 @@ familiar text; the tag comes right after each step, so its score depends on
 that step and what precedes it only. p(step good) = softmax over the logits of
 the positive and negative tokens at the tag's own position = sigmoid(l+ - l-).
 
-`encode_steps` and `tag_margins` are the one place that builds this input and
-reads the tag logits: training (openr.training.prm_train) and `StepTagPRM` both
-call them, so the position trained is the position scored.
+`encode_solution` is the one place that builds this input, for training
+(`encode_steps`, openr.training.prm_train) and for `StepTagPRM`. Training reads
+the tag logits with `tag_margins`; the scorer reads the same position through
+its prefix cache (openr.prm.causal_lm), so the position trained is the position
+scored (tests compare the two).
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase
+from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
-from openr.tasks.problem import STEP_SEPARATOR
+from openr.prm.causal_lm import DEFAULT_CACHE_MB, DEFAULT_MAX_BATCH_SIZE, CausalLMScorer, Encoded, encode_solution
 
 STEP_TAG = "<|step|>"
 POSITIVE_TOKEN = "+"
 NEGATIVE_TOKEN = "-"
-DEFAULT_MAX_BATCH_SIZE = 16  # sequences per forward pass
 
 
 @dataclass(frozen=True)
@@ -72,35 +72,6 @@ class StepTagFormat:
         return torch.tensor(pair)
 
 
-def text_ids(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
-    # Step text is model output: never let it spell a control token (a stray
-    # "<|step|>" would otherwise become an unlabelled tag).
-    return tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
-
-
-def encode_solution(tokenizer: PreTrainedTokenizerBase, question: str, steps: Sequence[str],
-                    after_step: Sequence[int] = ()) -> tuple[list[int], list[tuple[int, int]]]:
-    """Token ids of the chat prompt plus the steps as the policy writes them (joined
-    by the step separator), with `after_step` ids (a tag) right after each step,
-    and each step's token span [start, end).
-
-    Pieces are encoded separately and concatenated, so spans are exact whatever
-    the tokenizer; steps are stripped, as `split_steps` returns them.
-    """
-    ids = tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
-                                        tokenize=True, return_dict=False)
-    separator = text_ids(tokenizer, STEP_SEPARATOR)
-    spans = []
-    for index, step in enumerate(steps):
-        if index:
-            ids += separator
-        start = len(ids)
-        ids += text_ids(tokenizer, step.strip())
-        spans.append((start, len(ids)))
-        ids += after_step
-    return ids, spans
-
-
 def encode_steps(tokenizer: PreTrainedTokenizerBase, question: str, steps: Sequence[str],
                  tag_id: int) -> tuple[list[int], list[int]]:
     """Token ids of the step-tag PRM input for one solution, and the position of each step's tag."""
@@ -133,80 +104,31 @@ def right_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor,
     return input_ids, attention_mask
 
 
-class PRMInputTooLong(ValueError):
-    """A candidate's PRM input does not fit the PRM's context: the caller's input
-    is at fault (the server answers 400), not the PRM."""
-
-
-class CausalLMScorer:
-    """What every in-process PRM on a causal-LM checkpoint shares: loading it, the
-    length check, length-sorted batches, and the async `StepScorer` contract.
-    Subclasses encode pairs and say what a forward pass over a batch returns."""
-
-    def __init__(self, model_dir: str | Path, device: str = "cpu", max_batch_size: int = DEFAULT_MAX_BATCH_SIZE):
-        if max_batch_size < 1:
-            raise ValueError("max_batch_size must be at least 1")
-        self.device = device
-        self.max_batch_size = max_batch_size
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        dtype = torch.float32 if device == "cpu" else torch.float16
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device).eval()
-        self.max_len = self.model.config.max_position_embeddings
-        pad_id = self.tokenizer.pad_token_id
-        self.pad_id = pad_id if pad_id is not None else self.tokenizer.eos_token_id
-
-    def in_batches(self, encoded: Sequence[tuple[list[int], list]],
-                   forward: Callable[[list[tuple[list[int], list]]], list[list[float]]]) -> list[list[float]]:
-        """`forward`'s per-step values for each encoded (ids, one entry per step) row,
-        in input order. Rows are sorted by length and cut into batches of
-        `max_batch_size`, so a batch holds similar lengths and little padding; a
-        row without steps gets [] without a forward pass."""
-        for ids, _ in encoded:
-            if len(ids) > self.max_len:
-                raise PRMInputTooLong(f"a candidate's PRM input is {len(ids)} tokens, over the PRM's "
-                                      f"{self.max_len}-token context")
-        values: list[list[float]] = [[] for _ in encoded]
-        order = sorted((i for i, (_, steps) in enumerate(encoded) if steps), key=lambda i: len(encoded[i][0]))
-        for start in range(0, len(order), self.max_batch_size):
-            rows = order[start : start + self.max_batch_size]
-            with torch.inference_mode():
-                batch = forward([encoded[i] for i in rows])
-            for row, row_values in zip(rows, batch):
-                values[row] = row_values
-        return values
-
-    def score_batch(self, pairs: Sequence[tuple[str, Sequence[str]]]) -> list[list[float]]:
-        raise NotImplementedError
-
-    async def score(self, question: str, candidates: Sequence[Sequence[str]]) -> list[list[float]]:
-        """The `StepScorer` contract; the forward pass runs in a worker thread."""
-        return await asyncio.to_thread(self.score_batch, [(question, steps) for steps in candidates])
-
-
 class StepTagPRM(CausalLMScorer):
     """A `StepScorer` backed by a step-tag PRM checkpoint (transformers, in-process)."""
 
-    def __init__(self, model_dir: str | Path, device: str = "cpu", max_batch_size: int = DEFAULT_MAX_BATCH_SIZE):
-        super().__init__(model_dir, device, max_batch_size)
+    def __init__(self, model_dir: str | Path, device: str = "cpu", max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+                 cache_mb: float = DEFAULT_CACHE_MB):
+        super().__init__(model_dir, device, max_batch_size, cache_mb)
         self.format = StepTagFormat.from_config(self.model.config)
         self.tag_id = self.format.tag_id(self.tokenizer)
         self.label_ids = self.format.label_ids(self.tokenizer)
 
+    def encode(self, question: str, steps: Sequence[str]) -> Encoded:
+        """`encode_steps`' input; step k reads the logits at its own tag."""
+        ids, spans = encode_solution(self.tokenizer, question, steps, [self.tag_id], self.pieces)
+        prompt_len = spans[0][0] if spans else len(ids)
+        return Encoded.build(ids, prompt_len, [end + 1 for _, end in spans], [[end] for _, end in spans])
+
+    def position_scalars(self, logits: torch.Tensor, next_ids: torch.Tensor) -> torch.Tensor:
+        """l+ - l- at the tag (what `tag_margins` reads in training)."""
+        pair = logits[:, self.label_ids.to(logits.device)]
+        return pair[:, 0] - pair[:, 1]
+
+    def fold(self, previous: list[float], scalars: torch.Tensor) -> float:
+        return scalars[0].item()
+
     def score_batch(self, pairs: Sequence[tuple[str, Sequence[str]]]) -> list[list[float]]:
         """One score in [0, 1] per step for each (question, steps) pair, in input order."""
-        encoded = [encode_steps(self.tokenizer, question, steps, self.tag_id) for question, steps in pairs]
-        return self.in_batches(encoded, self._forward)
-
-    def _forward(self, rows: list[tuple[list[int], list[int]]]) -> list[list[float]]:
-        input_ids, attention_mask = right_pad([ids for ids, _ in rows], self.pad_id)
-        tag_mask = torch.zeros_like(input_ids, dtype=torch.bool)
-        for index, (_, positions) in enumerate(rows):
-            tag_mask[index, positions] = True
-        margins = tag_margins(self.model, input_ids.to(self.device), attention_mask.to(self.device),
-                              tag_mask.to(self.device), self.label_ids)
-        flat = torch.sigmoid(margins).tolist()
-        out, taken = [], 0
-        for _, positions in rows:
-            out.append(flat[taken : taken + len(positions)])
-            taken += len(positions)
-        return out
+        return [torch.sigmoid(torch.tensor(margins, dtype=torch.float64)).tolist()
+                for margins in self.step_values(pairs)]

@@ -126,6 +126,7 @@ async def _load(ctx: ServingContext, prm_factory, batching: dict, ready: asyncio
         await engine.start()
         if prm_factory is not None:
             scorer = await asyncio.to_thread(prm_factory)
+            ctx.metrics.bind_prm(scorer)
             ctx.prm = MicroBatchingScorer(scorer, **batching, on_batch=ctx.metrics.prm_batch,
                                           on_queue=ctx.metrics.prm_queue_depth)
     except Exception:

@@ -13,7 +13,7 @@ from openr.engine.base import Delta
 from openr.server.chat import (
     FINISH_REASONS, ServingContext, Tally, check_model, check_n, resolve_max_tokens, sse_stream,
 )
-from openr.prm.step_tag import PRMInputTooLong
+from openr.prm.causal_lm import PRMInputTooLong
 from openr.server.errors import bad_request
 from openr.server.protocol import (
     Completion, CompletionChoice, CompletionLogprobs, CompletionRequest, DetokenizeRequest, RewardRequest, RewardResponse, TokenizeRequest,
