@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from openr.search.protocols import Step
+from openr.search.protocols import ScorerInputTooLong, Step
 from openr.tasks.problem import STEP_SEPARATOR
 
 PROMPT = "<user>Q?</user><assistant>"
@@ -92,6 +92,20 @@ class FakePRM:
     async def score(self, question: str, candidates: Sequence[Sequence[str]]) -> list[list[float]]:
         self.calls.append([list(c) for c in candidates])
         return [[self.score_fn(step) for step in candidate] for candidate in candidates]
+
+
+@dataclass
+class ShortContextPRM(FakePRM):
+    """A FakePRM whose context holds at most `max_steps` steps per candidate: a
+    call with a longer candidate raises, as a real PRM's does."""
+
+    max_steps: int = 2
+
+    async def score(self, question: str, candidates: Sequence[Sequence[str]]) -> list[list[float]]:
+        if any(len(candidate) > self.max_steps for candidate in candidates):
+            self.calls.append([list(c) for c in candidates])
+            raise ScorerInputTooLong(f"a candidate has more than {self.max_steps} steps")
+        return await super().score(question, candidates)
 
 
 def score_by_last_id(step: str) -> float:

@@ -35,6 +35,7 @@ from tests.search_fakes import (
     FakeClock,
     FakePolicy,
     FakePRM,
+    ShortContextPRM,
     path_of,
     score_by_last_id,
     tree_step,
@@ -289,6 +290,23 @@ async def test_prm_budget_scores_only_what_it_allows():
     result = await run("best_of_n", BestOfNConfig(n=4), policy, prm, budget)
     assert len(prm.calls[0]) == 2 and result.prm_calls == 2
     assert len(result.candidates) == 2 and result.stop_reason == "prm_calls"
+
+
+async def test_candidates_too_long_for_the_prm_are_dropped_and_the_search_says_so():
+    """Beam search on a PRM that reads at most 2 steps: depth 3 cannot be scored,
+    so the search returns what it had, cut by the PRM's context."""
+    policy, prm = FakePolicy(tree_step(eos_depth=5)), ShortContextPRM(score_by_last_id, max_steps=2)
+    result = await run("beam_search", BeamSearchConfig(n=4, beam_width=2, max_steps=4), policy, prm)
+    assert result.stop_reason == "context" and result.finish_reason == "length"
+    assert result.candidates and all(len(c.steps) == 2 for c in result.candidates)
+    # the batch of depth 3 failed, then each of its candidates was tried alone
+    assert [len(call) for call in prm.calls[-5:]] == [4, 1, 1, 1, 1]
+
+
+async def test_a_search_whose_prompt_outgrows_the_prm_ends_with_nothing_ranked():
+    policy, prm = FakePolicy(answer_steps(["1", "2"])), ShortContextPRM(lambda step: 0.5, max_steps=0)
+    result = await run("best_of_n", BestOfNConfig(n=2), policy, prm)
+    assert result.candidates == () and result.stop_reason == "context" and result.prm_calls == 2
 
 
 # Configuration

@@ -63,6 +63,23 @@ async def test_bad_search_options_are_400_naming_the_field(search, param):
     assert err.value.body["param"] == param
 
 
+async def test_a_prompt_no_solution_of_which_fits_the_prm_is_400_and_spares_other_searches():
+    class QuestionTooLongPRM(FakePRM):
+        def score_batch(self, pairs):
+            if any(question.startswith("long") for question, _ in pairs):
+                raise PRMInputTooLong("a candidate's PRM input is over the PRM's context")
+            return super().score_batch(pairs)
+
+    async with serving(StepFakeEngine(), prm_factory=QuestionTooLongPRM) as (_, sdk, _):
+        long = sdk.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "long " * 50}],
+                                           extra_body={"search": {"strategy": "best_of_n", "n": 2}})
+        results = await asyncio.gather(long, search_call(sdk, {"strategy": "best_of_n", "n": 2}),
+                                       return_exceptions=True)
+    assert isinstance(results[0], openai.BadRequestError)
+    assert results[0].body["param"] == "messages" and results[0].body["code"] == "context_length_exceeded"
+    assert results[1].choices[0].message.content
+
+
 async def test_prm_strategy_without_a_prm_is_400_saying_so():
     async with serving(StepFakeEngine()) as (_, sdk, _):
         with pytest.raises(openai.BadRequestError) as err:

@@ -40,6 +40,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 from transformers.cache_utils import Cache, DynamicLayer
 
+from openr.search.protocols import ScorerInputTooLong
 from openr.tasks.problem import STEP_SEPARATOR
 
 DEFAULT_MAX_BATCH_SIZE = 16  # sequences per forward pass
@@ -92,9 +93,9 @@ def encode_solution(tokenizer: PreTrainedTokenizerBase, question: str, steps: Se
     return ids, spans
 
 
-class PRMInputTooLong(ValueError):
+class PRMInputTooLong(ScorerInputTooLong):
     """A candidate's PRM input does not fit the PRM's context: the caller's input
-    is at fault (the server answers 400), not the PRM."""
+    is at fault (/v1/rewards answers 400; a search drops the candidate), not the PRM."""
 
 
 @dataclass(frozen=True)

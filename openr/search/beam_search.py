@@ -55,6 +55,8 @@ async def run(
         rows = await sampler.sample_steps([problem.prefix(beam.steps) for beam in live], samples_per_beam)
         children = [beam.extend(step) for beam, row in zip(live, rows) for step in row]
         scored = [child for child in await scorer.score(children) if child is not None]
+        if children and not scored:  # none fits the PRM's context: keep the beams we have
+            break
         kept = rank_max(scored)[: config.beam_width - len(ended)]
         ended += [child for child in kept if child.ended]
         live = [child for child in kept if not child.ended]

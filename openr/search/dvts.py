@@ -51,6 +51,8 @@ async def run(
         rows = await sampler.sample_steps([problem.prefix(tips[i].steps) for i in growing], config.beam_width)
         children = [tips[i].extend(step) for i, row in zip(growing, rows) for step in row]
         scored = await scorer.score(children)
+        if not any(scored):  # none fits the PRM's context: every subtree keeps its tip
+            break
         start = 0
         for i, row in zip(growing, rows):
             own_children = [child for child in scored[start : start + len(row)] if child is not None]

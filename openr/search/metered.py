@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from openr.search.aggregation import Aggregation
 from openr.search.budget import Budget
 from openr.search.config import SearchConfig, SearchConfigError
-from openr.search.protocols import Policy, Step, StepScorer
+from openr.search.protocols import Policy, ScorerInputTooLong, Step, StepScorer
 from openr.search.types import BudgetReason, Candidate, SearchProblem, SearchResult
 from openr.tasks.problem import STEP_SEPARATOR
 
@@ -71,22 +71,35 @@ class MeteredScorer:
         """Scored copies of `candidates`, aligned with them, in one PRM call.
 
         Candidates with no steps come back unscored without being sent. Those
-        beyond what the PRM budget allows come back as None: unscored, they
-        cannot be ranked, so strategies drop them.
+        beyond what the PRM budget allows, or too long for the PRM's context,
+        come back as None: unscored, they cannot be ranked, so strategies drop them.
         """
         with_steps = [i for i, candidate in enumerate(candidates) if candidate.steps]
         allowed = self._budget.prm_cap(len(with_steps))
         if allowed < len(with_steps):
             self._budget.record_cut("prm_calls")
         to_score = with_steps[:allowed]
-        scores: list[list[float]] = []
+        scores: list[list[float] | None] = []
         if to_score:
-            scores = await self._prm.score(self._question, [list(candidates[i].steps) for i in to_score])
+            try:
+                scores = await self._prm.score(self._question, [list(candidates[i].steps) for i in to_score])
+            except ScorerInputTooLong:
+                # Some candidate outgrew the PRM's context: score each alone, drop those that do not fit.
+                scores = [await self._score_alone(candidates[i]) for i in to_score]
+                self._budget.record_cut("context")
             self._budget.charge_prm(len(to_score))
         scored: list[Candidate | None] = [c if not c.steps else None for c in candidates]
         for i, step_scores in zip(to_score, scores):
-            scored[i] = candidates[i].scored(step_scores, self._aggregation.score(step_scores))
+            if step_scores is not None:
+                scored[i] = candidates[i].scored(step_scores, self._aggregation.score(step_scores))
         return scored
+
+    async def _score_alone(self, candidate: Candidate) -> list[float] | None:
+        try:
+            [step_scores] = await self._prm.score(self._question, [list(candidate.steps)])
+        except ScorerInputTooLong:
+            return None
+        return step_scores
 
 
 def require_prm(prm: StepScorer | None, strategy: str) -> StepScorer:

@@ -50,3 +50,9 @@ class StepScorer(Protocol):
     async def score(self, question: str, candidates: Sequence[Sequence[str]]) -> list[list[float]]:
         """One score in [0, 1] per step of each candidate solution."""
         ...
+
+
+class ScorerInputTooLong(ValueError):
+    """Raised by a `StepScorer` when a candidate does not fit its context. A
+    search drops such a candidate (unscored, it cannot be ranked) and notes
+    that the PRM's context cut its work (`stop_reason` "context")."""

@@ -13,7 +13,7 @@ from openr.search.protocols import Step
 from openr.tasks.grading import extract_answer
 from openr.tasks.problem import STEP_SEPARATOR, split_steps
 
-BudgetReason = Literal["tokens", "prm_calls", "time"]
+BudgetReason = Literal["tokens", "prm_calls", "time", "context"]  # context: the PRM's
 
 
 @dataclass(frozen=True)

@@ -133,6 +133,9 @@ async def create_search_completion(ctx: ServingContext, request: ChatCompletionR
         except asyncio.CancelledError:
             ctx.metrics.searches.labels(ctx.model_name, plan.strategy, "cancelled").inc()
             raise
+        if not result.candidates and result.stop_reason == "context":
+            raise bad_request("no solution to this prompt fits the PRM's context: shorten the messages",
+                              "messages", "context_length_exceeded")
         _record(ctx, plan.strategy, result, tally)
         return result
 
