@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
+from dataclasses import dataclass
 
 import pytest
 
-from openr.search import STRATEGIES, Budget, SearchConfigError, SearchProblem, build_config
+from openr.search import STRATEGIES, Budget, SearchConfigError, SearchProblem, build_config, run_strategy
 from openr.search.aggregation import (
     AGGREGATIONS,
     parse_aggregation,
@@ -262,6 +264,47 @@ async def test_every_budget_stops_beam_search_with_its_best_so_far(kind):
     # Depth 1 ran in full: its best child is the best so far.
     assert result.answer_text == "r.3"
     assert [c.steps for c in result.candidates] == [("r.3",), ("r.2",)]
+
+
+@dataclass
+class HangingPolicy(FakePolicy):
+    """A FakePolicy whose call number `hang_at` (0-based) never returns, and
+    that notes when that call is cancelled."""
+
+    hang_at: int = 2
+    cancelled: bool = False
+
+    async def generate_steps(self, *args, **kwargs):
+        if len(self.calls) == self.hang_at:
+            self.calls.append({})
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                self.cancelled = True
+                raise
+        return await super().generate_steps(*args, **kwargs)
+
+
+@pytest.mark.parametrize("strategy, config", [
+    ("beam_search", BeamSearchConfig(n=4, beam_width=2)),
+    ("dvts", DvtsConfig(n=4, beam_width=2)),
+    ("mcts", MctsConfig(n_children=2, num_simulations=8)),
+])
+async def test_the_deadline_cancels_a_round_in_flight_and_answers_with_the_last_finished_one(strategy, config):
+    policy, prm = HangingPolicy(tree_step(eos_depth=6)), FakePRM(score_by_last_id)
+    # The outer timeout only turns a broken deadline into a failure instead of a hang.
+    result = await asyncio.wait_for(run_strategy(strategy, PROBLEM, policy, prm, config, Budget(max_seconds=0.2)),
+                                    timeout=30)
+    assert policy.cancelled and (result.stop_reason, result.finish_reason) == ("time", "length")
+    assert result.candidates and all(len(c.steps) == 2 for c in result.candidates[:1])
+    assert result.tokens_generated == sum(len(call.get("prefixes", [])) * call.get("n", 0)
+                                          for call in policy.calls) * TOKENS_PER_STEP
+
+
+async def test_without_a_time_limit_run_strategy_just_runs():
+    policy, prm = FakePolicy(tree_step(eos_depth=3)), FakePRM(score_by_last_id)
+    result = await run_strategy("beam_search", PROBLEM, policy, prm, BeamSearchConfig(n=4, beam_width=2), Budget())
+    assert result.stop_reason is None and result.finish_reason == "stop"
 
 
 @pytest.mark.parametrize("strategy", sorted(STRATEGIES))

@@ -105,6 +105,18 @@ async def test_token_budget_stops_the_search_with_length():
     assert r.usage.completion_tokens <= 12 + 8  # at most one token per sample over
 
 
+async def test_the_time_limit_cancels_a_round_in_flight():
+    """Each token takes a second and the search may take 0.3: the first round is
+    cancelled, its samples freed, and the answer is empty, cut by the clock."""
+    engine = StepFakeEngine(delay_s=1.0)
+    async with serving(engine, prm_factory=FakePRM) as (_, sdk, _):
+        r = await search_call(sdk, {"strategy": "beam_search", "n": 4, "beam_width": 2, "timeout_s": 0.3,
+                                    "return_trace": True})
+    assert r.choices[0].finish_reason == "length" and r.choices[0].message.content == ""
+    assert r.model_extra["search_trace"]["stop_reason"] == "time"
+    assert r.usage.completion_tokens == 0 and engine.live == 0
+
+
 async def test_streamed_search_reports_progress_then_the_answer():
     async with serving(StepFakeEngine(delay_s=0.15), prm_factory=FakePRM) as (http, _, _):  # > 1 s of search
         body = {"model": MODEL, "messages": MESSAGES, "stream": True, "stream_options": {"include_usage": True},

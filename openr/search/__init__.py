@@ -9,6 +9,7 @@ Every `run` has the signature
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import fields
 from typing import Any, NamedTuple
@@ -17,6 +18,7 @@ from openr.search import beam_search, best_of_n, cot, dvts, majority_vote, mcts
 from openr.search.aggregation import AGGREGATIONS, Aggregation, parse_aggregation
 from openr.search.budget import Budget
 from openr.search.config import SearchConfig, SearchConfigError
+from openr.search.metered import conclude
 from openr.search.protocols import Policy, Step, StepScorer
 from openr.search.types import Candidate, SearchProblem, SearchResult
 
@@ -36,6 +38,23 @@ STRATEGIES: dict[str, Strategy] = {
     "dvts": Strategy(dvts.DvtsConfig, dvts.run),
     "mcts": Strategy(mcts.MctsConfig, mcts.run),
 }
+
+
+async def run_strategy(strategy: str, problem: SearchProblem, policy: Policy, prm: StepScorer | None,
+                       config: SearchConfig, budget: Budget) -> SearchResult:
+    """Run `strategy` under `budget`, whose time limit also interrupts a round in
+    flight: at the deadline the round is cancelled (engine requests and PRM calls
+    with it) and the answer comes from the last finished round (`stop_reason`
+    "time"). Strategies themselves only check the clock between rounds."""
+    run = STRATEGIES[strategy].run(problem, policy, prm, config, budget)
+    seconds = budget.seconds_left()
+    if seconds is None:
+        return await run
+    try:
+        return await asyncio.wait_for(run, timeout=max(seconds, 0.0))
+    except TimeoutError:
+        candidates, aggregation = budget.progress or ([], AGGREGATIONS["majority_vote"])
+        return conclude(candidates, aggregation, budget, "time")
 
 
 def build_config(strategy: str, options: Mapping[str, Any]) -> SearchConfig:
@@ -70,4 +89,5 @@ __all__ = [
     "Strategy",
     "build_config",
     "parse_aggregation",
+    "run_strategy",
 ]

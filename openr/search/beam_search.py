@@ -60,4 +60,5 @@ async def run(
         kept = rank_max(scored)[: config.beam_width - len(ended)]
         ended += [child for child in kept if child.ended]
         live = [child for child in kept if not child.ended]
+        budget.record_progress(ended + live, aggregation)
     return conclude(ended + [beam for beam in live if beam.steps], aggregation, budget, stop_reason)

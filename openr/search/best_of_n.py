@@ -39,6 +39,7 @@ async def run(
     if aggregation.uses_prm:
         scorer = MeteredScorer(require_prm(prm, "best_of_n"), problem.question, aggregation, budget)
     candidates, stop_reason = await sample_whole_solutions(problem, policy, config, budget)
+    budget.record_progress(candidates, aggregation)  # unscored, all rank alike: the first sampled
     if scorer is not None:
         candidates = [c for c in await scorer.score(candidates) if c is not None]
     return conclude(candidates, aggregation, budget, stop_reason)

@@ -13,17 +13,24 @@ Units:
 - prm_calls: candidate solutions scored, one PRM forward pass each (however
   many of its steps get scores). A PRM call is trimmed to the calls left, so
   this limit is never exceeded.
-- time: wall-clock seconds since the budget was made, checked between rounds;
-  a round in flight is not interrupted.
+- time: wall-clock seconds since the budget was made, checked between rounds.
+  Run through `run_strategy` (as the server does), a round still in flight at
+  the deadline is cancelled (its engine requests and PRM calls with it) and the
+  search answers with the candidates of its last finished round, which
+  strategies report with `record_progress`.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from openr.search.config import check_float, check_int
-from openr.search.types import BudgetReason
+from openr.search.types import BudgetReason, Candidate
+
+if TYPE_CHECKING:
+    from openr.search.aggregation import Aggregation
 
 # Large enough for any real request, small enough that a typo cannot pin the
 # server for days.
@@ -57,10 +64,20 @@ class Budget:
         self.prm_calls = 0
         # Set when a cap this budget imposed cut work short inside a round.
         self.cut_reason: BudgetReason | None = None
+        # What the search would answer if stopped now, and how it ranks it.
+        self.progress: tuple[list[Candidate], Aggregation] | None = None
 
     @property
     def elapsed_seconds(self) -> float:
         return self._clock() - self._started
+
+    def seconds_left(self) -> float | None:
+        """Wall-clock seconds before the time limit (None: no limit)."""
+        return None if self.max_seconds is None else self.max_seconds - self.elapsed_seconds
+
+    def record_progress(self, candidates: Sequence[Candidate], aggregation: Aggregation) -> None:
+        """Strategies call this after each round with what they would answer now."""
+        self.progress = (list(candidates), aggregation)
 
     def exhausted(self) -> BudgetReason | None:
         """The first limit reached, or None while all have room."""

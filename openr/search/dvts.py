@@ -59,4 +59,5 @@ async def run(
             start += len(row)
             if own_children:
                 tips[i] = rank_max(own_children)[0]
+        budget.record_progress([tip for tip in tips if tip.steps], aggregation)
     return conclude([tip for tip in tips if tip.steps], aggregation, budget, stop_reason)

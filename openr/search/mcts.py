@@ -225,6 +225,7 @@ async def run(
         if stop_reason:
             break
         await tree.simulate()
+        budget.record_progress(tree.final_candidates(), aggregation)
     if stop_reason is None:
         await tree.finish()
     return conclude(tree.final_candidates(), aggregation, budget, stop_reason)

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
-from openr.search import STRATEGIES, Budget, SearchConfigError, SearchProblem, SearchResult, build_config
+from openr.search import Budget, SearchConfigError, SearchProblem, SearchResult, build_config, run_strategy
 from openr.server.chat import ServingContext, Tally, check_model, check_n, sse_stream
 from openr.server.errors import bad_request
 from openr.server.protocol import (
@@ -122,12 +122,11 @@ async def create_search_completion(ctx: ServingContext, request: ChatCompletionR
     prompt = await ctx.engine.prepare_chat(messages)
     question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), messages[-1]["content"])
     problem = SearchProblem(question=question, prompt=prompt.text)
-    run = STRATEGIES[plan.strategy].run
     tally = Tally(ctx.metrics, prompt.num_tokens)
 
     async def search() -> SearchResult:
         try:
-            result = await run(problem, ctx.engine, ctx.prm, plan.config, plan.budget)
+            result = await run_strategy(plan.strategy, problem, ctx.engine, ctx.prm, plan.config, plan.budget)
         except SearchConfigError as exc:
             raise bad_request(str(exc), f"search.{exc.field}") from exc
         except asyncio.CancelledError:
@@ -155,6 +154,8 @@ def _choices(result: SearchResult, n: int, prompt_tokens: int) -> tuple[list[Cha
     choices = [ChatChoice(index=i, message=AssistantMessage(content=c.text),
                           finish_reason=result.finish_reason if i == 0 else ("stop" if c.finished else "length"))
                for i, c in enumerate(chosen)]
+    if not choices:  # a budget ran out before any candidate: an empty answer, cut short
+        choices = [ChatChoice(index=0, message=AssistantMessage(content=""), finish_reason="length")]
     visible = sum(c.tokens for c in chosen)
     usage = Usage.of(prompt_tokens, result.tokens_generated, max(0, result.tokens_generated - visible))
     return choices, usage
