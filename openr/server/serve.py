@@ -76,7 +76,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--search-max-timeout", type=float, default=defaults.max_timeout_s,
                    help="search: largest search.timeout_s a request may ask for")
     p.add_argument("--prm-max-batch-size", type=int, default=DEFAULT_PRM_BATCH,
-                   help="PRM micro-batcher: most candidates scored in one forward pass, across all requests")
+                   help="PRM micro-batcher: most candidates gathered into one batch, across all requests")
     p.add_argument("--prm-max-wait-ms", type=float, default=DEFAULT_PRM_WAIT_MS,
                    help="PRM micro-batcher: how long a scoring call may wait for others to share its batch")
     p.add_argument("--prm-forward-batch-size", type=int, default=DEFAULT_PRM_FORWARD_BATCH,
