@@ -82,11 +82,15 @@ def write_plot(summaries: list[Summary], path: Path, title: str) -> None:
     points = [s for s in summaries if s.n]
     for index, strategy in enumerate(dict.fromkeys(s.strategy for s in points)):
         line = [s for s in points if s.strategy == strategy]
-        ax.plot([s.mean_tokens for s in line], [s.accuracy for s in line], label=strategy,
-                marker=MARKERS[index % len(MARKERS)])
+        [drawn] = ax.plot([s.mean_tokens for s in line], [s.accuracy for s in line], label=strategy,
+                          marker=MARKERS[index % len(MARKERS)])
+        # Strategies at the same budget land at the same x: alternate the label's
+        # side and colour it as its line, so overlapping points stay readable.
+        side = 1 if index % 2 == 0 else -1
         for s in line:
-            ax.annotate(budget_label(s.strategy, s.budget), (s.mean_tokens, s.accuracy),
-                        textcoords="offset points", xytext=(4, 4), fontsize=8)
+            ax.annotate(budget_label(s.strategy, s.budget), (s.mean_tokens, s.accuracy), color=drawn.get_color(),
+                        textcoords="offset points", xytext=(5 * side, 4), fontsize=8,
+                        ha="left" if side > 0 else "right")
     _scale_x(ax, [s.mean_tokens for s in points if s.mean_tokens > 0])
     ax.set_xlabel("mean generated tokens per problem (search included)")
     ax.set_ylabel("accuracy")
