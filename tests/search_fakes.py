@@ -6,10 +6,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from openr.search import STRATEGIES, Budget, SearchProblem
 from openr.search.protocols import ScorerInputTooLong, Step
 from openr.tasks.problem import STEP_SEPARATOR
 
 PROMPT = "<user>Q?</user><assistant>"
+PROBLEM = SearchProblem(question="Q?", prompt=PROMPT)
 TOKENS_PER_STEP = 10
 # A whole-solution sample stops after this many steps even if no step says eos.
 MAX_FAKE_SOLUTION_STEPS = 20
@@ -122,3 +124,19 @@ class FakeClock:
 
     def advance(self, seconds: float = 1.0) -> None:
         self.now += seconds
+
+
+def answer_steps(answers: list[str]):
+    """Sample i tries once ("try i"), then answers answers[i] and stops."""
+
+    def step(path: tuple[str, ...], sample_id: int) -> Step:
+        if not path:
+            return Step(f"try {sample_id}", TOKENS_PER_STEP, "step", 0.0)
+        tried = int(path[0].split()[1])
+        return Step(f"so \\boxed{{{answers[tried]}}}", TOKENS_PER_STEP, "eos", 0.0)
+
+    return step
+
+
+async def run(strategy: str, config, policy, prm, budget=None):
+    return await STRATEGIES[strategy].run(PROBLEM, policy, prm, config, budget or Budget())

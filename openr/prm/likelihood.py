@@ -39,7 +39,8 @@ from pathlib import Path
 import torch
 from transformers import PretrainedConfig
 
-from openr.prm.causal_lm import DEFAULT_CACHE_MB, DEFAULT_MAX_BATCH_SIZE, CausalLMScorer, Encoded, encode_solution
+from openr.prm.causal_lm import DEFAULT_CACHE_MB, DEFAULT_MAX_BATCH_SIZE, CausalLMScorer, encode_solution
+from openr.prm.prefix_cache import Encoded
 
 KIND = "likelihood"
 CALIBRATION_STEPS = 200  # LBFGS iterations of the two-parameter logistic fit

@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
-from openr.prm.causal_lm import DEFAULT_CACHE_MB, DEFAULT_MAX_BATCH_SIZE, CausalLMScorer, Encoded, encode_solution
+from openr.prm.causal_lm import DEFAULT_CACHE_MB, DEFAULT_MAX_BATCH_SIZE, CausalLMScorer, encode_solution
+from openr.prm.prefix_cache import Encoded
 
 STEP_TAG = "<|step|>"
 POSITIVE_TOKEN = "+"
