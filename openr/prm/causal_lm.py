@@ -216,10 +216,10 @@ class CausalLMScorer:
         column_index = {column: i for i, column in enumerate(columns)}
         keep = torch.tensor(columns) if columns else 1  # a prompt alone reads nothing: one column, unused
         device = self.model.device
-        past = (spliced_past([entry for _, _, entry in batch], past_max, width, self.model.config, self.model.dtype,
-                             device) if self.cache.enabled else None)
+        spliced = (spliced_past([entry for _, _, entry in batch], past_max, width, self.model.config,
+                                self.model.dtype, device) if self.cache.enabled else None)
         out = self.model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                         position_ids=position_ids.to(device), past_key_values=past,
+                         position_ids=position_ids.to(device), past_key_values=spliced,
                          use_cache=self.cache.enabled, logits_to_keep=keep.to(device) if columns else keep)
         self.forwarded_tokens += sum(len(ids) for ids in new)
         logits = out.logits.float()
