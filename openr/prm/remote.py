@@ -12,7 +12,7 @@ from typing import Sequence
 
 import httpx
 
-from openr.prm.causal_lm import PRMInputTooLong
+from openr.search.protocols import ScorerInputTooLong
 
 TIMEOUT_S = 300.0
 
@@ -38,7 +38,7 @@ class RemotePRM:
                 body["model"] = self.model
             response = self.client.post(f"{self.base_url}/rewards", json=body)
             if response.status_code == 400 and _error_code(response) == "context_length_exceeded":
-                raise PRMInputTooLong(f"remote PRM {self.base_url}: {response.json()['error']['message']}")
+                raise ScorerInputTooLong(f"remote PRM {self.base_url}: {response.json()['error']['message']}")
             if response.status_code != 200:
                 raise RuntimeError(f"remote PRM {self.base_url} answered {response.status_code}: {response.text}")
             for index, row in zip(indices, response.json()["scores"]):

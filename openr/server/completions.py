@@ -13,7 +13,7 @@ from openr.engine.base import Delta
 from openr.server.chat import (
     FINISH_REASONS, ServingContext, Tally, check_model, check_n, resolve_max_tokens, sse_stream,
 )
-from openr.prm.causal_lm import PRMInputTooLong
+from openr.search.protocols import ScorerInputTooLong
 from openr.server.errors import bad_request
 from openr.server.protocol import (
     Completion, CompletionChoice, CompletionLogprobs, CompletionRequest, DetokenizeRequest, RewardRequest, RewardResponse, TokenizeRequest,
@@ -88,7 +88,7 @@ async def score_steps(ctx: ServingContext, request: RewardRequest) -> RewardResp
                           "prm_unavailable")
     try:
         scores = await ctx.prm.score(request.question, request.candidates)
-    except PRMInputTooLong as exc:
+    except ScorerInputTooLong as exc:
         raise bad_request(str(exc), "candidates", "context_length_exceeded") from exc
     return RewardResponse(model=ctx.model_name, scores=scores)
 

@@ -209,7 +209,7 @@ def policy_records(policy_dir: str | Path, problems: Sequence[Problem],
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Command line: metrics of a step-tag PRM on a jsonl set, or on fresh policy samples."""
+    """Command line: metrics of a PRM (either kind) on a jsonl set, or on fresh policy samples."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prm", required=True, help="PRM checkpoint directory (step-tag or likelihood verifier).")
     source = parser.add_mutually_exclusive_group(required=True)
