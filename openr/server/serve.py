@@ -164,4 +164,9 @@ def run(args: argparse.Namespace) -> None:
                                                default_timeout_s=args.search_timeout,
                                                max_timeout_s=args.search_max_timeout),
                     prm_batch_size=args.prm_max_batch_size, prm_max_wait_ms=args.prm_max_wait_ms)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_keep_alive=30)
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, timeout_keep_alive=30)
+    # Hold the port before the app starts: the engine starts with it, and vLLM
+    # takes free ports of its own, which could otherwise be this one (and a port
+    # already in use now fails at once, not after the engine has loaded).
+    sockets = [config.bind_socket()]
+    uvicorn.Server(config).run(sockets=sockets)
