@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from openr.tasks.arith import train_problems
 from openr.training.evaluate import greedy_accuracy
-from openr.training.sft import (CONFIG_FILENAME, SFTConfig, build_model, collate, encode_example, train_policy,
+from openr.training.sft import (CONFIG_FILENAME, SFTConfig, build_model, collate, encode_examples, train_policy,
                                 training_examples)
 from openr.training.tokenizer import IM_END, build_tokenizer
 
@@ -21,7 +21,7 @@ GOLD = "12 + 7 = 19\n\n19 * 3 = 57\n\n57 - 5 = 52\n\nThe answer is \\boxed{52}"
 
 # Small enough to train 30 steps in a few seconds, big enough to fit 16 problems.
 TINY = SFTConfig(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128, max_len=768,
-                 learning_rate=3e-3, warmup_steps=5, batch_size=8, max_steps=30, max_minutes=5.0,
+                 learning_rate=3e-3, warmup_steps=5, batch_size=8, max_steps=30,
                  num_train_problems=16, min_ops=2, max_ops=3, seed=0)
 
 
@@ -65,7 +65,7 @@ def test_chat_template_renders_chatml_with_generation_prompt():
 def test_labels_cover_only_the_assistant_turn():
     tokenizer = build_tokenizer()
     problem = train_problems(1, seed=0)[0]
-    ids, labels = encode_example(tokenizer, problem)
+    ids, labels = encode_examples(tokenizer, [problem])[0]
     trained_ids = [i for i, label in zip(ids, labels) if label != -100]
     assert tokenizer.decode(trained_ids) == problem.solution + IM_END
 

@@ -32,6 +32,10 @@ def add_parser(subparsers) -> None:
     arith.add_argument("--out", required=True, help="output directory")
     arith.add_argument("--preset", choices=["full", "tiny"], default="full",
                        help="full: the committed openr-arith recipe; tiny: seconds, for tests")
+    arith.add_argument("--dtype", choices=["float32", "bfloat16", "auto"], default=None,
+                       help="training dtype of every stage (default: the preset's, float32, which gives the same "
+                            "model on any CPU); bfloat16 autocast is fast only where the CPU has native bf16 "
+                            "(AVX512-BF16, AMX); auto picks it there and float32 elsewhere")
     arith.add_argument("--no-progress", action="store_true", help="hide progress bars")
     arith.set_defaults(func=_run_arith)
     for name, (module, help_text) in STAGES.items():
@@ -47,7 +51,8 @@ def _forward(module: str):
 
 
 def _run_arith(args: argparse.Namespace) -> None:
-    from openr.training.recipe import PRESETS, run_recipe
+    from openr.training.recipe import PRESETS, run_recipe, with_dtype
 
-    summary = run_recipe(PRESETS[args.preset], args.out, progress=not args.no_progress)
+    recipe = PRESETS[args.preset] if args.dtype is None else with_dtype(PRESETS[args.preset], args.dtype)
+    summary = run_recipe(recipe, args.out, progress=not args.no_progress)
     print(json.dumps(summary, indent=2))

@@ -32,6 +32,7 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, 
                           TrainingArguments, set_seed)
 
 from openr.prm.step_tag import StepTagFormat, StepTagPRM, encode_steps, right_pad, tag_margins
+from openr.training.hardware import DTYPES, DtypeChoice, choose_dtype, machine_info
 from openr.training.prm_eval import THRESHOLD, evaluate_prm, load_step_records
 from openr.training.sft import IGNORE_INDEX, SFTConfig, build_model
 from openr.training.tokenizer import build_tokenizer
@@ -64,7 +65,9 @@ class PRMTrainConfig:
     max_steps: int = field(default=0, metadata={"help": "Optimizer steps; when > 0 it overrides num_epochs."})
     batch_size: int = field(default=16, metadata={"help": "Solutions per optimizer step."})
     logging_steps: int = field(default=10, metadata={"help": "Steps between printed training losses."})
-    bf16: bool = field(default=False, metadata={"help": "bfloat16 autocast (faster on CPUs with AVX512-BF16/AMX)."})
+    dtype: str = field(default="float32", metadata={"help": "float32 (the same PRM on any CPU), bfloat16 (autocast; "
+                                                             "fast only with native bf16) or auto (bfloat16 where "
+                                                             "native, else float32)."})
     seed: int = field(default=0, metadata={"help": "Seed for initialisation and batch order."})
 
     def __post_init__(self):
@@ -78,6 +81,8 @@ class PRMTrainConfig:
             raise ValueError("need learning_rate > 0, weight_decay >= 0 and 0 <= warmup_fraction < 1")
         if self.max_steps < 0 or (self.max_steps == 0 and self.num_epochs <= 0):
             raise ValueError("need max_steps > 0, or max_steps == 0 and num_epochs > 0")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
 
 
 def _target(label: bool | float, label_type: str) -> float:
@@ -156,13 +161,14 @@ def add_step_tag(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, ste
     return step_format.tag_id(tokenizer)
 
 
-def _training_arguments(config: PRMTrainConfig, out_dir: str | Path, progress: bool) -> TrainingArguments:
+def _training_arguments(config: PRMTrainConfig, out_dir: str | Path, progress: bool,
+                        dtype: DtypeChoice) -> TrainingArguments:
     return TrainingArguments(
         output_dir=str(out_dir), per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.batch_size, learning_rate=config.learning_rate,
         weight_decay=config.weight_decay, warmup_steps=config.warmup_fraction,
         num_train_epochs=config.num_epochs, max_steps=config.max_steps or -1,
-        logging_steps=config.logging_steps, logging_first_step=True, bf16=config.bf16, seed=config.seed,
+        logging_steps=config.logging_steps, logging_first_step=True, bf16=dtype.autocast, seed=config.seed,
         # The checkpoint is written once, by save_prm; the collator needs every field it is given.
         save_strategy="no", report_to="none", remove_unused_columns=False, prediction_loss_only=True,
         disable_tqdm=not progress, dataloader_pin_memory=False,
@@ -193,13 +199,15 @@ def train_prm(config: PRMTrainConfig, train_jsonl_paths: Sequence[str | Path], o
     steps, minutes, the logged training losses, and with `eval_jsonl` the eval
     loss plus `prm_metrics` of the saved checkpoint (keys prefixed "eval_")."""
     set_seed(config.seed)
+    dtype = choose_dtype(config.dtype, "cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer = initial_model(config)
     step_format = StepTagFormat()
     tag_id = add_step_tag(model, tokenizer, step_format)
     train = _encode_all(tokenizer, train_jsonl_paths, tag_id, config)
     evaluation = _encode_all(tokenizer, [eval_jsonl], tag_id, config) if eval_jsonl else None
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    trainer = StepTagTrainer(model=model, args=_training_arguments(config, out_dir, progress), train_dataset=train,
+    trainer = StepTagTrainer(model=model, args=_training_arguments(config, out_dir, progress, dtype),
+                             train_dataset=train,
                              eval_dataset=evaluation, data_collator=StepTagCollator(pad_id),
                              label_ids=step_format.label_ids(tokenizer))
     start = time.monotonic()
@@ -208,7 +216,7 @@ def train_prm(config: PRMTrainConfig, train_jsonl_paths: Sequence[str | Path], o
     save_prm(model.eval(), tokenizer, config, out_dir)
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     summary = {"out_dir": str(out_dir), "num_examples": len(train), "steps": trainer.state.global_step,
-               "minutes": minutes, "losses": losses}
+               "minutes": minutes, "losses": losses, **dtype.summary(), "machine": machine_info()}
     if evaluation:
         summary["eval_loss"] = trainer.evaluate()["eval_loss"]
         metrics = evaluate_prm(StepTagPRM(out_dir), load_step_records([eval_jsonl]))

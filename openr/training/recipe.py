@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from openr.tasks import arith
+from openr.training.hardware import machine_info
 from openr.training.label_omegaprm import OmegaPRMConfig
 from openr.training.label_shepherd import ShepherdConfig
 from openr.training.prm_train import PRMTrainConfig
@@ -61,7 +62,7 @@ PRESETS = {
         sft=SFTConfig(hidden_size=32, num_layers=1, num_heads=1, intermediate_size=64, max_len=512, batch_size=8,
                       max_steps=20, warmup_steps=2, num_train_problems=200, max_minutes=1.0),
         verifier=SFTConfig(hidden_size=32, num_layers=1, num_heads=1, intermediate_size=64, max_len=512,
-                           batch_size=8, max_steps=30, warmup_steps=2, num_train_problems=200, max_minutes=1.0),
+                           batch_size=8, max_steps=30, warmup_steps=2, num_train_problems=200),
         label=ShepherdConfig(k=2, samples_per_problem=1, max_tokens=96, max_concurrent_problems=2),
         omegaprm=OmegaPRMConfig(k=2, max_tokens=96, max_concurrent_problems=2),
         prm=PRMTrainConfig(max_steps=6, batch_size=4, logging_steps=2, max_len=512),
@@ -69,10 +70,19 @@ PRESETS = {
 }
 
 
+def with_dtype(recipe: ArithRecipe, dtype: str) -> ArithRecipe:
+    """The recipe with every training stage (policy, verifier, step-tag PRM) in `dtype`."""
+    return replace(recipe, sft=replace(recipe.sft, dtype=dtype), verifier=replace(recipe.verifier, dtype=dtype),
+                   prm=replace(recipe.prm, dtype=dtype))
+
+
 def run_recipe(recipe: ArithRecipe, out_dir: str | Path, progress: bool = True) -> dict:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary = _load_summary(out)
+    # The machine of this invocation; each training stage records its own too,
+    # so a run resumed elsewhere still says where every minute was spent.
+    summary["machine"] = machine_info()
     timed = _Timer(summary)
     policy_dir, verifier_dir, labels_dir = out / "policy", out / "verifier", out / "labels"
     prm_dir, step_tag_dir = out / "prm", out / "prm-step-tag"
