@@ -26,6 +26,10 @@ DEFAULT_MAX_BATCH_SIZE = 16
 # requests of one burst (n samples, a search step, concurrent clients) then
 # share one batch instead of the first running alone while the rest queue.
 BATCH_WINDOW_S = 0.01
+# Rows that finished (a stop string, EOS, a hang-up) leave the decode batch once
+# this share of it has: every later forward pass is then that much smaller,
+# and the cache copy that removing them costs is paid rarely.
+COMPACT_WHEN_DONE = 0.25
 
 
 @dataclass
@@ -61,9 +65,18 @@ class HFEngine(LocalTokenizerEngine):
         self._worker: asyncio.Task | None = None
         self._active = 0
 
+    @classmethod
+    def for_model(cls, model, tokenizer, max_batch_size: int = DEFAULT_MAX_BATCH_SIZE) -> "HFEngine":
+        """An engine over a model already in memory (RL samples from the weights
+        it is training); the caller keeps it in eval mode while sampling."""
+        engine = cls(None, device=str(model.device), max_batch_size=max_batch_size)
+        engine._adopt(model, tokenizer)
+        return engine
+
     async def start(self) -> None:
-        self.model_dir = await asyncio.to_thread(materialize, self.model)
-        await asyncio.to_thread(self._load)
+        if self.tokenizer is None:  # `for_model` engines come loaded
+            self.model_dir = await asyncio.to_thread(materialize, self.model)
+            await asyncio.to_thread(self._load)
         self._wakeup = asyncio.Event()
         self._worker = asyncio.create_task(self._schedule(), name="hf-engine-scheduler")
 
@@ -71,9 +84,12 @@ class HFEngine(LocalTokenizerEngine):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         dtype = torch.float32 if self.device == "cpu" else torch.float16
-        self.model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=dtype).to(self.device).eval()
+        self._adopt(AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=dtype).to(self.device).eval(),
+                    AutoTokenizer.from_pretrained(self.model_dir))
+
+    def _adopt(self, model, tokenizer) -> None:
+        self.model, self.tokenizer = model, tokenizer
         config_len = getattr(self.model.config, "max_position_embeddings", 2048)
         self.max_model_len = min(self._max_model_len_arg or config_len, config_len)
         self.eos_ids = _eos_ids(self.model, self.tokenizer)
@@ -143,20 +159,27 @@ class HFEngine(LocalTokenizerEngine):
             cache = None
             budget = max(r.params.max_tokens for r in rows)
             budget = min(budget, self.max_model_len - width)
+            live = rows  # the rows still decoding, in batch order
             for _ in range(max(budget, 0)):
                 out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                                 past_key_values=cache, use_cache=True)
+                                 past_key_values=cache, use_cache=True, logits_to_keep=1)
                 cache = out.past_key_values
                 logits = out.logits[:, -1, :].float()
-                chosen, logprobs = next_tokens(logits, [r.params for r in rows], [len(r.token_ids) for r in rows])
-                for row, token, logprob in zip(rows, chosen.tolist(), logprobs.tolist()):
+                chosen, logprobs = next_tokens(logits, [r.params for r in live], [len(r.token_ids) for r in live])
+                for row, token, logprob in zip(live, chosen.tolist(), logprobs.tolist()):
                     if not row.done:
                         self._advance(row, token, logprob)
-                if all(r.done or r.cancelled.is_set() for r in rows):
+                finished = [r.done or r.cancelled.is_set() for r in live]
+                if all(finished):
                     break
                 ids = chosen.unsqueeze(-1)
                 mask = torch.cat([mask, torch.ones_like(ids)], dim=-1)
                 positions = positions[:, -1:] + 1
+                if sum(finished) >= len(live) * COMPACT_WHEN_DONE:
+                    keep = torch.tensor([i for i, done in enumerate(finished) if not done], device=ids.device)
+                    cache.batch_select_indices(keep)
+                    ids, mask, positions = ids[keep], mask[keep], positions[keep]
+                    live = [live[i] for i in keep.tolist()]
             for row in rows:  # ran into the context limit
                 if not row.done:
                     self._finish(row, "length")

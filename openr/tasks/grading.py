@@ -66,6 +66,13 @@ def _clean(answer: str) -> str:
     return answer.strip().rstrip(".").strip().strip("$").strip()
 
 
+def boxed_answer(text: str) -> str | None:
+    """The last \\boxed{...} answer of `text`, or None: the explicit final answer
+    a solution gives (what RL rewards, with no fallback to a stray number)."""
+    boxed = _last_boxed(text)
+    return boxed.strip() if boxed is not None else None
+
+
 def extract_answer(text: str) -> str | None:
     """The final answer a solution gives, or None if it gives none.
 

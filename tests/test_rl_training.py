@@ -1,0 +1,120 @@
+"""`openr train rl` end to end on the shipped openr-arith policy (0.8M
+parameters): a seeded GRPO run whose reward rises, PPO with PRM rewards, resume
+after a kill with nothing lost or repeated, and the result served by `openr serve`."""
+
+from __future__ import annotations
+
+import json
+
+import openai
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from openr.engine.models import split_bundle
+from openr.rl import trainer
+from openr.rl.commands import main as rl_main
+from openr.rl.config import RLConfig
+from openr.rl.trainer import train_rl
+from openr.tasks import arith
+from tests.servers import API_KEY, ServerProcess
+
+POLICY, PRM = split_bundle("openr-arith")
+POOL = arith.train_problems(64, seed=5, min_ops=2, max_ops=3)
+HELD_OUT = arith.test_split()[:16]
+SMALL = RLConfig(iterations=3, questions_per_iteration=2, group_size=4, minibatch_size=8, eval_every=3,
+                 save_every=1, eval_problems=16, max_steps=6, warmup_iterations=1, seed=11)
+
+
+def _weights(out) -> dict[str, torch.Tensor]:
+    return load_file(out / "model.safetensors")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("rl-straight")
+    return out, train_rl(SMALL, POLICY, None, out, POOL, HELD_OUT, progress=False)
+
+
+def test_resume_after_a_kill_loses_and_repeats_nothing(uninterrupted, tmp_path, monkeypatch):
+    straight, _ = uninterrupted
+    real_rollout = trainer.RLRun.rollout
+
+    async def killed_in_round_three(self, engine, iteration):
+        if iteration == 2:
+            raise KeyboardInterrupt  # what a kill looks like from inside
+        return await real_rollout(self, engine, iteration)
+
+    monkeypatch.setattr(trainer.RLRun, "rollout", killed_in_round_three)
+    with pytest.raises(KeyboardInterrupt):
+        train_rl(SMALL, POLICY, None, tmp_path, POOL, HELD_OUT, progress=False)
+    monkeypatch.setattr(trainer.RLRun, "rollout", real_rollout)
+    resumed = train_rl(SMALL, POLICY, None, tmp_path, POOL, HELD_OUT, progress=False)
+    assert resumed["steps"] == 3 and resumed["samples"] == 3 * 2 * 4
+    history = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
+    assert [m["iteration"] for m in history] == [1, 2, 3]
+    expected = [json.loads(line) for line in (straight / "history.jsonl").read_text().splitlines()]
+    assert [m["reward"] for m in history] == [m["reward"] for m in expected]
+    a, b = _weights(straight), _weights(tmp_path)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_another_config_in_the_same_directory_is_refused(uninterrupted):
+    straight, _ = uninterrupted
+    with pytest.raises(ValueError, match="another config"):
+        train_rl(RLConfig(**{**SMALL.__dict__, "learning_rate": 1e-3}), POLICY, None, straight, POOL, HELD_OUT,
+                 progress=False)
+
+
+def test_summary_reports_accuracy_by_exact_grading_and_the_machine(uninterrupted):
+    out, summary = uninterrupted
+    assert [e["iteration"] for e in summary["evals"]] == [0, 3]
+    assert all(0 <= e["accuracy"] <= 1 for e in summary["evals"])
+    assert summary["dtype"] == "float32" and "cpu" in summary["machine"]
+    assert json.loads((out / "summary.json").read_text())["samples"] == summary["samples"]
+
+
+def test_grpo_raises_the_reward_on_a_seeded_run(tmp_path):
+    """Eight problems, trained on until the greedy policy solves more of them."""
+    pool = POOL[:8]
+    config = RLConfig(iterations=12, questions_per_iteration=8, group_size=8, minibatch_size=32, eval_every=12,
+                      save_every=12, eval_problems=8, learning_rate=1e-3, kl_coef=0.0, warmup_iterations=1,
+                      max_steps=6, seed=3)
+    summary = train_rl(config, POLICY, None, tmp_path, pool, pool, progress=False)
+    history = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
+    first, last = history[:3], history[-3:]
+    assert sum(m["reward"] for m in last) > sum(m["reward"] for m in first) + 0.3
+    assert summary["evals"][-1]["accuracy"] > summary["evals"][0]["accuracy"]
+
+
+def test_ppo_with_prm_rewards_runs_and_fits_its_value_head(tmp_path):
+    config = RLConfig(algo="ppo", reward="prm+outcome", iterations=2, questions_per_iteration=2, group_size=4,
+                      minibatch_size=8, eval_every=2, save_every=2, eval_problems=4, max_steps=6, seed=1)
+    summary = train_rl(config, POLICY, PRM, tmp_path, POOL, HELD_OUT[:4], progress=False)
+    history = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
+    assert summary["reward"] == "prm+outcome" and len(history) == 2
+    assert all({"value_loss", "explained_variance", "prm_reward", "kl", "entropy", "clipfrac"} <= set(m)
+               for m in history)
+    assert 0 < history[0]["prm_reward"] <= 6  # one PRM score in [0, 1] per step
+    assert (tmp_path / "rl_state" / "round-000002" / "value_head.pt").exists()
+
+
+def test_command_line_explains_and_validates(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        rl_main(["--help"])
+    text = capsys.readouterr().out
+    assert exit_info.value.code == 0
+    assert all(flag in text for flag in ("--algo", "--reward", "--kl_coef", "--group_size", "--lam", "--prm"))
+    with pytest.raises(SystemExit) as exit_info:
+        rl_main(["--policy", str(POLICY), "--out", "x", "--algo", "grpo", "--group_size", "1"])
+    assert exit_info.value.code == 2 and "group_size" in capsys.readouterr().err
+
+
+@pytest.mark.e2e
+def test_the_rl_policy_is_served(uninterrupted):
+    out, _ = uninterrupted
+    with ServerProcess(["--engine", "hf", "--model", str(out)]) as server:
+        client = openai.OpenAI(base_url=server.base_url, api_key=API_KEY, max_retries=0)
+        reply = client.chat.completions.create(model=client.models.list().data[0].id, max_tokens=64, temperature=0,
+                                               messages=[{"role": "user", "content": "Compute 12 + 7 - 3."}])
+    assert reply.choices[0].message.content and reply.usage.completion_tokens > 0
