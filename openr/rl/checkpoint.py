@@ -88,9 +88,9 @@ def load_latest(out: Path, run) -> bool:
     if not pointer.exists():
         return False
     directory = out / STATE_DIR / pointer.read_text().strip()
-    saved = json.loads((directory / CONFIG_FILE).read_text())
-    if saved != dataclasses.asdict(run.config):
-        changed = sorted(k for k in saved if saved[k] != dataclasses.asdict(run.config).get(k))
+    saved, current = json.loads((directory / CONFIG_FILE).read_text()), dataclasses.asdict(run.config)
+    if saved != current:
+        changed = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))
         raise ValueError(f"{out} holds a run with another config (differs in {changed}); use a new --out")
     model = AutoModelForCausalLM.from_pretrained(directory / "policy", dtype=torch.float32)
     run.model.load_state_dict(model.state_dict())
