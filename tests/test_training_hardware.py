@@ -50,6 +50,7 @@ def test_default_dtype_is_float32_everywhere():
     recipe = PRESETS["full"]
     assert recipe.sft.dtype == recipe.verifier.dtype == recipe.prm.dtype == "float32"
     assert recipe.sft.max_minutes == recipe.verifier.max_minutes == 0  # no clock decides what is trained
+    assert all(not stage.max_minutes for preset in PRESETS.values() for stage in (preset.sft, preset.verifier))
     auto = with_dtype(recipe, "auto")
     assert auto.sft.dtype == auto.verifier.dtype == auto.prm.dtype == "auto"
 

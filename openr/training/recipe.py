@@ -60,7 +60,7 @@ PRESETS = {
         label_problems=300, omegaprm_problems=20),
     "tiny": ArithRecipe(
         sft=SFTConfig(hidden_size=32, num_layers=1, num_heads=1, intermediate_size=64, max_len=512, batch_size=8,
-                      max_steps=20, warmup_steps=2, num_train_problems=200, max_minutes=1.0),
+                      max_steps=20, warmup_steps=2, num_train_problems=200),
         verifier=SFTConfig(hidden_size=32, num_layers=1, num_heads=1, intermediate_size=64, max_len=512,
                            batch_size=8, max_steps=30, warmup_steps=2, num_train_problems=200),
         label=ShepherdConfig(k=2, samples_per_problem=1, max_tokens=96, max_concurrent_problems=2),
