@@ -110,6 +110,18 @@ def test_command_line_explains_and_validates(capsys):
     assert exit_info.value.code == 2 and "group_size" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("content", ["", "not json\n"])
+def test_an_unusable_dataset_is_a_usage_error(tmp_path, capsys, content):
+    dataset = tmp_path / "problems.jsonl"
+    dataset.write_text(content)
+    with pytest.raises(SystemExit) as exit_info:
+        rl_main(["--policy", str(POLICY), "--out", str(tmp_path / "out"), "--dataset", str(dataset)])
+    assert exit_info.value.code == 2 and not (tmp_path / "out").exists()
+    with pytest.raises(SystemExit) as exit_info:
+        rl_main(["--policy", str(POLICY), "--out", str(tmp_path / "out"), "--dataset", str(tmp_path / "missing")])
+    assert exit_info.value.code == 2
+
+
 @pytest.mark.e2e
 def test_the_rl_policy_is_served(uninterrupted):
     out, _ = uninterrupted

@@ -56,6 +56,11 @@ def main(argv: list[str] | None = None) -> None:
         build_parser().error(str(error))
     from openr.rl.trainer import train_rl
 
-    pool, held_out = problem_sets(args, config)
+    try:
+        pool, held_out = problem_sets(args, config)
+        if not pool or not held_out:
+            raise ValueError("the training and held-out sets each need at least one problem")
+    except (OSError, ValueError) as error:
+        build_parser().error(str(error))
     summary = train_rl(config, args.policy, args.prm, args.out, pool, held_out, progress=not args.no_progress)
     print(json.dumps({k: v for k, v in summary.items() if k != "machine"}, indent=2))

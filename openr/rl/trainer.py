@@ -93,6 +93,8 @@ class RLRun:
                  train_pool: Sequence[Problem], eval_set: Sequence[Problem]):
         self.config, self.out = config, Path(out_dir)
         self.train_pool, self.eval_set = list(train_pool), list(eval_set)
+        if not self.train_pool or not self.eval_set:
+            raise ValueError("RL needs at least one training and one held-out problem")
         self.dtype = choose_dtype(config.dtype)
         self.tokenizer = AutoTokenizer.from_pretrained(policy_dir)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else \
