@@ -39,6 +39,16 @@ def test_temperature_zero_is_argmax_and_logprob_is_raw():
     assert torch.allclose(logprobs, torch.log_softmax(logits, -1)[[0, 1], [1, 0]])
 
 
+@pytest.mark.parametrize("seed", [2**62, 2**63 - 1, 10**30, -7])
+def test_any_integer_seed_samples_reproducibly(seed):
+    """Seeds past torch's 64-bit range (a client's, or one derived from a
+    round number in RL) are folded into it instead of failing the batch."""
+    logits = torch.randn(1, 50)
+    first, _ = next_tokens(logits, [SamplingConfig(4, temperature=1.0, seed=seed)], [3])
+    again, _ = next_tokens(logits, [SamplingConfig(4, temperature=1.0, seed=seed)], [3])
+    assert torch.equal(first, again)
+
+
 def test_seeded_sampling_is_reproducible_per_row_whatever_the_batch():
     torch.manual_seed(0)
     logits = torch.randn(3, 50)

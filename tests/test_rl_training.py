@@ -110,6 +110,13 @@ def test_command_line_explains_and_validates(capsys):
     assert exit_info.value.code == 2 and "group_size" in capsys.readouterr().err
 
 
+def test_a_huge_seed_trains(tmp_path):
+    """Round seeds are folded into range: --seed 10**12 once overflowed torch's generator."""
+    config = RLConfig(**{**SMALL.__dict__, "iterations": 1, "seed": 10**12, "rollout": "step"})
+    summary = train_rl(config, POLICY, None, tmp_path, POOL, HELD_OUT[:2], progress=False)
+    assert summary["steps"] == 1 and summary["samples"] == 8
+
+
 @pytest.mark.parametrize("content", ["", "not json\n"])
 def test_an_unusable_dataset_is_a_usage_error(tmp_path, capsys, content):
     dataset = tmp_path / "problems.jsonl"

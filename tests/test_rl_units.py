@@ -304,6 +304,6 @@ def test_clipped_value_loss_takes_the_pessimistic_error():
 
 def test_rl_config_refuses_nonsense():
     for bad in (dict(algo="dpo"), dict(reward="vibes"), dict(group_size=1), dict(clip=1.5), dict(iterations=0),
-                dict(kl_coef=-1), dict(gamma=2)):
+                dict(kl_coef=-1), dict(gamma=2), dict(seed=-1)):
         with pytest.raises(ValueError):
             RLConfig(**bad)

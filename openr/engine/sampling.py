@@ -12,6 +12,7 @@ import torch
 from openr.engine.base import SamplingConfig
 
 GREEDY_BELOW = 1e-5  # temperatures under this are treated as greedy decoding
+SEED_SPACE = 2**63  # torch generators take signed 64-bit seeds; larger ones are folded into this range
 
 
 def next_tokens(logits: torch.Tensor, params: list[SamplingConfig], steps: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -25,7 +26,7 @@ def next_tokens(logits: torch.Tensor, params: list[SamplingConfig], steps: list[
         probs = _top_p(torch.softmax(logits[i] / p.temperature, dim=-1), p.top_p)
         generator = None
         if p.seed is not None:  # reproducible per request, whatever else shares the batch
-            generator = torch.Generator().manual_seed(p.seed * 1_000_003 + steps[i])
+            generator = torch.Generator().manual_seed((p.seed * 1_000_003 + steps[i]) % SEED_SPACE)
         chosen[i] = int(torch.multinomial(probs.cpu(), 1, generator=generator))
     chosen = chosen.to(logits.device)
     return chosen, raw_logprobs.gather(-1, chosen.unsqueeze(-1)).squeeze(-1).cpu()

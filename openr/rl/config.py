@@ -80,5 +80,7 @@ class RLConfig:
                      "warmup_iterations"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
+        if self.seed < 0:
+            raise ValueError("seed must be >= 0")
         if not 0 <= self.gamma <= 1 or not 0 <= self.lam <= 1:
             raise ValueError("gamma and lam must be in [0, 1]")

@@ -43,13 +43,19 @@ from openr.training.evaluate import greedy_completions
 from openr.training.hardware import TimeCap, choose_dtype, machine_info
 
 ROUND_SEED_STRIDE = 1_000_003  # per-round seeds: seed * stride + round
+SEED_SPACE = 2**31  # round seeds stay here, so every seed derived from them fits torch's 64 bits
 EVAL_BATCH_SIZE = 64
+
+
+def round_seed(config: RLConfig, iteration: int) -> int:
+    """The seed of one round's questions, sampling and minibatch order."""
+    return (config.seed * ROUND_SEED_STRIDE + iteration) % SEED_SPACE
 
 
 def draw_problems(pool: Sequence[Problem], config: RLConfig, iteration: int) -> list[Problem]:
     """The round's questions: a function of the seed and the round alone."""
-    rng = random.Random(config.seed * ROUND_SEED_STRIDE + iteration)
-    return rng.sample(list(pool), min(config.questions_per_iteration, len(pool)))
+    rng = random.Random(round_seed(config, iteration))
+    return rng.sample(pool, min(config.questions_per_iteration, len(pool)))
 
 
 def held_out_accuracy(model, tokenizer, problems: Sequence[Problem]) -> float:
@@ -137,7 +143,7 @@ class RLRun:
         envs.reset([p for p in problems for _ in range(self.config.group_size)])
         self.model.eval()
         play = run_solutions if self.config.rollout == "solution" else run_episodes
-        return await play(envs, engine, self.config.temperature, seed=self.config.seed * ROUND_SEED_STRIDE + iteration)
+        return await play(envs, engine, self.config.temperature, seed=round_seed(self.config, iteration))
 
     def update(self, episodes: list[Episode], iteration: int) -> dict:
         """Advantages, then `update_epochs` passes of clipped policy-gradient steps.
@@ -158,7 +164,7 @@ class RLRun:
                 for row, value in zip(rows.tolist(), old[-1].values or []):
                     values[row] = value
         advantages, returns = step_advantages(config, episodes, values)
-        generator = torch.Generator().manual_seed(config.seed * ROUND_SEED_STRIDE + iteration)
+        generator = torch.Generator().manual_seed(round_seed(config, iteration))
         self.model.train()
         warmup = min(1.0, (iteration + 1) / max(config.warmup_iterations, 1))
         lr = config.learning_rate * warmup
