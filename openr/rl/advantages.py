@@ -31,14 +31,15 @@ def gae(rewards: Sequence[float], values: Sequence[float], next_value: float, ga
     return advantages, returns
 
 
-def _normalise(values: Sequence[float], mean: float, std: float) -> list[float]:
+def normalise(values: Sequence[float], mean: float, std: float) -> list[float]:
+    """(v - mean) / std, safe for std 0 (PPO's batch and GRPO's groups alike)."""
     return [(v - mean) / (std + STD_EPS) for v in values]
 
 
 def group_outcome_advantages(returns: Sequence[float]) -> list[float]:
     """Outcome supervision: each sample's total reward, normalised against
     its group (mean and population std over the G samples of one question)."""
-    return _normalise(returns, statistics.fmean(returns), statistics.pstdev(returns))
+    return normalise(returns, statistics.fmean(returns), statistics.pstdev(returns))
 
 
 def group_process_advantages(step_rewards: Sequence[Sequence[float]]) -> list[list[float]]:
@@ -51,7 +52,7 @@ def group_process_advantages(step_rewards: Sequence[Sequence[float]]) -> list[li
     mean, std = statistics.fmean(flat), statistics.pstdev(flat)
     advantages = []
     for rewards in step_rewards:
-        normalised = _normalise(rewards, mean, std)
+        normalised = normalise(rewards, mean, std)
         to_go, total = [0.0] * len(normalised), 0.0
         for t in reversed(range(len(normalised))):
             total += normalised[t]

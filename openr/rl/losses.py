@@ -2,7 +2,7 @@
 of the actions, the clipped surrogate, the KL to the reference policy, the
 entropy bonus, and PPO's clipped value loss on a value head.
 
-Every loss is a mean over action tokens only (`EncodedBatch.action_mask`):
+Every loss is a mean over action tokens only (`TokenView.mask`):
 never the question, the observation or the padding. With causal shifting, the
 log-probability of token p comes from the logits at p - 1; `token_view`
 applies that shift once, for every quantity.
@@ -72,8 +72,8 @@ def token_advantages(step_advantages: list[list[float]], step_index: torch.Tenso
     table = torch.zeros((len(step_advantages), width))
     for b, advantages in enumerate(step_advantages):
         table[b, : len(advantages)] = torch.tensor(advantages, dtype=torch.float)
-    # NOT_ACTION (-1) indexes the last column, which stays 0
-    return table.gather(1, step_index.clamp(min=NOT_ACTION) % width)
+    # NOT_ACTION (-1) wraps to the last column, which stays 0
+    return table.gather(1, step_index % width)
 
 
 def clipped_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,

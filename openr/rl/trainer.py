@@ -30,16 +30,15 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from openr.engine.hf_engine import HFEngine
-from openr.rl.advantages import gae, group_outcome_advantages, group_process_advantages
+from openr.rl.advantages import gae, group_outcome_advantages, group_process_advantages, normalise
 from openr.rl.checkpoint import RunState, load_latest, save_final, save_state
 from openr.rl.config import RLConfig
 from openr.rl.env import EnvConfig, Episode, ReasoningEnv, VectorReasoningEnv
 from openr.rl.losses import (ValueHead, clipped_policy_loss, clipped_value_loss, kl_to_reference, masked_mean,
                              token_advantages, token_view)
 from openr.rl.rollout import encode_episodes, run_episodes, run_solutions, select_rows
-from openr.tasks.grading import is_correct
 from openr.tasks.problem import Problem
-from openr.training.evaluate import greedy_completions
+from openr.training.evaluate import model_grades
 from openr.training.hardware import TimeCap, choose_dtype, machine_info
 
 ROUND_SEED_STRIDE = 1_000_003  # per-round seeds: seed * stride + round
@@ -58,12 +57,6 @@ def draw_problems(pool: Sequence[Problem], config: RLConfig, iteration: int) -> 
     return rng.sample(pool, min(config.questions_per_iteration, len(pool)))
 
 
-def held_out_accuracy(model, tokenizer, problems: Sequence[Problem]) -> float:
-    """Greedy accuracy by exact grading (the project's grader, as the SFT cards report)."""
-    replies = greedy_completions(model, tokenizer, [p.question for p in problems], EVAL_BATCH_SIZE, progress=False)
-    return sum(is_correct(r, p.answer) for r, p in zip(replies, problems)) / len(problems)
-
-
 def step_advantages(config: RLConfig, episodes: list[Episode],
                     old_values: list[torch.Tensor] | None) -> tuple[list[list[float]], list[list[float]]]:
     """Per-step advantages, and (PPO) the returns the value head regresses to."""
@@ -78,8 +71,8 @@ def step_advantages(config: RLConfig, episodes: list[Episode],
             advantages.append(a)
             returns.append(r)
         flat = [a for steps in advantages for a in steps]
-        mean, std = statistics.fmean(flat), statistics.pstdev(flat) + 1e-6
-        return [[(a - mean) / std for a in steps] for steps in advantages], returns
+        mean, std = statistics.fmean(flat), statistics.pstdev(flat)
+        return [normalise(steps, mean, std) for steps in advantages], returns
     advantages = []
     for start in range(0, len(episodes), config.group_size):
         group = episodes[start : start + config.group_size]
@@ -221,7 +214,8 @@ class RLRun:
 
     def evaluate(self) -> float:
         self.model.eval()
-        return held_out_accuracy(self.model, self.tokenizer, self.eval_set)
+        grades = model_grades(self.model, self.tokenizer, self.eval_set, EVAL_BATCH_SIZE, progress=False)
+        return sum(grades) / len(grades)
 
     def rollout_metrics(self, episodes: list[Episode]) -> dict:
         metrics = {"reward": statistics.fmean(sum(e.rewards) for e in episodes),

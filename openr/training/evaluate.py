@@ -45,13 +45,19 @@ def greedy_completions(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
     return [replies[i] for i in range(len(prompts))]
 
 
+def model_grades(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, problems: list[Problem],
+                 batch_size: int = 64, progress: bool = True) -> list[bool]:
+    """Whether the model's greedy reply to each problem has the gold answer."""
+    replies = greedy_completions(model, tokenizer, [p.question for p in problems], batch_size, progress)
+    return [is_correct(reply, p.answer) for reply, p in zip(replies, problems)]
+
+
 def greedy_grades(model_dir: str | Path, problems: list[Problem], batch_size: int = 64,
                   progress: bool = True) -> list[bool]:
     """Whether the checkpoint's greedy reply to each problem has the gold answer."""
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    replies = greedy_completions(model, tokenizer, [p.question for p in problems], batch_size, progress)
-    return [is_correct(reply, p.answer) for reply, p in zip(replies, problems)]
+    return model_grades(model, tokenizer, problems, batch_size, progress)
 
 
 def greedy_accuracy(model_dir: str | Path, problems: list[Problem], batch_size: int = 64,
