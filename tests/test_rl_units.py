@@ -262,11 +262,15 @@ def test_token_view_reads_each_action_token_from_the_previous_position():
     batch = encode_episodes([_episode(), short], tokenizer, tokenizer.pad_token_id)
     with torch.no_grad():
         view = token_view(model, batch)
+        cooled = token_view(model, batch, temperature=0.5)
         logits = model(input_ids=batch.input_ids[:1]).logits[0]
     ids = batch.input_ids[0]
     positions = (batch.step_index[0] != NOT_ACTION).nonzero().squeeze(-1)
     expected = torch.log_softmax(logits, -1)[positions - 1, ids[positions]]
     assert torch.allclose(view.logprobs[0][view.mask[0]], expected, atol=1e-5)
+    # rollouts sampled at T are scored under softmax(logits / T), the policy that chose them
+    expected = torch.log_softmax(logits / 0.5, -1)[positions - 1, ids[positions]]
+    assert torch.allclose(cooled.logprobs[0][cooled.mask[0]], expected, atol=1e-5)
     assert int(view.mask[1].sum()) == len("12 + 7 = 19\n\n")  # the padded row trains only its own action
     assert not view.mask[1][int(batch.attention_mask[1].sum()) - 1:].any()
     trimmed = select_rows(batch, torch.tensor([1]))

@@ -45,12 +45,15 @@ class TokenView:
         return self.step_index != NOT_ACTION
 
 
-def token_view(model, batch: EncodedBatch, value_head: ValueHead | None = None) -> TokenView:
-    """Log-probability and entropy of every next token under `model`, and with a
+def token_view(model, batch: EncodedBatch, value_head: ValueHead | None = None,
+               temperature: float = 1.0) -> TokenView:
+    """Log-probability and entropy of every next token under `model` at the
+    rollouts' sampling `temperature` (the policy that chose the actions is
+    softmax(logits / T), so that is the one the ratio and KL compare), and with a
     value head the values at each state's last token (including the final state)."""
     out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                 output_hidden_states=value_head is not None)
-    logits = out.logits[:, :-1].float()
+    logits = out.logits[:, :-1].float() / temperature
     log_probs = torch.log_softmax(logits, dim=-1)
     targets = batch.input_ids[:, 1:]
     logprobs = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)

@@ -152,8 +152,9 @@ class RLRun:
         with torch.no_grad(), self._autocast():
             for rows in chunks:
                 sub = select_rows(batch, rows)
-                old.append(token_view(self.model, sub, self.value_head))
-                reference.append(token_view(self.reference, sub) if self.reference is not None else None)
+                old.append(token_view(self.model, sub, self.value_head, config.temperature))
+                reference.append(token_view(self.reference, sub, temperature=config.temperature)
+                                 if self.reference is not None else None)
                 for row, value in zip(rows.tolist(), old[-1].values or []):
                     values[row] = value
         advantages, returns = step_advantages(config, episodes, values)
@@ -183,7 +184,7 @@ class RLRun:
     def _minibatch_step(self, sub, rows: list[int], old, reference, advantages, returns) -> dict:
         config = self.config
         with self._autocast():
-            view = token_view(self.model, sub, self.value_head)
+            view = token_view(self.model, sub, self.value_head, config.temperature)
         mask = view.mask
         token_adv = token_advantages([advantages[r] for r in rows], view.step_index)
         policy_loss, stats = clipped_policy_loss(view.logprobs, old.logprobs, token_adv, mask, config.clip)
