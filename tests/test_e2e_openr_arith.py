@@ -13,7 +13,7 @@ import httpx
 import openai
 import pytest
 
-from openr.engine.models import ARITH_ALIAS, BUILTIN_BUNDLES, DEFAULT_MODEL, PRM_SUBDIR
+from openr.engine.checkpoints import ARITH_ALIAS, BUILTIN_BUNDLES, DEFAULT_MODEL, PRM_SUBDIR
 from openr.prm import load_prm
 from openr.tasks import arith
 from openr.tasks.grading import is_correct

@@ -65,6 +65,13 @@ def test_prm_strategies_need_a_prm_unless_they_vote():
     assert not needs_prm(voting[0])
 
 
+@pytest.mark.parametrize("strategy", ["beam_search", "dvts", "mcts"])
+def test_tree_searches_need_a_prm_even_when_they_vote(strategy):
+    """As the server decides it: they prune by PRM scores whatever picks the final answer."""
+    [setting, *_] = build_grid([strategy], [4], beam_width=2, mcts_simulations=[4], aggregation="majority_vote")
+    assert setting.request["search"]["aggregation"] == "majority_vote" and needs_prm(setting)
+
+
 def test_cli_registers_eval_and_reasoning_effort_replaces_default_strategies(tmp_path):
     args = build_parser().parse_args(["eval", "--reasoning-effort", "low", "--out", str(tmp_path)])
     assert callable(args.func)

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from openr.engine.models import split_bundle
+from openr.engine.checkpoints import split_bundle
 from openr.rl import trainer
 from openr.rl.commands import main as rl_main
 from openr.rl.config import RLConfig

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from openr.tasks import Problem, extract_answer, is_correct, load_problems
+from openr.tasks import Problem, load_problems
+from openr.tasks.grading import extract_answer, is_correct
 from openr.tasks import arith
 from openr.tasks.problem import STEP_SEPARATOR, split_steps
 

@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 from transformers import PretrainedConfig
 
-from openr.prm.causal_lm import DEFAULT_CACHE_MB, DEFAULT_MAX_BATCH_SIZE, CausalLMScorer, encode_solution
+from openr.prm.causal_lm import DEFAULT_CACHE_MB, DEFAULT_FORWARD_BATCH_SIZE, CausalLMScorer, encode_solution
 from openr.prm.prefix_cache import Encoded
 
 KIND = "likelihood"
@@ -105,7 +105,7 @@ class LikelihoodPRM(CausalLMScorer):
     """A `StepScorer` backed by a likelihood verifier (transformers, in-process);
     the same batch interface as `StepTagPRM`."""
 
-    def __init__(self, model_dir: str | Path, device: str = "cpu", max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+    def __init__(self, model_dir: str | Path, device: str = "cpu", max_batch_size: int = DEFAULT_FORWARD_BATCH_SIZE,
                  calibration: Calibration | None = None, cache_mb: float = DEFAULT_CACHE_MB):
         super().__init__(model_dir, device, max_batch_size, cache_mb)
         self.calibration = calibration if calibration is not None else Calibration.from_config(self.model.config)

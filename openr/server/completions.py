@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import AsyncIterator
 
 from openr.engine.base import Delta
-from openr.server.chat import (
+from openr.server.base import (
     FINISH_REASONS, ServingContext, Tally, check_model, check_n, resolve_max_tokens, sse_stream,
 )
-from openr.search.protocols import ScorerInputTooLong
+from openr.contracts import ScorerInputTooLong
 from openr.server.errors import bad_request
 from openr.server.protocol import (
     Completion, CompletionChoice, CompletionLogprobs, CompletionRequest, DetokenizeRequest, RewardRequest, RewardResponse, TokenizeRequest,

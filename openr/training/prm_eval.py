@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from openr.prm import load_prm
-from openr.search.protocols import StepScorer
+from openr.contracts import StepScorer
 from openr.tasks.arith import check_step, test_split
 from openr.tasks.grading import is_correct
 from openr.tasks.problem import Problem, split_steps
