@@ -14,7 +14,7 @@ from openr.prm.likelihood import Calibration, fit_calibration, make_verifier
 from openr.prm.causal_lm import encode_solution
 from openr.tasks import arith
 from openr.tasks.problem import STEP_SEPARATOR, split_steps
-from openr.training.prm_eval import label_by_checking
+from openr.training.prm_quality import label_by_checking
 
 
 def test_calibration_recovers_a_logistic_relation():

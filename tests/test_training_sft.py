@@ -12,7 +12,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from openr.tasks.arith import train_problems
-from openr.training.evaluate import greedy_accuracy
+from openr.training.policy_accuracy import greedy_accuracy
 from openr.training.sft import (CONFIG_FILENAME, SFTConfig, build_model, collate, encode_examples, train_policy,
                                 training_examples)
 from openr.training.tokenizer import IM_END, build_tokenizer

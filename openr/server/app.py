@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from openr.engine.base import Engine
 from openr.prm.batcher import MicroBatchingScorer
-from openr.server import chat, completions
+from openr.server import chat, completions, rewards
 from openr.server.admission import Admission
 from openr.server.base import ServingContext
 from openr.server.errors import APIError, bad_request, error_body, error_response
@@ -97,9 +97,9 @@ def build_app(engine: Engine, model_name: str, settings: ServerSettings = Server
         return await _serve(request, lambda: completions.create_completion(ctx, body))
 
     @app.post("/v1/rewards")
-    async def rewards(request: Request):
+    async def step_rewards(request: Request):
         body = await _parse(request, RewardRequest)
-        return await _serve(request, lambda: completions.score_steps(ctx, body))
+        return await _serve(request, lambda: rewards.score_steps(ctx, body))
 
     @app.post("/tokenize")
     async def tokenize(request: Request):

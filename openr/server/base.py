@@ -1,7 +1,7 @@
 """The serving base every endpoint shares: the request context, per-request
 accounting, the checks common to all generation requests, and server-sent events.
 
-Endpoint modules (`chat`, `chat_search`, `completions`) import from here and
+Endpoint modules (`chat`, `chat_search`, `completions`, `rewards`) import from here and
 never from each other.
 """
 
