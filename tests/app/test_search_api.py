@@ -11,9 +11,9 @@ import pytest
 
 from openr.prm.batcher import MicroBatchingScorer
 from openr.prm.causal_lm import PRMInputTooLong
-from tests.e2e_helpers import metric_in
-from tests.fake_engine import FakePRM, StepFakeEngine
-from tests.test_app import MODEL, serving
+from tests.support.e2e_helpers import metric_in
+from tests.support.fake_engine import FakePRM, StepFakeEngine
+from tests.support.app_client import MODEL, serving
 
 pytestmark = pytest.mark.anyio
 MESSAGES = [{"role": "user", "content": "q"}]

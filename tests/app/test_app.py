@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from contextlib import asynccontextmanager
 
 import httpx
 import openai
@@ -12,25 +11,12 @@ import pytest
 
 from openr.server.app import build_app
 from openr.server.settings import ServerSettings
-from tests.e2e_helpers import metric_in as metric
-from tests.fake_engine import FakeEngine
+from tests.support.app_client import MODEL, serving
+from tests.support.e2e_helpers import metric_in as metric
+from tests.support.fake_engine import FakeEngine
 
-MODEL = "fake-model"
 KEY = "sekret"
 pytestmark = pytest.mark.anyio
-
-
-@asynccontextmanager
-async def serving(engine=None, settings: ServerSettings = ServerSettings(), **kwargs):
-    engine = engine or FakeEngine()
-    app = build_app(engine, MODEL, settings, **kwargs)
-    async with app.router.lifespan_context(app):
-        await app.state.ready.wait()
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-            sdk = openai.AsyncOpenAI(base_url="http://test/v1", api_key=settings.api_key or "none",
-                                     http_client=http, max_retries=0)
-            yield http, sdk, engine
 
 
 def chat(**overrides):
@@ -196,7 +182,7 @@ async def test_health_is_503_until_the_engine_is_ready():
 
 
 async def test_rewards_scores_every_step_with_the_attached_prm():
-    from tests.fake_engine import FakePRM
+    from tests.support.fake_engine import FakePRM
 
     async with serving(prm_factory=FakePRM, prm_name="fake-prm") as (http, sdk, _):
         body = {"model": MODEL, "question": "q", "candidates": [["good", "bad"], ["good"]]}

@@ -30,7 +30,7 @@ from openr.search.metered import MeteredPolicy, MeteredScorer
 from openr.contracts import Step
 from openr.search.candidates import Candidate, SearchResult
 from openr.tasks.problem import STEP_SEPARATOR
-from tests.search_fakes import (
+from tests.support.search_fakes import (
     PROBLEM,
     TOKENS_PER_STEP,
     FakePolicy,
