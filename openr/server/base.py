@@ -1,8 +1,9 @@
 """The serving base every endpoint shares: the request context, per-request
 accounting, the checks common to all generation requests, and server-sent events.
 
-Endpoint modules (`chat`, `chat_search`, `completions`, `rewards`) import from here and
-never from each other.
+Endpoint modules (`chat`, `chat_search`, `completions`, `rewards`) import what
+they share from here; the only edge between them is `chat` handing a request
+that asks for search to `chat_search`.
 """
 
 from __future__ import annotations

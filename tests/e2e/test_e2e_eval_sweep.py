@@ -8,6 +8,7 @@ import json
 import pytest
 
 from openr.evaluation import commands
+from tests.support.e2e_helpers import PNG_SIGNATURE
 from tests.support.servers import API_KEY, ServerProcess
 
 

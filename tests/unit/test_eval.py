@@ -18,8 +18,8 @@ from openr.evaluation.report import format_table, summarize, write_plot
 from openr.evaluation.settings import Setting, build_grid, needs_prm
 from openr.evaluation.sweep import Sweep, _choose_model
 from openr.tasks import Problem
+from tests.support.e2e_helpers import PNG_SIGNATURE
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PROBLEMS = [Problem(id=f"p{i}", question=f"Compute {i} + 1.", answer=str(i + 1), solution=None, source="test",
                     level=None) for i in range(3)]
 
