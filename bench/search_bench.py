@@ -68,14 +68,15 @@ from search_adapters import (
 )
 
 from openr.engine import choose_engine, make_engine
-from openr.engine.models import ARITH_ALIAS, split_bundle
+from openr.engine.checkpoints import ARITH_ALIAS, split_bundle
 from openr.prm import load_prm
-from openr.prm.batcher import DEFAULT_MAX_BATCH_SIZE as BATCHER_MAX_BATCH
+from openr.prm.batcher import DEFAULT_MICRO_BATCH_SIZE as BATCHER_MAX_BATCH
 from openr.prm.batcher import MicroBatchingScorer
 from openr.prm.causal_lm import DEFAULT_CACHE_MB
-from openr.prm.causal_lm import DEFAULT_MAX_BATCH_SIZE as PRM_FORWARD_BATCH
+from openr.prm.causal_lm import DEFAULT_FORWARD_BATCH_SIZE as PRM_FORWARD_BATCH
 from openr.search import STRATEGIES, Budget, SearchProblem, build_config
 from openr.tasks.arith import test_split
+from openr.tasks.grading import extract_answer
 
 STRATEGY = "beam_search"
 DEFAULT_PROBLEMS = 8
@@ -296,7 +297,8 @@ async def prepare(engine, count: int) -> list[SearchProblem]:
     problems = []
     for problem in test_split()[:count]:
         prompt = await engine.prepare_chat([{"role": "user", "content": problem.question}])
-        problems.append(SearchProblem(question=problem.question, prompt=prompt.text))
+        problems.append(SearchProblem(question=problem.question, prompt=prompt.text,
+                                      extract_answer=extract_answer))
     return problems
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+
 from openr.engine.base import Engine
+from openr.engine.hf_engine import DEFAULT_DECODE_BATCH_SIZE
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +38,7 @@ def choose_engine(requested: str) -> tuple[str, str, str]:
 
 
 def make_engine(kind: str, model: str | None, device: str, *, max_model_len: int | None = None,
-                max_batch_size: int = 16, remote_model: str | None = None,
+                max_batch_size: int = DEFAULT_DECODE_BATCH_SIZE, remote_model: str | None = None,
                 remote_api_key: str | None = None, seed: int = 0) -> Engine:
     if kind == "hf":
         from openr.engine.hf_engine import HFEngine

@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Literal, Sequence
 
-from openr.search.protocols import Step
+from openr.contracts import Step
 
 # Why a sample ended: its EOS token, one of the stop strings, or max_tokens.
 Finish = Literal["eos", "stop", "length"]

@@ -16,12 +16,12 @@ import threading
 from dataclasses import dataclass, field
 from typing import AsyncIterator
 
-from openr.engine.models import materialize
+from openr.engine.checkpoints import materialize
 from openr.engine.base import Delta, LocalTokenizerEngine, SamplingConfig, StopStringMatcher
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_BATCH_SIZE = 16
+DEFAULT_DECODE_BATCH_SIZE = 16  # samples decoded together in one batch
 # After the first request of a batch arrives, wait this long for others: the
 # requests of one burst (n samples, a search step, concurrent clients) then
 # share one batch instead of the first running alone while the rest queue.
@@ -54,7 +54,7 @@ class _Row:
 class HFEngine(LocalTokenizerEngine):
     name = "hf"
 
-    def __init__(self, model: str | None, device: str = "cpu", max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+    def __init__(self, model: str | None, device: str = "cpu", max_batch_size: int = DEFAULT_DECODE_BATCH_SIZE,
                  max_model_len: int | None = None):
         self.model = model
         self.device = device
@@ -66,7 +66,7 @@ class HFEngine(LocalTokenizerEngine):
         self._active = 0
 
     @classmethod
-    def for_model(cls, model, tokenizer, max_batch_size: int = DEFAULT_MAX_BATCH_SIZE) -> "HFEngine":
+    def for_model(cls, model, tokenizer, max_batch_size: int = DEFAULT_DECODE_BATCH_SIZE) -> "HFEngine":
         """An engine over a model already in memory (RL samples from the weights
         it is training); the caller keeps it in eval mode while sampling."""
         engine = cls(None, device=str(model.device), max_batch_size=max_batch_size)

@@ -13,7 +13,7 @@ import os
 import uuid
 from typing import AsyncIterator
 
-from openr.engine.models import materialize
+from openr.engine.checkpoints import materialize
 from openr.engine.base import Delta, LocalTokenizerEngine, EngineError, SamplingConfig
 
 logger = logging.getLogger(__name__)

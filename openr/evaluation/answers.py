@@ -21,7 +21,8 @@ import openai
 from tqdm.auto import tqdm
 
 from openr.evaluation.settings import ARITH_DATASET, Setting
-from openr.tasks import Problem, arith, extract_answer, is_correct, load_problems
+from openr.tasks import Problem, arith, load_problems
+from openr.tasks.grading import extract_answer, is_correct
 
 RESULTS_FILE = "results.jsonl"
 RUN_FILE = "run.json"  # model, dataset and settings the rows in OUT answer

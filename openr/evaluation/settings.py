@@ -11,14 +11,13 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from openr.search import parse_search, takes_option
+
 # Strategies whose budget is `search.n`, the number of samples (per depth, for trees).
 SAMPLING_STRATEGIES = ("majority_vote", "best_of_n", "beam_search", "dvts")
 # Tree searches split the n samples of a depth over beam_width beams.
 BEAM_STRATEGIES = ("beam_search", "dvts")
 STRATEGIES = ("cot", *SAMPLING_STRATEGIES, "mcts")
-# Strategies that score steps with the server's PRM unless told to vote instead.
-PRM_STRATEGIES = ("best_of_n", "beam_search", "dvts", "mcts")
-VOTE_AGGREGATION = "majority_vote"
 EFFORTS = ("low", "medium", "high")
 # The strategy column of a reasoning_effort setting: the server picks the search.
 EFFORT_STRATEGY = "reasoning_effort"
@@ -56,7 +55,7 @@ def build_grid(strategies: Sequence[str], budgets: Sequence[int], *, beam_width:
     for strategy in dict.fromkeys(strategies):  # keeps order, drops repeats
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
-        extra = {"aggregation": aggregation} if aggregation and strategy in PRM_STRATEGIES else {}
+        extra = {"aggregation": aggregation} if aggregation and takes_option(strategy, "aggregation") else {}
         if strategy == "cot":
             settings.append(_search_setting("cot", strategy, COT_BUDGET, common))
         elif strategy == "mcts":
@@ -86,9 +85,13 @@ def budget_label(strategy: str, budget: int | str) -> str:
 
 
 def needs_prm(setting: Setting) -> bool:
-    """Whether the server must have a PRM attached to the model to run `setting`."""
-    search = setting.request.get("search", {})
-    return setting.strategy in PRM_STRATEGIES and search.get("aggregation") != VOTE_AGGREGATION
+    """Whether the server must have a PRM attached to the model to run `setting`:
+    as `openr.search` decides it for the server. A reasoning_effort setting never
+    does (without a PRM the server picks a voting preset)."""
+    search = setting.request.get("search")
+    if setting.strategy == EFFORT_STRATEGY or search is None:
+        return False
+    return parse_search(search).config.needs_prm
 
 
 def _ascending(values: Sequence[int], flag: str) -> list[int]:

@@ -8,12 +8,12 @@ right one from the checkpoint's config.json. Both run in-process with transforme
 
 from pathlib import Path
 
-from openr.prm.causal_lm import DEFAULT_CACHE_MB, DEFAULT_MAX_BATCH_SIZE
+from openr.prm.causal_lm import DEFAULT_CACHE_MB, DEFAULT_FORWARD_BATCH_SIZE
 from openr.prm.likelihood import LikelihoodPRM, is_likelihood_verifier
 from openr.prm.step_tag import StepTagFormat, StepTagPRM, encode_steps, tag_margins
 
 
-def load_prm(model_dir: str | Path, device: str = "cpu", max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+def load_prm(model_dir: str | Path, device: str = "cpu", max_batch_size: int = DEFAULT_FORWARD_BATCH_SIZE,
              cache_mb: float = DEFAULT_CACHE_MB) -> StepTagPRM | LikelihoodPRM:
     """The scorer for a local PRM checkpoint of either kind; `cache_mb` bounds its
     prefix cache (0: off; see openr.prm.causal_lm)."""

@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_BATCH_SIZE = 64  # candidates per score_batch call
+DEFAULT_MICRO_BATCH_SIZE = 64  # candidates per score_batch call, gathered across requests
 DEFAULT_MAX_WAIT_MS = 5.0
 
 
@@ -37,7 +37,7 @@ class MicroBatchingScorer:
     A call cancelled while waiting is dropped before its batch runs.
     """
 
-    def __init__(self, scorer, max_batch_size: int = DEFAULT_MAX_BATCH_SIZE, max_wait_ms: float = DEFAULT_MAX_WAIT_MS,
+    def __init__(self, scorer, max_batch_size: int = DEFAULT_MICRO_BATCH_SIZE, max_wait_ms: float = DEFAULT_MAX_WAIT_MS,
                  on_batch: Callable[[int, float], None] | None = None, on_queue: Callable[[int], None] | None = None):
         if max_batch_size < 1 or max_wait_ms < 0:
             raise ValueError("max_batch_size must be >= 1 and max_wait_ms >= 0")

@@ -16,10 +16,10 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from openr.prm.prefix_cache import CacheEntry, Encoded, PrefixCache, full_attention_only, spliced_past
-from openr.search.protocols import ScorerInputTooLong
+from openr.contracts import ScorerInputTooLong
 from openr.tasks.problem import STEP_SEPARATOR
 
-DEFAULT_MAX_BATCH_SIZE = 16  # sequences per forward pass
+DEFAULT_FORWARD_BATCH_SIZE = 16  # sequences per forward pass
 DEFAULT_CACHE_MB = 256  # key/value tensors kept by the prefix cache
 PADDING_SLACK = 0.25  # padded work a forward pass may add over its rows' own
 PIECE_MEMO = 4096  # prompts and step texts whose token ids are kept
@@ -86,7 +86,7 @@ class CausalLMScorer:
     served from the prefix cache).
     """
 
-    def __init__(self, model_dir: str | Path, device: str = "cpu", max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+    def __init__(self, model_dir: str | Path, device: str = "cpu", max_batch_size: int = DEFAULT_FORWARD_BATCH_SIZE,
                  cache_mb: float = DEFAULT_CACHE_MB):
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")

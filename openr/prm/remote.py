@@ -12,7 +12,7 @@ from typing import Sequence
 
 import httpx
 
-from openr.search.protocols import ScorerInputTooLong
+from openr.contracts import ScorerInputTooLong
 
 TIMEOUT_S = 300.0
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
-from openr.prm.causal_lm import DEFAULT_CACHE_MB, DEFAULT_MAX_BATCH_SIZE, CausalLMScorer, encode_solution
+from openr.prm.causal_lm import DEFAULT_CACHE_MB, DEFAULT_FORWARD_BATCH_SIZE, CausalLMScorer, encode_solution
 from openr.prm.prefix_cache import Encoded
 
 STEP_TAG = "<|step|>"
@@ -108,7 +108,7 @@ def right_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor,
 class StepTagPRM(CausalLMScorer):
     """A `StepScorer` backed by a step-tag PRM checkpoint (transformers, in-process)."""
 
-    def __init__(self, model_dir: str | Path, device: str = "cpu", max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+    def __init__(self, model_dir: str | Path, device: str = "cpu", max_batch_size: int = DEFAULT_FORWARD_BATCH_SIZE,
                  cache_mb: float = DEFAULT_CACHE_MB):
         super().__init__(model_dir, device, max_batch_size, cache_mb)
         self.format = StepTagFormat.from_config(self.model.config)

@@ -26,7 +26,7 @@ from typing import Any, Callable, Protocol, Sequence
 import gymnasium
 from gymnasium.error import ResetNeeded
 
-from openr.search.protocols import Step
+from openr.contracts import Step
 from openr.tasks.grading import boxed_answer, is_correct
 from openr.tasks.problem import STEP_SEPARATOR, Problem
 

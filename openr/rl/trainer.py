@@ -38,7 +38,7 @@ from openr.rl.losses import (ValueHead, clipped_policy_loss, clipped_value_loss,
                              token_advantages, token_view)
 from openr.rl.rollout import encode_episodes, run_episodes, run_solutions, select_rows
 from openr.tasks.problem import Problem
-from openr.training.evaluate import model_grades
+from openr.training.policy_accuracy import model_grades
 from openr.training.hardware import TimeCap, choose_dtype, machine_info
 
 ROUND_SEED_STRIDE = 1_000_003  # per-round seeds: seed * stride + round

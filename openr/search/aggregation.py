@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from openr.search.types import Candidate, answer_key
+from openr.search.candidates import Candidate, answer_key
 
 StepReduction = Callable[[Sequence[float]], float]
 Ranking = Callable[[Sequence[Candidate]], list[Candidate]]

@@ -14,8 +14,8 @@ from openr.search.aggregation import AGGREGATIONS, rank_max
 from openr.search.budget import Budget
 from openr.search.config import GroupedSamplesConfig
 from openr.search.metered import MeteredPolicy, MeteredScorer, conclude, require_prm
-from openr.search.protocols import Policy, StepScorer
-from openr.search.types import BudgetReason, Candidate, SearchProblem, SearchResult
+from openr.contracts import Policy, StepScorer
+from openr.search.candidates import BudgetReason, Candidate, SearchProblem, SearchResult
 
 @dataclass(frozen=True)
 class BeamSearchConfig(GroupedSamplesConfig):
@@ -61,4 +61,4 @@ async def run(
         ended += [child for child in kept if child.ended]
         live = [child for child in kept if not child.ended]
         budget.record_progress(ended + live, aggregation)
-    return conclude(ended + [beam for beam in live if beam.steps], aggregation, budget, stop_reason)
+    return conclude(problem, ended + [beam for beam in live if beam.steps], aggregation, budget, stop_reason)

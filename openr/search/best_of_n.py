@@ -9,8 +9,8 @@ from openr.search.aggregation import AGGREGATIONS
 from openr.search.budget import Budget
 from openr.search.config import DEFAULT_AGGREGATION, MAX_SAMPLES, SearchConfig, check_aggregation, check_int
 from openr.search.metered import MeteredScorer, conclude, require_prm, sample_whole_solutions
-from openr.search.protocols import Policy, StepScorer
-from openr.search.types import SearchProblem, SearchResult
+from openr.contracts import Policy, StepScorer
+from openr.search.candidates import SearchProblem, SearchResult
 
 DEFAULT_SAMPLES = 8
 
@@ -25,6 +25,15 @@ class BestOfNConfig(SearchConfig):
         check_int("n", self.n, 1, MAX_SAMPLES)
         check_aggregation(self.aggregation)
 
+    @property
+    def needs_prm(self) -> bool:
+        """Only to score: `majority_vote` picks among the samples without it."""
+        return AGGREGATIONS[self.aggregation].uses_prm
+
+    @property
+    def samples(self) -> int:
+        return self.n
+
 
 async def run(
     problem: SearchProblem, policy: Policy, prm: StepScorer | None, config: BestOfNConfig, budget: Budget
@@ -36,10 +45,10 @@ async def run(
     """
     aggregation = AGGREGATIONS[config.aggregation]
     scorer = None
-    if aggregation.uses_prm:
+    if config.needs_prm:
         scorer = MeteredScorer(require_prm(prm, "best_of_n"), problem.question, aggregation, budget)
     candidates, stop_reason = await sample_whole_solutions(problem, policy, config, budget)
     budget.record_progress(candidates, aggregation)  # unscored, all rank alike: the first sampled
     if scorer is not None:
         candidates = [c for c in await scorer.score(candidates) if c is not None]
-    return conclude(candidates, aggregation, budget, stop_reason)
+    return conclude(problem, candidates, aggregation, budget, stop_reason)

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from openr.search.config import check_float, check_int
-from openr.search.types import BudgetReason, Candidate
+from openr.search.candidates import BudgetReason, Candidate
 
 if TYPE_CHECKING:
     from openr.search.aggregation import Aggregation

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from openr.contracts import MAX_TEMPERATURE
 from openr.search.aggregation import AGGREGATIONS
 
 # Upper limits that keep one request from monopolising the engine; the units are
@@ -16,7 +17,6 @@ from openr.search.aggregation import AGGREGATIONS
 MAX_SAMPLES = 256
 MAX_STEPS = 256
 MAX_STEP_TOKENS = 32_768
-MAX_TEMPERATURE = 2.0
 
 DEFAULT_MAX_STEPS = 32
 DEFAULT_MAX_STEP_TOKENS = 512
@@ -55,7 +55,7 @@ def check_float(field: str, value: object, low: float, high: float, *, low_open:
 
 
 def check_aggregation(value: object) -> None:
-    if value not in AGGREGATIONS:
+    if not isinstance(value, str) or value not in AGGREGATIONS:
         raise SearchConfigError(
             "aggregation", f"aggregation must be one of {sorted(AGGREGATIONS)}, got {value!r}"
         )
@@ -94,8 +94,15 @@ class SearchConfig:
 
     @property
     def needs_prm(self) -> bool:
-        """Whether the strategy scores steps, so it cannot run without a PRM."""
-        return getattr(self, "aggregation", "majority_vote") != "majority_vote"
+        """Whether the strategy scores steps, so it cannot run without a PRM: the
+        one place this is decided (the server, evaluation and the strategies all ask it)."""
+        return False
+
+    @property
+    def samples(self) -> int:
+        """Samples the search draws per round (per depth, for trees): what
+        the server's --search-max-samples caps."""
+        return 1
 
     @property
     def max_solution_tokens(self) -> int:
@@ -109,7 +116,12 @@ DEFAULT_BEAM_WIDTH = 4
 @dataclass(frozen=True)
 class GroupedSamplesConfig(SearchConfig):
     """Beam search and DVTS: `n` candidate steps per depth, split evenly over
-    `beam_width` groups (beams, or subtree children), ranked by `aggregation`."""
+    `beam_width` groups (beams, or subtree children), ranked by `aggregation`.
+
+    Both prune by the aggregation's step reduction at every depth, so they need
+    the PRM even when `aggregation` is `majority_vote` (which then only picks
+    the final answer among the survivors).
+    """
 
     n: int = DEFAULT_SAMPLES_PER_DEPTH
     beam_width: int = DEFAULT_BEAM_WIDTH
@@ -120,3 +132,11 @@ class GroupedSamplesConfig(SearchConfig):
         check_int("n", self.n, 1, MAX_SAMPLES)
         check_divides(self.n, self.beam_width)
         check_aggregation(self.aggregation)
+
+    @property
+    def needs_prm(self) -> bool:
+        return True
+
+    @property
+    def samples(self) -> int:
+        return self.n

@@ -11,8 +11,8 @@ from openr.search.aggregation import AGGREGATIONS
 from openr.search.budget import Budget
 from openr.search.config import SearchConfig
 from openr.search.metered import MeteredPolicy, conclude
-from openr.search.protocols import Policy, StepScorer
-from openr.search.types import Candidate, SearchProblem, SearchResult
+from openr.contracts import Policy, StepScorer
+from openr.search.candidates import Candidate, SearchProblem, SearchResult
 
 
 @dataclass(frozen=True)
@@ -34,4 +34,4 @@ async def run(
         [[completion]] = await sampler.sample_solutions([problem.prompt], 1, config.max_solution_tokens)
         candidates.append(Candidate().continue_with(completion))
     # With a single candidate any ranking picks it; majority_vote needs no scores.
-    return conclude(candidates, AGGREGATIONS["majority_vote"], budget, stop_reason)
+    return conclude(problem, candidates, AGGREGATIONS["majority_vote"], budget, stop_reason)

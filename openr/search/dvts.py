@@ -14,8 +14,8 @@ from openr.search.aggregation import AGGREGATIONS, rank_max
 from openr.search.budget import Budget
 from openr.search.config import GroupedSamplesConfig
 from openr.search.metered import MeteredPolicy, MeteredScorer, conclude, require_prm
-from openr.search.protocols import Policy, StepScorer
-from openr.search.types import BudgetReason, Candidate, SearchProblem, SearchResult
+from openr.contracts import Policy, StepScorer
+from openr.search.candidates import BudgetReason, Candidate, SearchProblem, SearchResult
 
 @dataclass(frozen=True)
 class DvtsConfig(GroupedSamplesConfig):
@@ -60,4 +60,4 @@ async def run(
             if own_children:
                 tips[i] = rank_max(own_children)[0]
         budget.record_progress([tip for tip in tips if tip.steps], aggregation)
-    return conclude([tip for tip in tips if tip.steps], aggregation, budget, stop_reason)
+    return conclude(problem, [tip for tip in tips if tip.steps], aggregation, budget, stop_reason)

@@ -12,8 +12,8 @@ from openr.search.aggregation import AGGREGATIONS
 from openr.search.budget import Budget
 from openr.search.config import MAX_SAMPLES, SearchConfig, check_int
 from openr.search.metered import conclude, sample_whole_solutions
-from openr.search.protocols import Policy, StepScorer
-from openr.search.types import SearchProblem, SearchResult
+from openr.contracts import Policy, StepScorer
+from openr.search.candidates import SearchProblem, SearchResult
 
 DEFAULT_SAMPLES = 8
 
@@ -26,6 +26,10 @@ class MajorityVoteConfig(SearchConfig):
         super().__post_init__()
         check_int("n", self.n, 1, MAX_SAMPLES)
 
+    @property
+    def samples(self) -> int:
+        return self.n
+
 
 async def run(
     problem: SearchProblem, policy: Policy, prm: StepScorer | None, config: MajorityVoteConfig, budget: Budget
@@ -33,4 +37,4 @@ async def run(
     """Sample all `n` solutions in one call and rank them by answer count; ties
     go to the answer sampled first. `prm` is unused."""
     candidates, stop_reason = await sample_whole_solutions(problem, policy, config, budget)
-    return conclude(candidates, AGGREGATIONS["majority_vote"], budget, stop_reason)
+    return conclude(problem, candidates, AGGREGATIONS["majority_vote"], budget, stop_reason)

@@ -22,8 +22,8 @@ from openr.search.config import (
     check_int,
 )
 from openr.search.metered import MeteredPolicy, MeteredScorer, conclude, require_prm
-from openr.search.protocols import Policy, Step, StepScorer
-from openr.search.types import BudgetReason, Candidate, SearchProblem, SearchResult
+from openr.contracts import Policy, Step, StepScorer
+from openr.search.candidates import BudgetReason, Candidate, SearchProblem, SearchResult
 
 DEFAULT_CHILDREN = 4
 DEFAULT_SIMULATIONS = 16
@@ -51,6 +51,15 @@ class MctsConfig(SearchConfig):
         if not isinstance(self.rollout, bool):
             raise SearchConfigError("rollout", f"rollout must be true or false, got {self.rollout!r}")
         check_aggregation(self.aggregation)
+
+    @property
+    def needs_prm(self) -> bool:
+        """Node values are PRM scores, whatever picks the final answer."""
+        return True
+
+    @property
+    def samples(self) -> int:
+        return self.n_children * self.num_simulations
 
 
 @dataclass(eq=False)
@@ -228,4 +237,4 @@ async def run(
         budget.record_progress(tree.final_candidates(), aggregation)
     if stop_reason is None:
         await tree.finish()
-    return conclude(tree.final_candidates(), aggregation, budget, stop_reason)
+    return conclude(problem, tree.final_candidates(), aggregation, budget, stop_reason)

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from openr.search.aggregation import Aggregation
 from openr.search.budget import Budget
 from openr.search.config import SearchConfig, SearchConfigError
-from openr.search.protocols import Policy, ScorerInputTooLong, Step, StepScorer
-from openr.search.types import BudgetReason, Candidate, SearchProblem, SearchResult
+from openr.contracts import Policy, ScorerInputTooLong, Step, StepScorer
+from openr.search.candidates import BudgetReason, Candidate, SearchProblem, SearchResult
 from openr.tasks.problem import STEP_SEPARATOR
 
 
@@ -103,21 +103,25 @@ class MeteredScorer:
 
 
 def require_prm(prm: StepScorer | None, strategy: str) -> StepScorer:
+    """The PRM of a strategy whose config `needs_prm`; a guard for callers that
+    run a strategy directly (the server refuses such requests before any sampling)."""
     if prm is None:
         raise SearchConfigError("strategy", f"{strategy} needs a PRM, and none is loaded")
     return prm
 
 
 def conclude(
+    problem: SearchProblem,
     candidates: Sequence[Candidate],
     aggregation: Aggregation,
     budget: Budget,
     stop_reason: BudgetReason | None,
 ) -> SearchResult:
-    """The result of a search that ended with `candidates`; `stop_reason` is the
-    limit that stopped its loop, if one did."""
+    """The result of a search of `problem` that ended with `candidates`, their
+    answers read and ranked; `stop_reason` is the limit that stopped its loop, if one did."""
+    answered = [candidate.with_answer(problem.extract_answer) for candidate in candidates]
     return SearchResult(
-        candidates=tuple(aggregation.rank_final(candidates)),
+        candidates=tuple(aggregation.rank_final(answered)),
         tokens_generated=budget.tokens_generated,
         prm_calls=budget.prm_calls,
         stop_reason=stop_reason or budget.cut_reason,

@@ -20,15 +20,13 @@ from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from openr.engine.base import Engine
-from openr.server import chat, completions
+from openr.prm.batcher import MicroBatchingScorer
+from openr.server import chat, completions, rewards
 from openr.server.admission import Admission
-from openr.server.chat import ServingContext
+from openr.server.base import ServingContext
 from openr.server.errors import APIError, bad_request, error_body, error_response
 from openr.server.metrics import ServerMetrics
-from openr.server.search import SearchLimits
-from openr.prm.batcher import DEFAULT_MAX_BATCH_SIZE as DEFAULT_PRM_BATCH
-from openr.prm.batcher import DEFAULT_MAX_WAIT_MS as DEFAULT_PRM_WAIT_MS
-from openr.prm.batcher import MicroBatchingScorer
+from openr.server.settings import ServerSettings
 from openr.server.protocol import (
     ChatCompletionRequest, CompletionRequest, DetokenizeRequest, ModelCard, ModelList, RewardRequest,
     TokenizeRequest,
@@ -44,24 +42,21 @@ class ClientDisconnected(Exception):
     pass
 
 
-def build_app(engine: Engine, model_name: str, *, api_key: str | None = None, max_concurrent: int = 32,
-              max_queue: int = 128, max_n: int = 16, start_engine: bool = True,
-              started_at: float | None = None, prm_factory=None, prm_name: str | None = None,
-              search_limits: SearchLimits = SearchLimits(), prm_batch_size: int = DEFAULT_PRM_BATCH,
-              prm_max_wait_ms: float = DEFAULT_PRM_WAIT_MS) -> FastAPI:
+def build_app(engine: Engine, model_name: str, settings: ServerSettings = ServerSettings(), *,
+              start_engine: bool = True, started_at: float | None = None, prm_factory=None,
+              prm_name: str | None = None) -> FastAPI:
     """The whole server. With `start_engine`, the engine (and the PRM that
     `prm_factory()` builds, if any) load in the background at start-up and
     `/health` answers 503 until they are ready."""
     metrics = ServerMetrics(model_name)
     metrics.bind(engine)
-    ctx = ServingContext(engine, model_name, metrics, max_n, search_limits=search_limits)
-    batching = {"max_batch_size": prm_batch_size, "max_wait_ms": prm_max_wait_ms}
+    ctx = ServingContext(engine, model_name, metrics, settings)
     ready = asyncio.Event()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.admission = Admission(max_concurrent, max_queue, metrics)
-        task = asyncio.create_task(_load(ctx, prm_factory, batching, ready, started_at)) if start_engine else None
+        app.state.admission = Admission(settings.max_concurrent, settings.max_queue, metrics)
+        task = asyncio.create_task(_load(ctx, prm_factory, ready, started_at)) if start_engine else None
         if not start_engine:
             ready.set()
         yield
@@ -72,7 +67,7 @@ def build_app(engine: Engine, model_name: str, *, api_key: str | None = None, ma
     app = FastAPI(title="OpenR serve", lifespan=lifespan)
     app.state.ctx = ctx
     app.state.ready = ready
-    app.add_middleware(RequestIdAndAuth, api_key=api_key)
+    app.add_middleware(RequestIdAndAuth, api_key=settings.api_key)
     _add_error_handlers(app)
 
     @app.get("/health")
@@ -102,9 +97,9 @@ def build_app(engine: Engine, model_name: str, *, api_key: str | None = None, ma
         return await _serve(request, lambda: completions.create_completion(ctx, body))
 
     @app.post("/v1/rewards")
-    async def rewards(request: Request):
+    async def step_rewards(request: Request):
         body = await _parse(request, RewardRequest)
-        return await _serve(request, lambda: completions.score_steps(ctx, body))
+        return await _serve(request, lambda: rewards.score_steps(ctx, body))
 
     @app.post("/tokenize")
     async def tokenize(request: Request):
@@ -119,16 +114,15 @@ def build_app(engine: Engine, model_name: str, *, api_key: str | None = None, ma
     return app
 
 
-async def _load(ctx: ServingContext, prm_factory, batching: dict, ready: asyncio.Event,
-                started_at: float | None) -> None:
+async def _load(ctx: ServingContext, prm_factory, ready: asyncio.Event, started_at: float | None) -> None:
     engine = ctx.engine
     try:
         await engine.start()
         if prm_factory is not None:
             scorer = await asyncio.to_thread(prm_factory)
             ctx.metrics.bind_prm(scorer)
-            ctx.prm = MicroBatchingScorer(scorer, **batching, on_batch=ctx.metrics.prm_batch,
-                                          on_queue=ctx.metrics.prm_queue_depth)
+            ctx.prm = MicroBatchingScorer(scorer, ctx.settings.prm_micro_batch_size, ctx.settings.prm_max_wait_ms,
+                                          on_batch=ctx.metrics.prm_batch, on_queue=ctx.metrics.prm_queue_depth)
     except Exception:
         logger.exception("the engine failed to start; /health stays 503")
         return

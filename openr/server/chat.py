@@ -2,97 +2,30 @@
 
 Takes a validated `ChatCompletionRequest`, checks it against the model (name,
 context length, server limits), runs `n` samples on the engine and answers as
-one JSON body or as OpenAI's server-sent events.
+one JSON body or as OpenAI's server-sent events. A request that asks for
+search is handed to `chat_search`.
 """
 
 from __future__ import annotations
 
-import json
-import time
-from dataclasses import dataclass, field
 from typing import AsyncIterator
 
-from openr.engine.base import Delta, Engine
-from openr.server.errors import APIError, bad_request, error_event
-from openr.server.metrics import ServerMetrics
+from openr.engine.base import Delta
+from openr.server.base import (
+    FINISH_REASONS, ServingContext, Tally, check_model, check_n, resolve_max_tokens, sse_stream,
+)
+from openr.server.chat_search import create_search_completion, wants_search
+from openr.server.errors import APIError, bad_request
 from openr.server.protocol import (
     AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChunkChoice,
-    DeltaMessage, SamplingFields, Usage, new_id, now,
+    DeltaMessage, Usage, new_id, now,
 )
-
-FINISH_REASONS = {"eos": "stop", "stop": "stop", "length": "length"}
-
-
-@dataclass
-class ServingContext:
-    """Everything a request handler needs; built once at start-up."""
-
-    engine: Engine
-    model_name: str
-    metrics: ServerMetrics
-    max_n: int
-    prm: object | None = None  # a StepScorer, when the model comes with a PRM
-    search_limits: object | None = None  # openr.server.search.SearchLimits
-
-
-@dataclass
-class Tally:
-    """Per-request accounting shared by the streaming and non-streaming paths."""
-
-    metrics: ServerMetrics
-    prompt_tokens: int
-    started: float = field(default_factory=time.perf_counter)
-    completion_tokens: int = 0
-    first_token_seen: bool = False
-
-    def add(self, delta: Delta) -> None:
-        if delta.num_tokens and not self.first_token_seen:
-            self.first_token_seen = True
-            self.metrics.ttft.labels(self.metrics.model_name).observe(time.perf_counter() - self.started)
-        self.completion_tokens += delta.num_tokens
-
-    def finish(self, finish_reasons: list[str]) -> None:
-        """Count one finished request; its reason is `length` if any choice was cut short."""
-        name = self.metrics.model_name
-        self.metrics.e2e_latency.labels(name).observe(time.perf_counter() - self.started)
-        self.metrics.prompt_tokens.labels(name).inc(self.prompt_tokens)
-        self.metrics.generation_tokens.labels(name).inc(self.completion_tokens)
-        reason = "length" if "length" in finish_reasons else "stop"
-        self.metrics.request_success.labels(name, reason).inc()
-
-
-def check_model(ctx: ServingContext, model: str | None) -> None:
-    if model is not None and model != ctx.model_name:
-        raise APIError(404, f"The model `{model}` does not exist. This server serves `{ctx.model_name}`.",
-                       param="model", code="model_not_found")
-
-
-def check_n(ctx: ServingContext, request: SamplingFields) -> None:
-    if request.n > ctx.max_n:
-        raise bad_request(f"n: at most {ctx.max_n} choices per request on this server (got {request.n})", "n")
-
-
-def resolve_max_tokens(ctx: ServingContext, prompt_tokens: int, requested: int | None, param: str) -> int:
-    """Default to the rest of the context, as vLLM does; reject what cannot fit."""
-    room = ctx.engine.max_model_len - prompt_tokens
-    if requested is None:
-        if room < 1:
-            raise bad_request(f"This model's maximum context length is {ctx.engine.max_model_len} tokens, "
-                              f"but the messages take {prompt_tokens}.", "messages", "context_length_exceeded")
-        return room
-    if requested > room:
-        raise bad_request(f"This model's maximum context length is {ctx.engine.max_model_len} tokens. "
-                          f"However, you requested {prompt_tokens + requested} tokens ({prompt_tokens} in the "
-                          f"messages, {requested} in the completion).", param, "context_length_exceeded")
-    return requested
 
 
 async def create_chat_completion(ctx: ServingContext, request: ChatCompletionRequest):
     """Return a `ChatCompletion`, or an async iterator of SSE lines when streaming."""
-    from openr.server.search import create_search_completion, wants_search
-
     if wants_search(request):
-        return await create_search_completion(ctx, request, ctx.search_limits)
+        return await create_search_completion(ctx, request)
     check_model(ctx, request.model)
     check_n(ctx, request)
     try:
@@ -126,24 +59,6 @@ async def _collect(ctx: ServingContext, samples: AsyncIterator[tuple[int, Delta]
                for i in range(n)]
     return ChatCompletion(id=new_id("chatcmpl"), created=now(), model=ctx.model_name, choices=choices,
                           usage=Usage.of(tally.prompt_tokens, tally.completion_tokens))
-
-
-def sse(payload: dict) -> str:
-    return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
-
-
-async def sse_stream(payloads: AsyncIterator[dict], samples: AsyncIterator) -> AsyncIterator[str]:
-    """Server-sent events for a stream of chunk payloads, ending in `[DONE]`.
-    A failure after the headers went out is reported in-band, as vLLM does;
-    however the stream ends, the engine samples behind it are closed."""
-    try:
-        async for payload in payloads:
-            yield sse(payload)
-    except Exception as exc:
-        yield sse(error_event(exc))
-    finally:
-        await samples.aclose()
-    yield "data: [DONE]\n\n"
 
 
 def _stream_chunks(ctx: ServingContext, samples: AsyncIterator[tuple[int, Delta]], n: int, tally: Tally,

@@ -10,13 +10,12 @@ from __future__ import annotations
 from typing import AsyncIterator
 
 from openr.engine.base import Delta
-from openr.server.chat import (
+from openr.server.base import (
     FINISH_REASONS, ServingContext, Tally, check_model, check_n, resolve_max_tokens, sse_stream,
 )
-from openr.search.protocols import ScorerInputTooLong
 from openr.server.errors import bad_request
 from openr.server.protocol import (
-    Completion, CompletionChoice, CompletionLogprobs, CompletionRequest, DetokenizeRequest, RewardRequest, RewardResponse, TokenizeRequest,
+    Completion, CompletionChoice, CompletionLogprobs, CompletionRequest, DetokenizeRequest, TokenizeRequest,
     Usage,
     new_id, now,
 )
@@ -78,19 +77,6 @@ def _stream(ctx: ServingContext, samples: AsyncIterator[tuple[int, Delta]], tall
             yield chunk([], Usage.of(tally.prompt_tokens, tally.completion_tokens))
 
     return sse_stream(payloads(), samples)
-
-
-async def score_steps(ctx: ServingContext, request: RewardRequest) -> RewardResponse:
-    check_model(ctx, request.model)
-    if ctx.prm is None:
-        raise bad_request(f"`{ctx.model_name}` has no process reward model attached (start the server with "
-                          "--prm DIR, or serve a model that comes with one, e.g. openr-arith)", "model",
-                          "prm_unavailable")
-    try:
-        scores = await ctx.prm.score(request.question, request.candidates)
-    except ScorerInputTooLong as exc:
-        raise bad_request(str(exc), "candidates", "context_length_exceeded") from exc
-    return RewardResponse(model=ctx.model_name, scores=scores)
 
 
 async def tokenize(ctx: ServingContext, request: TokenizeRequest) -> dict:

@@ -13,10 +13,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from openr.contracts import MAX_TEMPERATURE
 from openr.engine.base import SamplingConfig
 
 MAX_STOP_SEQUENCES = 4  # OpenAI's limit
-TEMPERATURE_MAX = 2.0
 
 
 class OpenAIModel(BaseModel):
@@ -55,7 +55,7 @@ class SamplingFields(OpenAIModel):
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    temperature: float = Field(1.0, ge=0.0, le=TEMPERATURE_MAX)
+    temperature: float = Field(1.0, ge=0.0, le=MAX_TEMPERATURE)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     user: str | None = None
 
@@ -84,7 +84,7 @@ class ChatCompletionRequest(SamplingFields):
     max_tokens: int | None = Field(None, ge=1)
     reasoning_effort: Literal["low", "medium", "high"] | None = None
     # -- our extension (OpenAI SDK: extra_body={"search": {...}}): the search
-    # strategy and its knobs, validated by openr.server.search.plan_search.
+    # strategy and its knobs, parsed by openr.search.parse_search.
     search: dict[str, Any] | None = None
 
     def requested_max_tokens(self) -> int | None:

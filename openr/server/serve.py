@@ -9,20 +9,15 @@ import time
 from pathlib import Path
 
 from openr.engine import ENGINE_CHOICES, choose_engine, make_engine
-from openr.prm.batcher import DEFAULT_MAX_BATCH_SIZE as DEFAULT_PRM_BATCH
-from openr.prm.batcher import DEFAULT_MAX_WAIT_MS as DEFAULT_PRM_WAIT_MS
+from openr.engine.checkpoints import ARITH_ALIAS, DEFAULT_MODEL, SMOLLM2_ALIAS, check_model_arg, served_name, split_bundle
+from openr.engine.hf_engine import DEFAULT_DECODE_BATCH_SIZE
 from openr.prm.causal_lm import DEFAULT_CACHE_MB as DEFAULT_PRM_CACHE_MB
-from openr.prm.causal_lm import DEFAULT_MAX_BATCH_SIZE as DEFAULT_PRM_FORWARD_BATCH
-from openr.server.search import SearchLimits
-from openr.engine.models import ARITH_ALIAS, DEFAULT_MODEL, SMOLLM2_ALIAS, check_model_arg, served_name, split_bundle
+from openr.prm.causal_lm import DEFAULT_FORWARD_BATCH_SIZE as DEFAULT_PRM_FORWARD_BATCH
+from openr.server.settings import SearchLimits, ServerSettings
 
 logger = logging.getLogger("openr.serve")
 
 DEFAULT_PORT = 8000
-DEFAULT_MAX_CONCURRENT = 32
-DEFAULT_MAX_QUEUE = 128
-DEFAULT_MAX_N = 16
-DEFAULT_MAX_BATCH_SIZE = 16
 
 
 def add_parser(subparsers) -> None:
@@ -52,32 +47,32 @@ def add_parser(subparsers) -> None:
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to listen on")
     p.add_argument("--api-key", default=os.environ.get("OPENR_API_KEY"),
                    help="require 'Authorization: Bearer KEY' on /v1/* (default: $OPENR_API_KEY; unset = open)")
-    p.add_argument("--max-concurrent", type=int, default=DEFAULT_MAX_CONCURRENT,
+    defaults = ServerSettings()
+    p.add_argument("--max-concurrent", type=int, default=defaults.max_concurrent,
                    help="requests generated at once; more wait in the queue")
-    p.add_argument("--max-queue", type=int, default=DEFAULT_MAX_QUEUE,
+    p.add_argument("--max-queue", type=int, default=defaults.max_queue,
                    help="requests allowed to wait; beyond that the server answers 429 with Retry-After")
-    p.add_argument("--max-n", type=int, default=DEFAULT_MAX_N, help="largest `n` (choices) one request may ask for")
+    p.add_argument("--max-n", type=int, default=defaults.max_n, help="largest `n` (choices) one request may ask for")
     p.add_argument("--max-model-len", type=int, default=None,
                    help="context length in tokens (prompt + completion); default: the model's")
-    p.add_argument("--max-batch-size", type=int, default=DEFAULT_MAX_BATCH_SIZE,
+    p.add_argument("--max-batch-size", type=int, default=DEFAULT_DECODE_BATCH_SIZE,
                    help="hf engine: samples decoded together in one batch")
     p.add_argument("--remote-api-key", default=os.environ.get("OPENR_REMOTE_API_KEY"),
                    help="API key of the remote server behind --engine openai or a --prm URL "
                         "(default: $OPENR_REMOTE_API_KEY)")
     p.add_argument("--seed", type=int, default=0, help="engine seed, for reproducible sampling")
-    defaults = SearchLimits()
-    p.add_argument("--search-max-samples", type=int, default=defaults.max_samples,
+    p.add_argument("--search-max-samples", type=int, default=defaults.search.max_samples,
                    help="search: largest number of samples one request may ask for (search.n; mcts: n_children "
                         "x num_simulations)")
-    p.add_argument("--search-max-tokens", type=int, default=defaults.max_tokens_total,
+    p.add_argument("--search-max-tokens", type=int, default=defaults.search.max_tokens_total,
                    help="search: largest generation budget of one request, in tokens (search.max_tokens_total)")
-    p.add_argument("--search-timeout", type=float, default=defaults.default_timeout_s,
+    p.add_argument("--search-timeout", type=float, default=defaults.search.default_timeout_s,
                    help="search: default wall-clock budget in seconds (search.timeout_s)")
-    p.add_argument("--search-max-timeout", type=float, default=defaults.max_timeout_s,
+    p.add_argument("--search-max-timeout", type=float, default=defaults.search.max_timeout_s,
                    help="search: largest search.timeout_s a request may ask for")
-    p.add_argument("--prm-max-batch-size", type=int, default=DEFAULT_PRM_BATCH,
+    p.add_argument("--prm-max-batch-size", type=int, default=defaults.prm_micro_batch_size,
                    help="PRM micro-batcher: most candidates gathered into one batch, across all requests")
-    p.add_argument("--prm-max-wait-ms", type=float, default=DEFAULT_PRM_WAIT_MS,
+    p.add_argument("--prm-max-wait-ms", type=float, default=defaults.prm_max_wait_ms,
                    help="PRM micro-batcher: how long a scoring call may wait for others to share its batch")
     p.add_argument("--prm-forward-batch-size", type=int, default=DEFAULT_PRM_FORWARD_BATCH,
                    help="in-process PRM: most candidates in one forward pass; a micro-batch is cut into passes "
@@ -104,6 +99,15 @@ def validate(args: argparse.Namespace) -> None:
             check_model_arg(args.prm)
     except ValueError as exc:
         raise SystemExit(f"openr serve: {exc}") from exc
+
+
+def settings_of(args: argparse.Namespace) -> ServerSettings:
+    """The one settings object the flags make."""
+    search = SearchLimits(max_samples=args.search_max_samples, max_tokens_total=args.search_max_tokens,
+                          default_timeout_s=args.search_timeout, max_timeout_s=args.search_max_timeout)
+    return ServerSettings(api_key=args.api_key, max_concurrent=args.max_concurrent, max_queue=args.max_queue,
+                          max_n=args.max_n, search=search, prm_micro_batch_size=args.prm_max_batch_size,
+                          prm_max_wait_ms=args.prm_max_wait_ms)
 
 
 def _prm_factory(prm_dir: str | None, device: str, remote_api_key: str | None, max_batch_size: int,
@@ -153,17 +157,11 @@ def run(args: argparse.Namespace) -> None:
             raise SystemExit(f"openr serve: cannot reach the remote server: {exc}") from exc
     else:
         name = args.served_model_name or served_name(args.model)
-    app = build_app(engine, name, api_key=args.api_key, max_concurrent=args.max_concurrent,
-                    max_queue=args.max_queue, max_n=args.max_n, started_at=started,
+    app = build_app(engine, name, settings_of(args), started_at=started,
                     prm_factory=_prm_factory(prm_dir, device, args.remote_api_key, args.prm_forward_batch_size,
                                              args.prm_cache_mb),
                     prm_name=(args.prm if _is_url(args.prm) else Path(args.prm).resolve().name) if args.prm
-                    else f"{name}-prm",
-                    search_limits=SearchLimits(max_samples=args.search_max_samples,
-                                               max_tokens_total=args.search_max_tokens,
-                                               default_timeout_s=args.search_timeout,
-                                               max_timeout_s=args.search_max_timeout),
-                    prm_batch_size=args.prm_max_batch_size, prm_max_wait_ms=args.prm_max_wait_ms)
+                    else f"{name}-prm")
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, timeout_keep_alive=30)
     # Hold the port before the app starts: the engine starts with it, and vLLM
     # takes free ports of its own, which could otherwise be this one (and a port

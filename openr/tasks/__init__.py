@@ -1,10 +1,11 @@
 """Problem sets (arith generator, GSM8K, MATH, MATH500), answer extraction and grading.
 
-Pure Python (no torch), so search, training and clients can all use it.
+Pure Python (no torch), so search, training and clients can all use it. Grading
+(`openr.tasks.grading`) loads math-verify and sympy, so it is imported from its
+module rather than from here: the step convention stays cheap to import.
 """
 
 from openr.tasks.datasets import load_problems
-from openr.tasks.grading import extract_answer, is_correct
 from openr.tasks.problem import Problem
 
-__all__ = ["Problem", "extract_answer", "is_correct", "load_problems"]
+__all__ = ["Problem", "load_problems"]

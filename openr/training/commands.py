@@ -12,7 +12,7 @@ STAGES = {
     "label": ("openr.training.labels", "automatic step labels: Math-Shepherd or OmegaPRM rollouts"),
     "prm": ("openr.training.prm_train", "train a step-tag PRM on stepwise-labelled jsonl"),
     "verifier": ("openr.training.verifier", "calibrate a causal LM into a likelihood-verifier PRM on labelled jsonl"),
-    "prm-eval": ("openr.training.prm_eval", "ProcessBench F1 and step AUROC of a PRM"),
+    "prm-eval": ("openr.training.prm_quality", "ProcessBench F1 and step AUROC of a PRM"),
     "rl": ("openr.rl.commands", "online RL on reasoning steps: PPO or GRPO, rewarded by a PRM and/or grading"),
 }
 

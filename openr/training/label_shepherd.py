@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from openr.search.protocols import Policy
+from openr.contracts import Policy
 from openr.tasks.problem import Problem
 from openr.training.rollouts import ChatPolicy, ProblemLabels, ProblemRollouts, Rollout, RolloutConfig, make_record
 

@@ -25,7 +25,7 @@ from typing import Awaitable, Callable, Sequence
 
 from tqdm.auto import tqdm
 
-from openr.search.protocols import Policy
+from openr.contracts import Policy
 from openr.tasks import arith
 from openr.tasks.problem import Problem
 from openr.training import label_omegaprm, label_shepherd

@@ -96,7 +96,7 @@ def run_recipe(recipe: ArithRecipe, out_dir: str | Path, progress: bool = True) 
             with timed(name):
                 summary[name] = _plain(train_policy(config, checkpoint, progress=progress))
         if accuracy not in summary:
-            from openr.training.evaluate import greedy_accuracy
+            from openr.training.policy_accuracy import greedy_accuracy
 
             with timed(f"{name}_eval"):
                 summary[accuracy] = greedy_accuracy(checkpoint, arith.test_split()[: recipe.eval_problems],
@@ -112,7 +112,7 @@ def run_recipe(recipe: ArithRecipe, out_dir: str | Path, progress: bool = True) 
 
     if not (prm_dir / "config.json").exists():
         from openr.prm.likelihood import make_verifier
-        from openr.training.prm_eval import load_step_records
+        from openr.training.prm_quality import load_step_records
 
         with timed("prm"):
             summary["prm"] = make_verifier(verifier_dir, load_step_records([labels_file]), prm_dir)
@@ -163,7 +163,7 @@ async def _label(policy_dir: Path, verifier_dir: Path, labels_dir: Path, problem
 def _prm_quality(policy_dir: Path, prms: dict[str, Path], recipe: ArithRecipe, progress: bool) -> dict:
     """Metrics of each named PRM checkpoint on the same held-out policy solutions."""
     from openr.prm import load_prm
-    from openr.training.prm_eval import evaluate_prm, policy_records
+    from openr.training.prm_quality import evaluate_prm, policy_records
 
     held_out = arith.test_split()[: recipe.prm_eval_problems]
     records = policy_records(policy_dir, held_out, samples_per_problem=recipe.prm_eval_samples, progress=progress)

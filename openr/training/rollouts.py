@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
 from openr.engine.base import PreparedPrompt
-from openr.search.protocols import Policy, Step
+from openr.contracts import Policy, Step
 from openr.tasks.grading import is_correct
 from openr.tasks.problem import STEP_SEPARATOR, Problem, split_steps
 

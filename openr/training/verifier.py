@@ -10,7 +10,7 @@ import argparse
 import json
 
 from openr.prm.likelihood import make_verifier
-from openr.training.prm_eval import load_step_records
+from openr.training.prm_quality import load_step_records
 
 
 def main(argv: list[str] | None = None) -> None:

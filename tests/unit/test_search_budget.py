@@ -13,7 +13,7 @@ from openr.search.beam_search import BeamSearchConfig
 from openr.search.best_of_n import BestOfNConfig
 from openr.search.dvts import DvtsConfig
 from openr.search.mcts import MctsConfig
-from tests.search_fakes import (
+from tests.support.search_fakes import (
     PROBLEM,
     TOKENS_PER_STEP,
     FakeClock,

@@ -11,9 +11,9 @@ import pytest
 
 from openr.prm.batcher import MicroBatchingScorer
 from openr.prm.causal_lm import PRMInputTooLong
-from tests.e2e_helpers import metric_in
-from tests.fake_engine import FakePRM, StepFakeEngine
-from tests.test_app import MODEL, serving
+from tests.support.e2e_helpers import metric_in
+from tests.support.fake_engine import FakePRM, StepFakeEngine
+from tests.support.app_client import MODEL, serving
 
 pytestmark = pytest.mark.anyio
 MESSAGES = [{"role": "user", "content": "q"}]
@@ -87,6 +87,43 @@ async def test_prm_strategy_without_a_prm_is_400_saying_so():
         assert err.value.body["param"] == "search.strategy" and "reward model" in err.value.body["message"]
         r = await search_call(sdk, {"strategy": "majority_vote", "n": 3})  # fine without a PRM
     assert r.choices[0].message.content
+
+
+class CountingEngine(StepFakeEngine):
+    """Counts the samples it was asked for."""
+
+    samples = 0
+
+    def stream(self, prompt, params):
+        self.samples += 1
+        return super().stream(prompt, params)
+
+
+@pytest.mark.parametrize("strategy", ["beam_search", "dvts", "mcts"])
+@pytest.mark.parametrize("stream", [False, True])
+async def test_tree_searches_voting_at_the_end_still_need_a_prm_and_fail_before_sampling(strategy, stream):
+    """They prune by PRM scores at every step; `majority_vote` only picks the final answer."""
+    engine = CountingEngine()
+    async with serving(engine) as (_, sdk, _):
+        with pytest.raises(openai.BadRequestError) as err:
+            await search_call(sdk, {"strategy": strategy, "aggregation": "majority_vote"}, stream=stream)
+        voted = await search_call(sdk, {"strategy": "best_of_n", "aggregation": "majority_vote", "n": 3})
+    assert err.value.body["param"] == "search.strategy" and err.value.body["code"] == "prm_unavailable"
+    assert engine.samples == 3 and voted.choices[0].message.content  # only best_of_n's, which needs no PRM
+
+
+@pytest.mark.parametrize("search, param", [
+    ({"strategy": "best_of_n", "max_tokens_total": 100_001}, "search.max_tokens_total"),  # within Budget's range
+    ({"strategy": "best_of_n", "timeout_s": 601}, "search.timeout_s"),  # within Budget's range
+    ({"strategy": "mcts", "n_children": 8, "num_simulations": 9}, "search.n"),  # 72 samples, each option in range
+])
+async def test_server_limits_apply_to_the_parsed_options_before_sampling(search, param):
+    engine = CountingEngine()
+    async with serving(engine, prm_factory=FakePRM) as (_, sdk, _):
+        with pytest.raises(openai.BadRequestError) as err:
+            await search_call(sdk, search)
+    assert err.value.body["param"] == param and "this server allows at most" in err.value.body["message"]
+    assert engine.samples == 0
 
 
 async def test_reasoning_effort_maps_to_a_preset():

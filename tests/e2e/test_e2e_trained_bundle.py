@@ -11,8 +11,10 @@ import openai
 import pytest
 
 from openr.prm import load_prm
+from openr.tasks.arith import test_split
+from openr.training.policy_accuracy import greedy_accuracy
 from openr.training.recipe import PRESETS, run_recipe
-from tests.servers import API_KEY, ServerProcess
+from tests.support.servers import API_KEY, ServerProcess
 
 pytestmark = pytest.mark.e2e
 QUESTION = "Compute 12 + 7 - 3."
@@ -33,9 +35,27 @@ def test_recipe_writes_every_stage_and_resumes(bundle):
     assert len(record["completions"]) == len(record["labels"])
     assert set(summary["minutes"]) == {"sft", "sft_eval", "verifier_sft", "verifier_sft_eval", "labels", "prm",
                                        "step_tag_prm", "prm_eval"}
-    assert {"f1", "step_auroc"} <= set(summary["prm_quality"]) & set(summary["step_tag_prm_quality"])
     again = run_recipe(PRESETS["tiny"], out, progress=False)  # everything is done: nothing is redone
     assert again == summary
+
+
+def test_recipe_summary_records_what_its_checkpoints_measure(bundle):
+    """The tiny bundle is too small to be accurate (accuracy 0, no correct solution
+    for F1), so its numbers are checked against recomputation and their own counts."""
+    out, summary = bundle
+    tiny = PRESETS["tiny"]
+    assert summary["greedy_accuracy"] == greedy_accuracy(out / "policy", test_split()[: tiny.eval_problems],
+                                                         progress=False)
+    shepherd = summary["labels"]["math_shepherd"]
+    assert shepherd["records"] <= tiny.label_problems * tiny.label.samples_per_problem
+    assert shepherd["completions_per_step"] == round(shepherd["completions"] / shepherd["measured_steps"], 2)
+    for name in ("prm_quality", "step_tag_prm_quality"):
+        quality = summary[name]
+        assert quality["num_erroneous"] + quality["num_correct"] == quality["solutions"] <= (
+            tiny.prm_eval_problems * tiny.prm_eval_samples)
+        # ProcessBench F1 needs both kinds of solution; with one missing it is None, not a made-up number.
+        assert (quality["f1"] is None) == (0 in (quality["num_erroneous"], quality["num_correct"]))
+        assert quality["num_steps"] == summary["prm_quality"]["num_steps"] > 0  # both PRMs saw the same steps
 
 
 @pytest.mark.parametrize("engine", ["hf", "vllm"])

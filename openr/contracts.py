@@ -1,8 +1,10 @@
-"""The two contracts every search strategy is written against.
+"""The two contracts every search strategy is written against, and the `Step` they trade in.
 
 Strategies see only `Policy.generate_steps` and `StepScorer.score`; that keeps
 them pure Python, testable with fakes and portable across engines (vLLM,
-transformers, a remote OpenAI-compatible pool).
+transformers, a remote OpenAI-compatible pool). This module imports nothing
+from the project, so engines and PRMs can implement the contracts without
+loading the strategies (`openr.search` re-exports them).
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ from dataclasses import dataclass
 from typing import Literal, Protocol, Sequence
 
 StepFinish = Literal["step", "eos", "length"]
+# The largest sampling temperature a policy is asked for (OpenAI's limit): the
+# chat API and search configs both accept up to this.
+MAX_TEMPERATURE = 2.0
 
 
 @dataclass(frozen=True)

@@ -4,32 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-from contextlib import asynccontextmanager
 
 import httpx
 import openai
 import pytest
 
 from openr.server.app import build_app
-from tests.e2e_helpers import metric_in as metric
-from tests.fake_engine import FakeEngine
+from openr.server.settings import ServerSettings
+from tests.support.app_client import MODEL, serving
+from tests.support.e2e_helpers import metric_in as metric
+from tests.support.fake_engine import FakeEngine
 
-MODEL = "fake-model"
 KEY = "sekret"
 pytestmark = pytest.mark.anyio
-
-
-@asynccontextmanager
-async def serving(engine=None, **kwargs):
-    engine = engine or FakeEngine()
-    app = build_app(engine, MODEL, **kwargs)
-    async with app.router.lifespan_context(app):
-        await app.state.ready.wait()
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-            sdk = openai.AsyncOpenAI(base_url="http://test/v1", api_key=kwargs.get("api_key") or "none",
-                                     http_client=http, max_retries=0)
-            yield http, sdk, engine
 
 
 def chat(**overrides):
@@ -126,7 +113,7 @@ async def test_unknown_fields_are_ignored():
 
 
 async def test_api_key_guards_v1_but_not_health_or_metrics():
-    async with serving(api_key=KEY) as (http, sdk, _):
+    async with serving(settings=ServerSettings(api_key=KEY)) as (http, sdk, _):
         assert (await sdk.chat.completions.create(**chat())).choices
         assert (await http.get("/v1/models")).status_code == 401
         wrong = await http.get("/v1/models", headers={"Authorization": "Bearer nope"})
@@ -148,7 +135,7 @@ async def test_request_id_is_echoed_or_generated():
 
 async def test_beyond_concurrency_and_queue_is_429_with_retry_after():
     engine = FakeEngine(delay_s=0.05)
-    async with serving(engine, max_concurrent=1, max_queue=1) as (_, sdk, _):
+    async with serving(engine, ServerSettings(max_concurrent=1, max_queue=1)) as (_, sdk, _):
         running = asyncio.create_task(sdk.chat.completions.create(**chat(max_tokens=20)))
         await asyncio.sleep(0.1)
         queued = asyncio.create_task(sdk.chat.completions.create(**chat(max_tokens=2)))
@@ -195,7 +182,7 @@ async def test_health_is_503_until_the_engine_is_ready():
 
 
 async def test_rewards_scores_every_step_with_the_attached_prm():
-    from tests.fake_engine import FakePRM
+    from tests.support.fake_engine import FakePRM
 
     async with serving(prm_factory=FakePRM, prm_name="fake-prm") as (http, sdk, _):
         body = {"model": MODEL, "question": "q", "candidates": [["good", "bad"], ["good"]]}

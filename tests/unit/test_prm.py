@@ -11,7 +11,7 @@ from openr.prm import StepTagFormat, StepTagPRM, encode_steps, tag_margins
 from openr.prm.step_tag import right_pad
 from openr.tasks import Problem, arith
 from openr.tasks.problem import STEP_SEPARATOR, split_steps
-from openr.training.prm_eval import auroc, evaluate_prm, label_by_checking, processbench_f1
+from openr.training.prm_quality import auroc, evaluate_prm, label_by_checking, processbench_f1
 from openr.training.prm_train import (PRMTrainConfig, StepTagCollator, add_step_tag, encode_record, initial_model,
                                       train_prm)
 from openr.training.sft import IGNORE_INDEX

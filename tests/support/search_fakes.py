@@ -7,11 +7,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from openr.search import STRATEGIES, Budget, SearchProblem
-from openr.search.protocols import ScorerInputTooLong, Step
+from openr.contracts import ScorerInputTooLong, Step
+from openr.tasks.grading import extract_answer
 from openr.tasks.problem import STEP_SEPARATOR
 
 PROMPT = "<user>Q?</user><assistant>"
-PROBLEM = SearchProblem(question="Q?", prompt=PROMPT)
+PROBLEM = SearchProblem(question="Q?", prompt=PROMPT, extract_answer=extract_answer)
 TOKENS_PER_STEP = 10
 # A whole-solution sample stops after this many steps even if no step says eos.
 MAX_FAKE_SOLUTION_STEPS = 20

@@ -27,10 +27,10 @@ from openr.search.dvts import DvtsConfig
 from openr.search.majority_vote import MajorityVoteConfig
 from openr.search.mcts import MctsConfig, Node, SearchTree, backup, select_path, sibling_priors
 from openr.search.metered import MeteredPolicy, MeteredScorer
-from openr.search.protocols import Step
-from openr.search.types import Candidate, SearchResult
+from openr.contracts import Step
+from openr.search.candidates import Candidate, SearchResult
 from openr.tasks.problem import STEP_SEPARATOR
-from tests.search_fakes import (
+from tests.support.search_fakes import (
     PROBLEM,
     TOKENS_PER_STEP,
     FakePolicy,
@@ -69,9 +69,9 @@ def test_openr_aggregation_names_parse():
 
 
 def test_vote_weighs_answers_by_score_and_max_takes_the_single_best():
-    lone = Candidate(steps=("\\boxed{1}",), aggregate_score=0.9, finished=True)
-    pair_best = Candidate(steps=("\\boxed{2}",), aggregate_score=0.6, finished=True)
-    pair_other = Candidate(steps=("\\boxed{ 2 }",), aggregate_score=0.5, finished=True)
+    lone = Candidate(steps=("\\boxed{1}",), aggregate_score=0.9, finished=True, answer="1")
+    pair_best = Candidate(steps=("\\boxed{2}",), aggregate_score=0.6, finished=True, answer="2")
+    pair_other = Candidate(steps=("\\boxed{ 2 }",), aggregate_score=0.5, finished=True, answer=" 2 ")
     pool = [lone, pair_other, pair_best]
     assert rank_max(pool)[0] is lone
     assert rank_vote(pool)[0] is pair_best  # 0.6 + 0.5 > 0.9; best of that answer
@@ -274,7 +274,7 @@ def test_mcts_priors_are_a_softmax_of_per_token_logprobs():
 
 def test_top_answers_lists_distinct_answers_best_first():
     def solution(answer: str, score: float) -> Candidate:
-        return Candidate(steps=(f"\\boxed{{{answer}}}",), aggregate_score=score, finished=True)
+        return Candidate(steps=(f"\\boxed{{{answer}}}",), aggregate_score=score, finished=True, answer=answer)
 
     result = SearchResult((solution("1", 0.9), solution("1", 0.8), solution("2", 0.5)), 0, 0, None)
     assert [c.answer for c in result.top_answers(5)] == ["1", "2"]

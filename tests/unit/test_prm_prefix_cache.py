@@ -6,7 +6,7 @@ import random
 import pytest
 import torch
 
-from openr.engine.models import ARITH_ALIAS, BUILTIN_BUNDLES, PRM_SUBDIR
+from openr.engine.checkpoints import ARITH_ALIAS, BUILTIN_BUNDLES, PRM_SUBDIR
 from openr.prm import StepTagPRM, load_prm, tag_margins
 from openr.prm.step_tag import encode_steps
 from openr.tasks import arith

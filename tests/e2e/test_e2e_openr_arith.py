@@ -13,13 +13,13 @@ import httpx
 import openai
 import pytest
 
-from openr.engine.models import ARITH_ALIAS, BUILTIN_BUNDLES, DEFAULT_MODEL, PRM_SUBDIR
+from openr.engine.checkpoints import ARITH_ALIAS, BUILTIN_BUNDLES, DEFAULT_MODEL, PRM_SUBDIR
 from openr.prm import load_prm
 from openr.tasks import arith
 from openr.tasks.grading import is_correct
 from openr.tasks.problem import split_steps
-from tests.e2e_helpers import metric, wait_for_metric
-from tests.servers import API_KEY, ServerProcess
+from tests.support.e2e_helpers import metric, wait_for_metric
+from tests.support.servers import API_KEY, ServerProcess
 
 pytestmark = pytest.mark.e2e
 HEADERS = {"Authorization": f"Bearer {API_KEY}"}

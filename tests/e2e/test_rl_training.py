@@ -11,13 +11,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from openr.engine.models import split_bundle
+from openr.engine.checkpoints import split_bundle
 from openr.rl import trainer
 from openr.rl.commands import main as rl_main
 from openr.rl.config import RLConfig
 from openr.rl.trainer import train_rl
 from openr.tasks import arith
-from tests.servers import API_KEY, ServerProcess
+from tests.support.servers import API_KEY, ServerProcess
 
 POLICY, PRM = split_bundle("openr-arith")
 POOL = arith.train_problems(64, seed=5, min_ops=2, max_ops=3)

@@ -13,7 +13,7 @@ import re
 import pytest
 
 from openr.engine.base import PreparedPrompt
-from openr.search.protocols import Step
+from openr.contracts import Step
 from openr.tasks import arith
 from openr.tasks.problem import STEP_SEPARATOR, Problem, split_steps
 from openr.training.label_omegaprm import OmegaPRMConfig, search_cost

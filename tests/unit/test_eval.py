@@ -1,5 +1,5 @@
-"""`openr eval`: the settings grid, the report, resuming, failed requests, and a
-tiny sweep end to end against a real `openr serve` of a freshly trained bundle."""
+"""`openr eval`: the settings grid, the report, resuming and failed requests
+(the sweep against a real server is in tests/e2e/test_e2e_eval_sweep.py)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from openr.evaluation.report import format_table, summarize, write_plot
 from openr.evaluation.settings import Setting, build_grid, needs_prm
 from openr.evaluation.sweep import Sweep, _choose_model
 from openr.tasks import Problem
+from tests.support.e2e_helpers import PNG_SIGNATURE
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PROBLEMS = [Problem(id=f"p{i}", question=f"Compute {i} + 1.", answer=str(i + 1), solution=None, source="test",
                     level=None) for i in range(3)]
 
@@ -63,6 +63,13 @@ def test_prm_strategies_need_a_prm_unless_they_vote():
     assert [needs_prm(s) for s in _grid(strategies=["cot", "majority_vote", "best_of_n"], budgets=[4])] == [
         False, False, True]
     assert not needs_prm(voting[0])
+
+
+@pytest.mark.parametrize("strategy", ["beam_search", "dvts", "mcts"])
+def test_tree_searches_need_a_prm_even_when_they_vote(strategy):
+    """As the server decides it: they prune by PRM scores whatever picks the final answer."""
+    [setting, *_] = build_grid([strategy], [4], beam_width=2, mcts_simulations=[4], aggregation="majority_vote")
+    assert setting.request["search"]["aggregation"] == "majority_vote" and needs_prm(setting)
 
 
 def test_cli_registers_eval_and_reasoning_effort_replaces_default_strategies(tmp_path):
@@ -153,36 +160,3 @@ def test_prm_strategies_on_a_model_without_prm_stop_before_any_request(tmp_path)
                   api_key="k", model=None, concurrency=1, max_tokens=None, out=tmp_path, progress=False)
     with pytest.raises(SystemExit, match="has no PRM attached, and best_of_n-n1, best_of_n-n4 need one"):
         asyncio.run(_choose_model(_fake_client(), sweep))
-
-
-@pytest.fixture(scope="module")
-def bundle_server(tiny_bundle):
-    from tests.servers import ServerProcess
-
-    out, _ = tiny_bundle
-    with ServerProcess(["--engine", "hf", "--model", str(out)]) as server:
-        yield server
-
-
-@pytest.mark.e2e
-def test_tiny_sweep_against_a_real_server_then_resumes_with_nothing_to_ask(bundle_server, tmp_path, capsys):
-    from tests.servers import API_KEY
-
-    out = tmp_path / "run"
-    argv = ["--base-url", bundle_server.base_url, "--api-key", API_KEY, "--dataset", "arith", "--limit", "3",
-            "--strategies", "cot", "majority_vote", "best_of_n", "--n", "2", "--max-steps", "3",
-            "--max-step-tokens", "12", "--concurrency", "4", "--out", str(out), "--no-progress"]
-    summaries = commands.main(argv)
-    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    assert len(rows) == 3 * 3 and all(row["error"] is None for row in rows), rows
-    assert all(row["completion_tokens"] >= row["reasoning_tokens"] >= 0 for row in rows)
-    assert all(row["reasoning_tokens"] > 0 for row in rows if row["budget"] == 2)  # the sample not chosen
-    assert [(s.setting, s.n) for s in summaries] == [("cot", 3), ("majority_vote-n2", 3), ("best_of_n-n2", 3)]
-    assert "| best_of_n-n2 | best_of_n | 2 |" in (out / "table.md").read_text()
-    assert (out / "accuracy_vs_tokens.png").read_bytes().startswith(PNG_SIGNATURE)
-    assert (out / "command.txt").read_text().startswith("openr eval --base-url")
-
-    capsys.readouterr()
-    commands.main(argv)
-    assert "nothing to ask: all 9 problem x setting answers are in" in capsys.readouterr().out
-    assert len((out / "results.jsonl").read_text().splitlines()) == 9

@@ -1,5 +1,6 @@
 """Serving logic of a chat completion that asks for search (`extra_body.search`
-or `reasoning_effort`): validate the knobs against the server's limits, run the
+or `reasoning_effort`): have `openr.search` parse the knobs, hold them to the
+server's limits, run the
 strategy on the engine and the micro-batched PRM, and answer in OpenAI's shape.
 
 Usage: `completion_tokens` is every token the search generated;
@@ -10,19 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from typing import AsyncIterator
 
-from openr.search import Budget, SearchConfigError, SearchProblem, SearchResult, build_config, run_strategy
-from openr.server.chat import ServingContext, Tally, check_model, check_n, sse_stream
+from openr.search import SearchConfigError, SearchPlan, SearchProblem, SearchResult, parse_search, run_strategy
+from openr.server.base import ServingContext, Tally, check_model, check_n, sse_stream
 from openr.server.errors import bad_request
 from openr.server.protocol import (
     AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChunkChoice,
     DeltaMessage, Usage, new_id, now,
 )
+from openr.server.settings import SearchLimits
+from openr.tasks.grading import extract_answer
 
-# Options that shape the request rather than the strategy's config.
-CONTROL_KEYS = ("strategy", "max_tokens_total", "timeout_s", "max_prm_calls", "return_trace")
 PROGRESS_INTERVAL_S = 1.0  # how often a streamed search reports progress
 
 # OpenAI's reasoning_effort -> search preset: with a PRM, PRM-guided search;
@@ -35,58 +35,47 @@ EFFORT_PRESETS = {
 EFFORT_PRESETS_NO_PRM = {effort: {"strategy": "majority_vote", "n": p["n"]} for effort, p in EFFORT_PRESETS.items()}
 
 
-@dataclass(frozen=True)
-class SearchLimits:
-    """Server-wide defaults and ceilings for search requests (`openr serve` flags)."""
-
-    default_strategy: str = "beam_search"
-    max_samples: int = 64  # largest `search.n` (or n_children x num_simulations for mcts)
-    max_tokens_total: int = 100_000  # largest generation budget per request, in tokens
-    default_timeout_s: float = 120.0
-    max_timeout_s: float = 600.0
-
-
-@dataclass(frozen=True)
-class SearchPlan:
-    strategy: str
-    config: Any
-    budget: Budget
-    return_trace: bool
-
-
 def wants_search(request: ChatCompletionRequest) -> bool:
     return request.search is not None or request.reasoning_effort is not None
 
 
-def plan_search(ctx: ServingContext, request: ChatCompletionRequest, limits: SearchLimits) -> SearchPlan:
-    """Validate a request's search options into a plan; every problem is a 400 naming `search.<field>`."""
+def plan_search(ctx: ServingContext, request: ChatCompletionRequest) -> SearchPlan:
+    """The request's search, parsed by `openr.search` and held to this server's
+    limits; every problem is a 400 naming `search.<field>`, raised before any sampling."""
+    limits = ctx.settings.search
     presets = EFFORT_PRESETS if ctx.prm is not None else EFFORT_PRESETS_NO_PRM
     options = dict(presets[request.reasoning_effort]) if request.reasoning_effort else {}
     options.update(request.search or {})
-    strategy = options.pop("strategy", limits.default_strategy if ctx.prm is not None else "majority_vote")
-    control = {key: options.pop(key) for key in CONTROL_KEYS if key in options}
     try:
-        config = build_config(strategy, options)
+        plan = parse_search(options, default_strategy=limits.default_strategy if ctx.prm is not None else
+                            "majority_vote", default_max_tokens_total=_default_tokens(request, limits),
+                            default_timeout_s=limits.default_timeout_s)
     except SearchConfigError as exc:
         raise bad_request(str(exc), f"search.{exc.field}") from exc
-    except TypeError as exc:  # a value of the wrong type for a config field
+    except TypeError as exc:  # a value of a type no check expected (e.g. a list where a name goes)
         raise bad_request(f"search: {exc}", "search") from exc
-    samples = getattr(config, "n", 1) * getattr(config, "num_simulations", 1)
-    if samples > limits.max_samples:
-        raise bad_request(f"search asks for {samples} samples; this server allows at most {limits.max_samples}",
-                          "search.n")
-    if config.needs_prm and ctx.prm is None:
-        raise bad_request(f"strategy {strategy} (aggregation {config.aggregation}) needs a process reward model, "
-                          f"and `{ctx.model_name}` has none attached; use majority_vote or cot, or serve a "
-                          "model with a PRM (--prm)", "search.strategy", "prm_unavailable")
-    budget = Budget(max_tokens_total=_int_option(control, "max_tokens_total", _default_tokens(request, limits),
-                                                 1, limits.max_tokens_total),
-                    max_prm_calls=_int_option(control, "max_prm_calls", None, 1, 10**9),
-                    max_seconds=_timeout(control, limits))
-    trace = control.get("return_trace", False)
-    if not isinstance(trace, bool):
-        raise bad_request("search.return_trace must be true or false", "search.return_trace")
-    return SearchPlan(strategy, config, budget, trace)
+    _check_limits(plan, limits)
+    if plan.config.needs_prm and ctx.prm is None:
+        raise bad_request(f"strategy {plan.strategy} (with these options) needs a process reward model, and "
+                          f"`{ctx.model_name}` has none attached; use majority_vote, cot or best_of_n with "
+                          "aggregation majority_vote, or serve a model with a PRM (--prm)", "search.strategy",
+                          "prm_unavailable")
+    return plan
+
+
+def _check_limits(plan: SearchPlan, limits: SearchLimits) -> None:
+    """This server's ceilings, on the parsed (typed) plan."""
+    if plan.config.samples > limits.max_samples:
+        raise bad_request(f"search asks for {plan.config.samples} samples; this server allows at most "
+                          f"{limits.max_samples}", "search.n")
+    tokens = plan.budget.max_tokens_total
+    if tokens is not None and tokens > limits.max_tokens_total:
+        raise bad_request(f"search.max_tokens_total: this server allows at most {limits.max_tokens_total} "
+                          f"tokens per search, got {tokens}", "search.max_tokens_total")
+    seconds = plan.budget.max_seconds
+    if seconds is not None and seconds > limits.max_timeout_s:
+        raise bad_request(f"search.timeout_s: this server allows at most {limits.max_timeout_s} seconds, "
+                          f"got {seconds}", "search.timeout_s")
 
 
 def _default_tokens(request: ChatCompletionRequest, limits: SearchLimits) -> int:
@@ -96,39 +85,20 @@ def _default_tokens(request: ChatCompletionRequest, limits: SearchLimits) -> int
     return min(requested, limits.max_tokens_total) if requested else limits.max_tokens_total
 
 
-def _int_option(control: dict, key: str, default: int | None, low: int, high: int) -> int | None:
-    value = control.get(key, default)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise bad_request(f"search.{key} must be an integer from {low} to {high}, got {value!r}", f"search.{key}")
-    return value
-
-
-def _timeout(control: dict, limits: SearchLimits) -> float:
-    value = control.get("timeout_s", limits.default_timeout_s)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= limits.max_timeout_s:
-        raise bad_request(f"search.timeout_s must be a number in (0, {limits.max_timeout_s}], got {value!r}",
-                          "search.timeout_s")
-    return float(value)
-
-
-async def create_search_completion(ctx: ServingContext, request: ChatCompletionRequest, limits: SearchLimits):
+async def create_search_completion(ctx: ServingContext, request: ChatCompletionRequest):
     """A `ChatCompletion` chosen by search, or an async iterator of SSE lines when streaming."""
     check_model(ctx, request.model)
     check_n(ctx, request)
-    plan = plan_search(ctx, request, limits)
+    plan = plan_search(ctx, request)
     messages = request.chat_messages()
     prompt = await ctx.engine.prepare_chat(messages)
     question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), messages[-1]["content"])
-    problem = SearchProblem(question=question, prompt=prompt.text)
+    problem = SearchProblem(question=question, prompt=prompt.text, extract_answer=extract_answer)
     tally = Tally(ctx.metrics, prompt.num_tokens)
 
     async def search() -> SearchResult:
         try:
             result = await run_strategy(plan.strategy, problem, ctx.engine, ctx.prm, plan.config, plan.budget)
-        except SearchConfigError as exc:
-            raise bad_request(str(exc), f"search.{exc.field}") from exc
         except asyncio.CancelledError:
             ctx.metrics.searches.labels(ctx.model_name, plan.strategy, "cancelled").inc()
             raise

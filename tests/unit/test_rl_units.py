@@ -18,7 +18,7 @@ from openr.rl.losses import (clipped_policy_loss, clipped_value_loss, kl_to_refe
                              token_view)
 from openr.rl.rollout import (NOT_ACTION, encode_episodes, episode_ids, run_episodes, run_solutions, select_rows,
                               split_solution)
-from openr.search.protocols import Step
+from openr.contracts import Step
 from openr.tasks.problem import Problem
 from openr.training.tokenizer import build_tokenizer
 

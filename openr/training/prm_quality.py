@@ -1,4 +1,5 @@
-"""PRM quality on held-out labelled solutions: ProcessBench-style F1 and step AUROC.
+"""PRM quality on held-out labelled solutions: ProcessBench-style F1 and step AUROC
+(`openr train prm-eval`).
 
 A PRM is only as useful as its ability to point at the first wrong step, so it
 is measured on the policy's own solutions (the ones search will ask it about),
@@ -6,7 +7,7 @@ labelled exactly: in the arith world every step can be checked against the
 gold chain. Records use TRL's stepwise format
 `{"prompt", "completions": [step, ...], "labels": [bool | float, ...], "id"}`.
 
-Run: `python -m openr.training.prm_eval --prm DIR (--records JSONL | --policy DIR) [...]`.
+Run: `python -m openr.training.prm_quality --prm DIR (--records JSONL | --policy DIR) [...]`.
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from openr.prm import load_prm
-from openr.search.protocols import StepScorer
+from openr.contracts import StepScorer
 from openr.tasks.arith import check_step, test_split
 from openr.tasks.grading import is_correct
 from openr.tasks.problem import Problem, split_steps
-from openr.training.evaluate import MAX_NEW_TOKENS
+from openr.training.policy_accuracy import MAX_NEW_TOKENS
 
 THRESHOLD = 0.5  # a step scored (or labelled) below this counts as wrong
 DEFAULT_SAMPLES_PER_PROBLEM = 4

@@ -1,28 +1,34 @@
 """What a search takes in and hands back: the problem, candidate solutions, the result.
 
 Every strategy returns the same `SearchResult`, so the server turns any search
-into a chat completion (and an optional trace) the same way.
+into a chat completion (and an optional trace) the same way. How a final answer
+is read from a solution comes with the problem (`SearchProblem.extract_answer`),
+so search never imports the grader.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from openr.search.protocols import Step
-from openr.tasks.grading import extract_answer
+from openr.contracts import Step
 from openr.tasks.problem import STEP_SEPARATOR, split_steps
 
 BudgetReason = Literal["tokens", "prm_calls", "time", "context"]  # context: the PRM's
+# A solution's final answer, or None when it states none (e.g. tasks.grading.extract_answer).
+AnswerExtractor = Callable[[str], "str | None"]
 
 
 @dataclass(frozen=True)
 class SearchProblem:
     """`prompt` is the chat-rendered question, ending where the assistant's text
-    begins (what the policy continues); `question` is the plain text the PRM sees."""
+    begins (what the policy continues); `question` is the plain text the PRM sees;
+    `extract_answer` reads a solution's final answer, which voting groups by."""
 
     question: str
     prompt: str
+    extract_answer: AnswerExtractor
 
     def prefix(self, steps: tuple[str, ...]) -> str:
         """The text the policy continues to write the step after `steps`."""
@@ -37,7 +43,8 @@ class Candidate:
 
     `finished` means the policy ended it (eos); `truncated` means a token cap cut
     it. A candidate that is neither was still open when the search stopped.
-    `step_scores` is empty when no PRM scored it.
+    `step_scores` is empty when no PRM scored it. `answer` is filled in when the
+    search concludes (`with_answer`), from the problem's answer extractor.
     """
 
     steps: tuple[str, ...] = ()
@@ -46,6 +53,7 @@ class Candidate:
     tokens: int = 0
     finished: bool = False
     truncated: bool = False
+    answer: str | None = None
 
     @property
     def ended(self) -> bool:
@@ -55,9 +63,8 @@ class Candidate:
     def text(self) -> str:
         return STEP_SEPARATOR.join(self.steps)
 
-    @property
-    def answer(self) -> str | None:
-        return extract_answer(self.text)
+    def with_answer(self, extract_answer: AnswerExtractor) -> Candidate:
+        return replace(self, answer=extract_answer(self.text))
 
     def extend(self, step: Step) -> Candidate:
         """This candidate plus one more step, unscored until the PRM sees it."""
@@ -80,6 +87,7 @@ class Candidate:
             finished=completion.finish_reason == "eos",
             truncated=completion.finish_reason == "length",
         )
+
 
 def answer_key(answer: str | None) -> str | None:
     """Answers that differ only in spacing or a trailing period vote together.

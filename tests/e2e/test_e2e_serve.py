@@ -7,8 +7,8 @@ import httpx
 import openai
 import pytest
 
-from tests.e2e_helpers import LONG_PROMPT, hold_stream_then_drop, metric, time_out_non_streaming, wait_for_metric
-from tests.servers import API_KEY, ServerProcess
+from tests.support.e2e_helpers import LONG_PROMPT, hold_stream_then_drop, metric, time_out_non_streaming, wait_for_metric
+from tests.support.servers import API_KEY, ServerProcess
 
 MODEL = "smollm2-135m-instruct"
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]

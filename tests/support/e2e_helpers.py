@@ -1,4 +1,5 @@
-"""Shared checks for end-to-end tests against a real `openr serve` process."""
+"""Shared checks for the app and end-to-end tests: metrics, streams dropped
+mid-way, timeouts, and the files `openr eval` writes."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 DRAIN_TIMEOUT_S = 15  # a cancelled sample stops within a token or two; generous for a loaded CI machine
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"  # the first bytes of every PNG file (plots)
 LONG_PROMPT = [{"role": "user", "content": "Count from 1 to 1000, one number per line."}]
 
 

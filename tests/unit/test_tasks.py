@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from openr.tasks import Problem, extract_answer, is_correct, load_problems
+from openr.tasks import Problem, load_problems
+from openr.tasks.grading import extract_answer, is_correct
 from openr.tasks import arith
 from openr.tasks.problem import STEP_SEPARATOR, split_steps
 
 # The shared data sets sit next to the repo; CI has them, so no skip if missing.
-DATA_DIR = Path(__file__).parents[2] / "shared" / "data"
+DATA_DIR = Path(__file__).parents[3] / "shared" / "data"
 ALL_LEVELS = set(range(arith.MIN_LEVEL, arith.MAX_LEVEL + 1))
 _EXPRESSION_QUESTION = re.compile(r"Compute ([\d()+\-*/ ]+)\.")
 _INTEGER = re.compile(r"-?\d+")

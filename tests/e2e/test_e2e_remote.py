@@ -6,8 +6,8 @@ from __future__ import annotations
 import openai
 import pytest
 
-from tests.e2e_helpers import hold_stream_then_drop, wait_for_metric
-from tests.servers import API_KEY, ServerProcess
+from tests.support.e2e_helpers import hold_stream_then_drop, wait_for_metric
+from tests.support.servers import API_KEY, ServerProcess
 
 MODEL = "smollm2-135m-instruct"
 QUESTION = [{"role": "user", "content": "Name three colours."}]

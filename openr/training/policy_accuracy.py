@@ -1,4 +1,5 @@
-"""Greedy accuracy of a policy checkpoint on a problem set.
+"""Greedy accuracy of a policy checkpoint on a problem set (offline, in-process;
+`openr.evaluation` is the other yardstick: search settings swept over the HTTP API).
 
 The yardstick for SFT runs: one greedy sample per problem through the chat
 template, graded against the gold answer. It uses `model.generate` directly

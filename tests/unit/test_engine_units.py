@@ -7,7 +7,7 @@ import torch
 
 from openr.engine.base import SamplingConfig, StopStringMatcher
 from openr.engine.sampling import _top_p, next_tokens
-from tests.fake_engine import FakeEngine
+from tests.support.fake_engine import FakeEngine
 
 
 def test_stop_string_found_across_token_boundaries():

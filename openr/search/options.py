@@ -1,0 +1,84 @@
+"""The one parser of a request's `search` options: a strategy name, its typed
+config and its budget, each option checked once, against its own range.
+
+The server lays its presets and defaults over the options before calling
+`parse_search`, and checks its own ceilings (`--search-max-samples`, ...) on
+the typed result afterwards; it never reads the options dict itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from openr.search.budget import Budget
+from openr.search.config import SearchConfig, SearchConfigError
+from openr.search.registry import STRATEGIES
+
+# Budget options, as a request names them -> as `Budget` takes them.
+BUDGET_OPTIONS = {"max_tokens_total": "max_tokens_total", "max_prm_calls": "max_prm_calls",
+                  "timeout_s": "max_seconds"}
+# Options that shape the request rather than the strategy's config.
+CONTROL_OPTIONS = ("strategy", "return_trace", *BUDGET_OPTIONS)
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    """A parsed `search` object: what to run, with which config, under which budget."""
+
+    strategy: str
+    config: SearchConfig
+    budget: Budget
+    return_trace: bool
+
+
+def parse_search(options: Mapping[str, Any], *, default_strategy: str | None = None,
+                 default_max_tokens_total: int | None = None,
+                 default_timeout_s: float | None = None) -> SearchPlan:
+    """Turn a request's `search` options into a plan (defaults for what is missing).
+
+    Raises SearchConfigError whose `field` is the option's name as the request
+    spells it (`n`, `timeout_s`, ...), before anything runs.
+    """
+    options = dict(options)
+    strategy = options.pop("strategy", default_strategy)
+    trace = options.pop("return_trace", False)
+    limits = {"max_tokens_total": options.pop("max_tokens_total", default_max_tokens_total),
+              "max_prm_calls": options.pop("max_prm_calls", None),
+              "timeout_s": options.pop("timeout_s", default_timeout_s)}
+    config = build_config(strategy, options)
+    if not isinstance(trace, bool):
+        raise SearchConfigError("return_trace", f"return_trace must be true or false, got {trace!r}")
+    return SearchPlan(strategy, config, build_budget(**limits), trace)
+
+
+def build_budget(max_tokens_total: int | None = None, max_prm_calls: int | None = None,
+                 timeout_s: float | None = None) -> Budget:
+    """A budget from request options; `Budget` owns their ranges, errors name the request's field."""
+    try:
+        return Budget(max_tokens_total=max_tokens_total, max_prm_calls=max_prm_calls, max_seconds=timeout_s)
+    except SearchConfigError as exc:
+        request_name = {budget_name: name for name, budget_name in BUDGET_OPTIONS.items()}[exc.field]
+        raise SearchConfigError(request_name, str(exc).replace(exc.field, request_name)) from None
+
+
+def build_config(strategy: object, options: Mapping[str, Any]) -> SearchConfig:
+    """The validated config of `strategy` from its options (defaults for the rest).
+
+    Raises SearchConfigError naming `strategy`, an option the strategy does not
+    take, or the first invalid value.
+    """
+    if not isinstance(strategy, str) or strategy not in STRATEGIES:
+        raise SearchConfigError("strategy", f"strategy must be one of {sorted(STRATEGIES)}, got {strategy!r}")
+    config_type = STRATEGIES[strategy].config_type
+    known = {f.name for f in fields(config_type)}
+    for name in options:
+        if name not in known:
+            raise SearchConfigError(name, f"{strategy} takes no option {name!r}; it takes {sorted(known)}")
+    return config_type(**options)
+
+
+def takes_option(strategy: str, option: str) -> bool:
+    """Whether `strategy`'s config has a field `option` (e.g. which strategies take an aggregation)."""
+    return option in {f.name for f in fields(STRATEGIES[strategy].config_type)}

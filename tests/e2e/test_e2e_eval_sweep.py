@@ -1,0 +1,41 @@
+"""`openr eval` end to end: a tiny sweep against a real `openr serve` of a
+freshly trained bundle, then a resume with nothing left to ask."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from openr.evaluation import commands
+from tests.support.e2e_helpers import PNG_SIGNATURE
+from tests.support.servers import API_KEY, ServerProcess
+
+
+@pytest.fixture(scope="module")
+def bundle_server(tiny_bundle):
+    out, _ = tiny_bundle
+    with ServerProcess(["--engine", "hf", "--model", str(out)]) as server:
+        yield server
+
+
+@pytest.mark.e2e
+def test_tiny_sweep_against_a_real_server_then_resumes_with_nothing_to_ask(bundle_server, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["--base-url", bundle_server.base_url, "--api-key", API_KEY, "--dataset", "arith", "--limit", "3",
+            "--strategies", "cot", "majority_vote", "best_of_n", "--n", "2", "--max-steps", "3",
+            "--max-step-tokens", "12", "--concurrency", "4", "--out", str(out), "--no-progress"]
+    summaries = commands.main(argv)
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 * 3 and all(row["error"] is None for row in rows), rows
+    assert all(row["completion_tokens"] >= row["reasoning_tokens"] >= 0 for row in rows)
+    assert all(row["reasoning_tokens"] > 0 for row in rows if row["budget"] == 2)  # the sample not chosen
+    assert [(s.setting, s.n) for s in summaries] == [("cot", 3), ("majority_vote-n2", 3), ("best_of_n-n2", 3)]
+    assert "| best_of_n-n2 | best_of_n | 2 |" in (out / "table.md").read_text()
+    assert (out / "accuracy_vs_tokens.png").read_bytes().startswith(PNG_SIGNATURE)
+    assert (out / "command.txt").read_text().startswith("openr eval --base-url")
+
+    capsys.readouterr()
+    commands.main(argv)
+    assert "nothing to ask: all 9 problem x setting answers are in" in capsys.readouterr().out
+    assert len((out / "results.jsonl").read_text().splitlines()) == 9
