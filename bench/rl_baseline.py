@@ -7,7 +7,7 @@ through `ReasoningEnv`, so "correct" means exactly what it means in
 the same optimizer steps per round, learning rate, warmup, KL weight, clip and
 sampling temperature. Each side is measured alone, one after the other, with
 the same threads. Held-out accuracy is exact greedy grading
-(`openr.training.evaluate.model_grades`) every `--eval-every` rounds; the clock
+(`openr.training.policy_accuracy.model_grades`) every `--eval-every` rounds; the clock
 stops while it runs, so both curves are training time only.
 
 What differs is what each side is: TRL samples with `model.generate` and
@@ -41,9 +41,9 @@ from openr.rl.commands import RL_PROBLEM_SEED  # noqa: E402
 from openr.rl.config import RLConfig  # noqa: E402
 from openr.rl.rollout import split_solution  # noqa: E402
 from openr.rl.trainer import RLRun, draw_problems  # noqa: E402
-from openr.search.protocols import Step  # noqa: E402
+from openr.contracts import Step  # noqa: E402
 from openr.tasks import arith  # noqa: E402
-from openr.training.evaluate import model_grades  # noqa: E402
+from openr.training.policy_accuracy import model_grades  # noqa: E402
 from openr.training.hardware import machine_info  # noqa: E402
 
 DEFAULT_POLICY = ROOT / "openr" / "models" / "openr-arith" / "policy"
