@@ -29,16 +29,38 @@ class SamplingConfig:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    presence_penalty: float = 0.0  # OpenAI's: minus this once a token has appeared in the output
+    frequency_penalty: float = 0.0  # minus this for every time it has appeared
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias) added to the logits
+    top_logprobs: int | None = None  # report each token (and this many alternatives); None: don't
+    json_object: bool = False  # the output must be one JSON object
+    json_schema: str | None = None  # ... valid under this JSON schema (as JSON text)
+
+    @property
+    def penalised(self) -> bool:
+        return bool(self.presence_penalty or self.frequency_penalty)
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token as OpenAI's `logprobs.content` shows it: its text, its
+    raw log-probability, and the most likely alternatives at its position."""
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass
 class Delta:
     """New output of one sample: text, one log-probability per new token, and
-    `finish` on the last delta. The stop string that ended a sample is never part of `text`."""
+    `finish` on the last delta. The stop string that ended a sample is never part
+    of `text`. `tokens` is filled only when the sample's `top_logprobs` asked for it."""
 
     text: str
     token_logprobs: list[float] = field(default_factory=list)
     finish: Finish | None = None
+    tokens: list[TokenLogprob] | None = None
 
     @property
     def num_tokens(self) -> int:
@@ -69,6 +91,11 @@ class Engine(ABC):
     name: str = "base"
     device: str = "cpu"
     max_model_len: int = 0
+    vocab_size: int = 0  # 0: unknown (a remote backend checks token ids itself)
+    # What the backend honours beyond plain sampling (the server refuses the rest):
+    # "penalties", "logit_bias", "logprobs" (per-token text and top alternatives),
+    # "json_output" (response_format json_object / json_schema).
+    features: frozenset[str] = frozenset()
 
     @abstractmethod
     async def start(self) -> None:

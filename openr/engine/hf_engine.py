@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import AsyncIterator
 
 from openr.engine.checkpoints import materialize
-from openr.engine.base import Delta, LocalTokenizerEngine, SamplingConfig, StopStringMatcher
+from openr.engine.base import Delta, LocalTokenizerEngine, SamplingConfig, StopStringMatcher, TokenLogprob
 
 logger = logging.getLogger(__name__)
 
@@ -45,14 +45,22 @@ class _Row:
     text: str = ""
     emitted: int = 0
     pending_logprobs: list[float] = field(default_factory=list)
+    pending_tokens: list[TokenLogprob] = field(default_factory=list)  # with params.top_logprobs only
     done: bool = False
 
     def push(self, delta: Delta) -> None:
         self.loop.call_soon_threadsafe(self.queue.put_nowait, delta)
 
+    def flush(self, text: str, finish: str | None = None) -> None:
+        """Send `text` with the tokens generated since the last delta."""
+        tokens = self.pending_tokens if self.params.top_logprobs is not None else None
+        self.push(Delta(text, self.pending_logprobs, finish, tokens))
+        self.pending_logprobs, self.pending_tokens = [], []
+
 
 class HFEngine(LocalTokenizerEngine):
     name = "hf"
+    features = frozenset({"penalties", "logit_bias", "logprobs"})
 
     def __init__(self, model: str | None, device: str = "cpu", max_batch_size: int = DEFAULT_DECODE_BATCH_SIZE,
                  max_model_len: int | None = None):
@@ -93,6 +101,7 @@ class HFEngine(LocalTokenizerEngine):
         config_len = getattr(self.model.config, "max_position_embeddings", 2048)
         self.max_model_len = min(self._max_model_len_arg or config_len, config_len)
         self.eos_ids = _eos_ids(self.model, self.tokenizer)
+        self.vocab_size = min(len(self.tokenizer), self.model.config.vocab_size)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.eos_ids)
 
     async def close(self) -> None:
@@ -165,10 +174,10 @@ class HFEngine(LocalTokenizerEngine):
                                  past_key_values=cache, use_cache=True, logits_to_keep=1)
                 cache = out.past_key_values
                 logits = out.logits[:, -1, :].float()
-                chosen, logprobs = next_tokens(logits, [r.params for r in live], [len(r.token_ids) for r in live])
-                for row, token, logprob in zip(live, chosen.tolist(), logprobs.tolist()):
+                chosen, logprobs, tops = next_tokens(logits, [r.params for r in live], [r.token_ids for r in live])
+                for row, token, logprob, top in zip(live, chosen.tolist(), logprobs.tolist(), tops):
                     if not row.done:
-                        self._advance(row, token, logprob)
+                        self._advance(row, token, logprob, top)
                 finished = [r.done or r.cancelled.is_set() for r in live]
                 if all(finished):
                     break
@@ -184,7 +193,7 @@ class HFEngine(LocalTokenizerEngine):
                 if not row.done:
                     self._finish(row, "length")
 
-    def _advance(self, row: _Row, token: int, logprob: float) -> None:
+    def _advance(self, row: _Row, token: int, logprob: float, top: tuple[list[int], list[float]] | None) -> None:
         if row.cancelled.is_set():
             row.done = True
             return
@@ -192,6 +201,9 @@ class HFEngine(LocalTokenizerEngine):
         if token in self.eos_ids:
             self._finish(row, "eos")
             return
+        if row.params.top_logprobs is not None:
+            alternatives = tuple(zip(map(self._token_text, top[0]), top[1])) if top else ()
+            row.pending_tokens.append(TokenLogprob(self._token_text(token), logprob, alternatives))
         row.token_ids.append(token)
         old_len = len(row.text)
         row.text = self.tokenizer.decode(row.token_ids, skip_special_tokens=True)
@@ -205,13 +217,16 @@ class HFEngine(LocalTokenizerEngine):
         elif not row.text.endswith("\ufffd"):  # wait for a whole multi-byte character
             safe = matcher.safe_length(row.text)
             if safe > row.emitted:
-                row.push(Delta(row.text[row.emitted:safe], row.pending_logprobs))
-                row.emitted, row.pending_logprobs = safe, []
+                row.flush(row.text[row.emitted:safe])
+                row.emitted = safe
 
     def _finish(self, row: _Row, finish: str) -> None:
         row.done = True
-        row.push(Delta(row.text[row.emitted:], row.pending_logprobs, finish))
-        row.emitted, row.pending_logprobs = len(row.text), []
+        row.flush(row.text[row.emitted:], finish)
+        row.emitted = len(row.text)
+
+    def _token_text(self, token: int) -> str:
+        return self.tokenizer.decode([token])
 
 
 def _eos_ids(model, tokenizer) -> set[int]:

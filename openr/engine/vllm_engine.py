@@ -14,7 +14,7 @@ import uuid
 from typing import AsyncIterator
 
 from openr.engine.checkpoints import materialize
-from openr.engine.base import Delta, LocalTokenizerEngine, EngineError, SamplingConfig
+from openr.engine.base import Delta, EngineError, LocalTokenizerEngine, SamplingConfig, TokenLogprob
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,7 @@ CPU_ENV_DEFAULTS = {
 
 class VLLMEngine(LocalTokenizerEngine):
     name = "vllm"
+    features = frozenset({"penalties", "logit_bias", "logprobs", "json_output"})
 
     def __init__(self, model: str | None, device: str = "cpu", max_model_len: int | None = None, seed: int = 0):
         self.model = model
@@ -64,6 +65,7 @@ class VLLMEngine(LocalTokenizerEngine):
         )
         self.llm = AsyncLLM.from_engine_args(args)
         self.max_model_len = self.llm.model_config.max_model_len
+        self.vocab_size = min(len(self.tokenizer), self.llm.model_config.get_vocab_size())
         # The first request pays for one-off kernel set-up (~15 s on CPU); pay it
         # here, before /health reports ready, not on a user's request.
         await self.complete("Hello", SamplingConfig(max_tokens=2, temperature=0.0))
@@ -94,8 +96,11 @@ class VLLMEngine(LocalTokenizerEngine):
     async def stream(self, prompt: str, params: SamplingConfig) -> AsyncIterator[Delta]:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
-        from vllm.sampling_params import RequestOutputKind
+        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 
+        structured = None
+        if params.json_schema is not None or params.json_object:
+            structured = StructuredOutputsParams(json=params.json_schema, json_object=params.json_object or None)
         sampling = SamplingParams(
             n=1,
             temperature=params.temperature,
@@ -103,7 +108,11 @@ class VLLMEngine(LocalTokenizerEngine):
             max_tokens=params.max_tokens,
             stop=list(params.stop) or None,
             seed=self._request_seed(params.seed),
-            logprobs=0,
+            presence_penalty=params.presence_penalty,
+            frequency_penalty=params.frequency_penalty,
+            logit_bias=dict(params.logit_bias) or None,
+            logprobs=params.top_logprobs or 0,
+            structured_outputs=structured,
             output_kind=RequestOutputKind.DELTA,
         )
         ids = await self.tokenize(prompt)
@@ -111,15 +120,25 @@ class VLLMEngine(LocalTokenizerEngine):
         try:
             async for out in self.llm.generate(TokensPrompt(prompt_token_ids=ids), sampling, uuid.uuid4().hex):
                 sample = out.outputs[0]
-                logprobs = [entry[token].logprob for token, entry in zip(sample.token_ids, sample.logprobs or [])]
+                entries = list(zip(sample.token_ids, sample.logprobs or []))
+                logprobs = [entry[token].logprob for token, entry in entries]
                 finish = _finish(sample.finish_reason, sample.stop_reason) if out.finished else None
-                yield Delta(sample.text, logprobs, finish)
+                tokens = None if params.top_logprobs is None else [_token(token, entry, params.top_logprobs)
+                                                                     for token, entry in entries]
+                yield Delta(sample.text, logprobs, finish, tokens)
         except Exception as exc:
             if type(exc).__name__ in ("EngineDeadError", "EngineGenerateError"):
                 raise EngineError(str(exc)) from exc
             raise
         finally:
             self._active -= 1
+
+
+def _token(token: int, entry: dict, top: int) -> TokenLogprob:
+    """vLLM's logprobs of one position (the chosen token, plus the `top` ranked ones)."""
+    ranked = sorted((p for p in entry.values() if p.rank is not None and p.rank <= top), key=lambda p: p.rank)
+    return TokenLogprob(entry[token].decoded_token or "", entry[token].logprob,
+                        tuple((p.decoded_token or "", p.logprob) for p in ranked))
 
 
 def _finish(reason: str | None, stop_reason) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
 import time
 import uuid
@@ -34,7 +33,6 @@ from openr.server.protocol import (
 
 logger = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 4 * 1024 * 1024  # largest request body accepted
 REQUEST_ID_HEADER = "x-request-id"
 
 
@@ -67,6 +65,7 @@ def build_app(engine: Engine, model_name: str, settings: ServerSettings = Server
     app = FastAPI(title="OpenR serve", lifespan=lifespan)
     app.state.ctx = ctx
     app.state.ready = ready
+    app.state.max_request_bytes = settings.max_request_bytes
     app.add_middleware(RequestIdAndAuth, api_key=settings.api_key)
     _add_error_handlers(app)
 
@@ -139,20 +138,40 @@ async def _parse(request: Request, model: type[BaseModel]) -> BaseModel:
     content_type = request.headers.get("content-type", "")
     if "application/json" not in content_type.lower():
         raise bad_request(f"Content-Type must be application/json, got {content_type or 'none'!r}", code="invalid_content_type")
-    raw = await request.body()
-    if len(raw) > MAX_BODY_BYTES:
-        raise APIError(413, f"request body over {MAX_BODY_BYTES} bytes", code="request_too_large")
+    raw = await _read_body(request, request.app.state.max_request_bytes)
+    # pydantic's own JSON parser: a recursion limit (deep nesting is a 400, not a
+    # RecursionError), strict types, and no second pass over a Python dict.
     try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise bad_request(f"request body is not valid JSON: {exc}", code="invalid_json") from exc
-    if not isinstance(data, dict):
-        raise bad_request(f"request body must be a JSON object, got {type(data).__name__}", code="invalid_json")
-    parsed = model.model_validate(data)
+        parsed = model.model_validate_json(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        if first["type"] in ("json_invalid", "json_type"):
+            raise bad_request(f"request body is not a valid JSON object: {first['msg']}", code="invalid_json") \
+                from exc
+        if first["type"] == "model_type" and not first["loc"]:
+            raise bad_request("request body must be a JSON object", code="invalid_json") from exc
+        raise
     ignored = getattr(parsed, "ignored_fields", lambda: [])()
     if ignored:
         logger.warning("ignoring unsupported request fields: %s", ", ".join(ignored))
     return parsed
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with a 413 as soon as it is known to pass `limit` bytes
+    (from Content-Length, or while it streams in), never read whole first."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise APIError(413, f"request body of {declared} bytes is over this server's limit of {limit} "
+                            "(--max-request-bytes)", code="request_too_large")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise APIError(413, f"request body is over this server's limit of {limit} bytes (--max-request-bytes)",
+                           code="request_too_large")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 async def _serve(request: Request, handler: Callable[[], Awaitable]) -> Response:

@@ -17,14 +17,17 @@ from openr.server.base import (
 from openr.server.chat_search import create_search_completion, wants_search
 from openr.server.errors import APIError, bad_request
 from openr.server.protocol import (
-    AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChunkChoice,
-    DeltaMessage, Usage, new_id, now,
+    AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChoiceLogprobs,
+    ChunkChoice, DeltaMessage, Usage, new_id, now,
 )
+from openr.server.refusals import check_chat_fields
 
 
 async def create_chat_completion(ctx: ServingContext, request: ChatCompletionRequest):
     """Return a `ChatCompletion`, or an async iterator of SSE lines when streaming."""
-    if wants_search(request):
+    search = wants_search(request)
+    check_chat_fields(request, ctx.engine, search)
+    if search:
         return await create_search_completion(ctx, request)
     check_model(ctx, request.model)
     check_n(ctx, request)
@@ -41,28 +44,31 @@ async def create_chat_completion(ctx: ServingContext, request: ChatCompletionReq
     samples = ctx.engine.stream_many(prompt.text, configs)
     if request.stream:
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
-        return _stream_chunks(ctx, samples, request.n, tally, include_usage)
-    return await _collect(ctx, samples, request.n, tally)
+        return _stream_chunks(ctx, samples, request.n, tally, include_usage, request.logprobs)
+    return await _collect(ctx, samples, request.n, tally, request.logprobs)
 
 
 async def _collect(ctx: ServingContext, samples: AsyncIterator[tuple[int, Delta]], n: int,
-                   tally: Tally) -> ChatCompletion:
+                   tally: Tally, logprobs: bool) -> ChatCompletion:
     texts: list[list[str]] = [[] for _ in range(n)]
+    tokens: list[list] = [[] for _ in range(n)]
     finishes = ["length"] * n
     async for index, delta in samples:
         tally.add(delta)
         texts[index].append(delta.text)
+        tokens[index].extend(delta.tokens or [])
         if delta.finish:
             finishes[index] = FINISH_REASONS[delta.finish]
     tally.finish(finishes)
-    choices = [ChatChoice(index=i, message=AssistantMessage(content="".join(texts[i])), finish_reason=finishes[i])
+    choices = [ChatChoice(index=i, message=AssistantMessage(content="".join(texts[i])), finish_reason=finishes[i],
+                          logprobs=ChoiceLogprobs.of(tokens[i]) if logprobs else None)
                for i in range(n)]
     return ChatCompletion(id=new_id("chatcmpl"), created=now(), model=ctx.model_name, choices=choices,
                           usage=Usage.of(tally.prompt_tokens, tally.completion_tokens))
 
 
 def _stream_chunks(ctx: ServingContext, samples: AsyncIterator[tuple[int, Delta]], n: int, tally: Tally,
-                   include_usage: bool) -> AsyncIterator[str]:
+                   include_usage: bool, logprobs: bool) -> AsyncIterator[str]:
     chunk_id, created = new_id("chatcmpl"), now()
 
     def chunk(choices: list[ChunkChoice], usage: Usage | None = None) -> dict:
@@ -77,10 +83,11 @@ def _stream_chunks(ctx: ServingContext, samples: AsyncIterator[tuple[int, Delta]
             tally.add(delta)
             if delta.finish:
                 finishes[index] = FINISH_REASONS[delta.finish]
-            elif not delta.text:
+            elif not delta.text and not delta.tokens:
                 continue
             reason = finishes[index] if delta.finish else None
-            yield chunk([ChunkChoice(index=index, delta=DeltaMessage(content=delta.text), finish_reason=reason)])
+            yield chunk([ChunkChoice(index=index, delta=DeltaMessage(content=delta.text), finish_reason=reason,
+                                     logprobs=ChoiceLogprobs.of(delta.tokens or []) if logprobs else None)])
         tally.finish(finishes)
         if include_usage:
             yield chunk([], Usage.of(tally.prompt_tokens, tally.completion_tokens))

@@ -35,6 +35,9 @@ EFFORT_PRESETS = {
 EFFORT_PRESETS_NO_PRM = {effort: {"strategy": "majority_vote", "n": p["n"]} for effort, p in EFFORT_PRESETS.items()}
 
 
+SAMPLING_DEFAULTS = ("temperature", "top_p", "seed")  # top-level knobs a search takes as defaults
+
+
 def wants_search(request: ChatCompletionRequest) -> bool:
     return request.search is not None or request.reasoning_effort is not None
 
@@ -46,6 +49,9 @@ def plan_search(ctx: ServingContext, request: ChatCompletionRequest) -> SearchPl
     presets = EFFORT_PRESETS if ctx.prm is not None else EFFORT_PRESETS_NO_PRM
     options = dict(presets[request.reasoning_effort]) if request.reasoning_effort else {}
     options.update(request.search or {})
+    for key in SAMPLING_DEFAULTS:  # a top-level knob the client set is the search's, unless search sets it
+        if key in request.model_fields_set and key not in (request.search or {}):
+            options[key] = getattr(request, key)
     try:
         plan = parse_search(options, default_strategy=limits.default_strategy if ctx.prm is not None else
                             "majority_vote", default_max_tokens_total=_default_tokens(request, limits),

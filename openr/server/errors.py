@@ -70,10 +70,19 @@ def error_event(exc: Exception) -> dict:
     return error_body(err.status, err.message, err.param, err.code)
 
 
+def _is_union_tag(part) -> bool:
+    """Pydantic names the member of a union it tried (`str`, `list[TextPart]`,
+    `literal['none','auto']`) in an error's location; a client's param stops before it."""
+    return isinstance(part, str) and (part in ("str", "int", "float", "bool", "none") or part[:1].isupper()
+                                      or any(c in part for c in "[]'"))
+
+
 def from_validation_error(exc: ValidationError) -> APIError:
     """Pydantic's first complaint, with its location as a dotted `param`."""
     first = exc.errors()[0]
-    param = ".".join(str(part) for part in first["loc"]) or None
+    loc = list(first["loc"])
+    cut = next((i for i, part in enumerate(loc) if _is_union_tag(part)), len(loc))
+    param = ".".join(str(part) for part in loc[:cut]) or None
     message = first["msg"]
     if param:
         message = f"{param}: {message}"

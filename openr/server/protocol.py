@@ -7,21 +7,28 @@ terms (`to_sampling_config`), so the serving logic never handles pydantic.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from openr.contracts import MAX_TEMPERATURE
 from openr.engine.base import SamplingConfig
 
 MAX_STOP_SEQUENCES = 4  # OpenAI's limit
+PENALTY_LIMIT = 2.0  # OpenAI: presence and frequency penalties lie in [-2, 2]
+LOGIT_BIAS_LIMIT = 100.0  # OpenAI: each bias lies in [-100, 100]
+MAX_LOGIT_BIAS = 300  # OpenAI's limit on entries
+MAX_TOP_LOGPROBS = 20  # OpenAI's limit
 
 
 class OpenAIModel(BaseModel):
-    # Unknown fields are accepted, logged and ignored, as vLLM does.
-    model_config = ConfigDict(extra="allow")
+    # Unknown fields are accepted, logged and ignored, as vLLM does. Known ones
+    # are strict: `"stream": "yes"` is a 400, not True.
+    model_config = ConfigDict(extra="allow", strict=True)
 
     def ignored_fields(self) -> list[str]:
         return sorted((self.model_extra or {}).keys())
@@ -34,7 +41,8 @@ class TextPart(BaseModel):
 
 class ChatMessage(OpenAIModel):
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[TextPart] | None = None
+    # Required: only an assistant message with tool calls may omit it, and tools are refused.
+    content: str | list[TextPart]
     name: str | None = None
 
     def text(self) -> str:
@@ -57,7 +65,28 @@ class SamplingFields(OpenAIModel):
     stream_options: StreamOptions | None = None
     temperature: float = Field(1.0, ge=0.0, le=MAX_TEMPERATURE)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
+    presence_penalty: float = Field(0.0, ge=-PENALTY_LIMIT, le=PENALTY_LIMIT)
+    frequency_penalty: float = Field(0.0, ge=-PENALTY_LIMIT, le=PENALTY_LIMIT)
+    logit_bias: dict[str, float] | None = None
     user: str | None = None
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _check_logit_bias(cls, value):
+        if value is None:
+            return value
+        if len(value) > MAX_LOGIT_BIAS:
+            raise ValueError(f"at most {MAX_LOGIT_BIAS} entries are allowed")
+        for token, bias in value.items():
+            if not token.isdigit():
+                raise ValueError(f"keys are token ids written as strings, got {token!r}")
+            if not -LOGIT_BIAS_LIMIT <= bias <= LOGIT_BIAS_LIMIT:
+                raise ValueError(f"biases lie in [-{LOGIT_BIAS_LIMIT:g}, {LOGIT_BIAS_LIMIT:g}], got {bias} "
+                                 f"for token {token}")
+        return value
+
+    def bias_table(self) -> tuple[tuple[int, float], ...]:
+        return tuple(sorted((int(token), bias) for token, bias in (self.logit_bias or {}).items()))
 
     @field_validator("stop")
     @classmethod
@@ -71,10 +100,46 @@ class SamplingFields(OpenAIModel):
             return ()
         return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
 
+    def wanted_top_logprobs(self) -> int | None:
+        """How many alternatives to report per token; None: no logprobs asked for."""
+        return None
+
     def to_sampling_config(self, max_tokens: int, index: int = 0) -> SamplingConfig:
         # With a seed, choice i uses seed + i: reproducible, yet the n choices differ.
         seed = None if self.seed is None else self.seed + index
-        return SamplingConfig(max_tokens, self.temperature, self.top_p, self.stop_strings(), seed)
+        return SamplingConfig(max_tokens, self.temperature, self.top_p, self.stop_strings(), seed,
+                              self.presence_penalty, self.frequency_penalty, self.bias_table(),
+                              self.wanted_top_logprobs())
+
+
+class JSONSchemaFormat(OpenAIModel):
+    name: str = Field(min_length=1, max_length=64)
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(OpenAIModel):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JSONSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_when_needed(self):
+        if (self.type == "json_schema") != (self.json_schema is not None):
+            raise ValueError("json_schema is required with type 'json_schema', and only then")
+        return self
+
+
+class FunctionSpec(OpenAIModel):
+    name: str = Field(min_length=1, max_length=64)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class Tool(OpenAIModel):
+    type: Literal["function"]
+    function: FunctionSpec
 
 
 class ChatCompletionRequest(SamplingFields):
@@ -83,9 +148,41 @@ class ChatCompletionRequest(SamplingFields):
     max_completion_tokens: int | None = Field(None, ge=1)
     max_tokens: int | None = Field(None, ge=1)
     reasoning_effort: Literal["low", "medium", "high"] | None = None
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+    response_format: ResponseFormat | None = None
+    # Validated for shape, then refused or accepted by openr.server.refusals:
+    tools: list[Tool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    functions: list[FunctionSpec] | None = None
+    function_call: Literal["none", "auto"] | dict[str, Any] | None = None
+    audio: dict[str, Any] | None = None
+    modalities: list[Literal["text", "audio"]] | None = None
+    prediction: dict[str, Any] | None = None
+    web_search_options: dict[str, Any] | None = None
+    store: bool | None = None
+    metadata: dict[str, str] | None = None
+    service_tier: Literal["auto", "default", "flex", "scale", "priority"] | None = None
+    verbosity: Literal["low", "medium", "high"] | None = None
+    prompt_cache_key: str | None = None
+    safety_identifier: str | None = None
     # -- our extension (OpenAI SDK: extra_body={"search": {...}}): the search
     # strategy and its knobs, parsed by openr.search.parse_search.
     search: dict[str, Any] | None = None
+
+    def wanted_top_logprobs(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
+
+    def to_sampling_config(self, max_tokens: int, index: int = 0) -> SamplingConfig:
+        config = super().to_sampling_config(max_tokens, index)
+        form = self.response_format
+        if form is None or form.type == "text":
+            return config
+        if form.type == "json_object":
+            return dataclasses.replace(config, json_object=True)
+        schema = form.json_schema.schema_ if form.json_schema.schema_ is not None else {"type": "object"}
+        return dataclasses.replace(config, json_schema=json.dumps(schema))
 
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
@@ -178,10 +275,40 @@ class AssistantMessage(BaseModel):
     content: str
 
 
+LOGPROB_FLOOR = -9999.0  # what vLLM reports for an impossible token: JSON has no -inf
+
+
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None
+
+    @classmethod
+    def of(cls, token: str, logprob: float, **extra) -> "TopLogprob":
+        return cls(token=token, logprob=max(logprob, LOGPROB_FLOOR), bytes=list(token.encode()), **extra)
+
+
+class ContentLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob]
+
+
+class ChoiceLogprobs(BaseModel):
+    """OpenAI's `choices[i].logprobs` of a chat completion (or one chunk's share)."""
+
+    content: list[ContentLogprob] | None
+    refusal: None = None
+
+    @classmethod
+    def of(cls, tokens) -> "ChoiceLogprobs":
+        """From the engine's `TokenLogprob`s."""
+        return cls(content=[ContentLogprob.of(t.token, t.logprob, top_logprobs=[TopLogprob.of(a, v) for a, v in t.top])
+                            for t in tokens])
+
+
 class ChatChoice(BaseModel):
     index: int
     message: AssistantMessage
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
     finish_reason: str
 
 
@@ -205,7 +332,7 @@ class DeltaMessage(BaseModel):
 class ChunkChoice(BaseModel):
     index: int
     delta: DeltaMessage
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
     finish_reason: str | None = None
 
 

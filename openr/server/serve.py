@@ -52,6 +52,8 @@ def add_parser(subparsers) -> None:
                    help="requests generated at once; more wait in the queue")
     p.add_argument("--max-queue", type=int, default=defaults.max_queue,
                    help="requests allowed to wait; beyond that the server answers 429 with Retry-After")
+    p.add_argument("--max-request-bytes", type=int, default=defaults.max_request_bytes,
+                   help="largest request body in bytes; a larger one gets a 413 before it is read whole")
     p.add_argument("--max-n", type=int, default=defaults.max_n, help="largest `n` (choices) one request may ask for")
     p.add_argument("--max-model-len", type=int, default=None,
                    help="context length in tokens (prompt + completion); default: the model's")
@@ -86,8 +88,8 @@ def add_parser(subparsers) -> None:
 
 
 def validate(args: argparse.Namespace) -> None:
-    for flag in ("max_concurrent", "max_queue", "max_n", "max_batch_size", "port", "search_max_samples",
-                 "search_max_tokens", "prm_max_batch_size", "prm_forward_batch_size", "prm_cache_mb"):
+    for flag in ("max_concurrent", "max_queue", "max_n", "max_request_bytes", "max_batch_size", "port",
+                 "search_max_samples", "search_max_tokens", "prm_max_batch_size", "prm_forward_batch_size", "prm_cache_mb"):
         value, may_be_zero = getattr(args, flag), flag in ("max_queue", "prm_cache_mb")
         if value < (0 if may_be_zero else 1):
             need = "must be >= 0" if may_be_zero else "must be positive"
@@ -106,8 +108,8 @@ def settings_of(args: argparse.Namespace) -> ServerSettings:
     search = SearchLimits(max_samples=args.search_max_samples, max_tokens_total=args.search_max_tokens,
                           default_timeout_s=args.search_timeout, max_timeout_s=args.search_max_timeout)
     return ServerSettings(api_key=args.api_key, max_concurrent=args.max_concurrent, max_queue=args.max_queue,
-                          max_n=args.max_n, search=search, prm_micro_batch_size=args.prm_max_batch_size,
-                          prm_max_wait_ms=args.prm_max_wait_ms)
+                          max_n=args.max_n, max_request_bytes=args.max_request_bytes, search=search,
+                          prm_micro_batch_size=args.prm_max_batch_size, prm_max_wait_ms=args.prm_max_wait_ms)
 
 
 def _prm_factory(prm_dir: str | None, device: str, remote_api_key: str | None, max_batch_size: int,

@@ -33,6 +33,7 @@ class ServerSettings:
     max_concurrent: int = 32  # requests generated at once
     max_queue: int = 128  # requests allowed to wait for a slot; beyond that 429
     max_n: int = 16  # largest `n` (choices) of one request
+    max_request_bytes: int = 4 * 1024 * 1024  # larger bodies get a 413 (a chat body this size is ~1M tokens)
     search: SearchLimits = field(default_factory=SearchLimits)
     prm_micro_batch_size: int = DEFAULT_MICRO_BATCH_SIZE  # candidates per PRM batch, across requests
     prm_max_wait_ms: float = DEFAULT_MAX_WAIT_MS  # how long a PRM call may wait for others to join

@@ -5,20 +5,26 @@ from __future__ import annotations
 import asyncio
 from typing import AsyncIterator
 
-from openr.engine.base import Delta, Engine, PreparedPrompt, SamplingConfig, StopStringMatcher
+from openr.engine.base import Delta, Engine, PreparedPrompt, SamplingConfig, StopStringMatcher, TokenLogprob
 
 WORDS = ["alpha", " beta", " gamma", " delta", " epsilon", " zeta", " eta", " theta"]
 
 
 class FakeEngine(Engine):
     """Emits WORDS cyclically, one token each, `delay_s` apart; honours stop
-    strings and max_tokens like a real backend. Counts live samples."""
+    strings and max_tokens like a real backend, and reports each word (with
+    the next two words as alternatives) when asked for logprobs. Counts live samples."""
 
     name = "fake"
+    features = frozenset({"logprobs"})
 
-    def __init__(self, delay_s: float = 0.0, max_model_len: int = 256):
+    def __init__(self, delay_s: float = 0.0, max_model_len: int = 256, features: frozenset | None = None,
+                 vocab_size: int = 0):
         self.delay_s = delay_s
         self.max_model_len = max_model_len
+        self.features = self.features if features is None else features
+        self.vocab_size = vocab_size
+        self.params: list[SamplingConfig] = []
         self.live = 0
         self.cancelled = 0
 
@@ -41,6 +47,7 @@ class FakeEngine(Engine):
 
     async def stream(self, prompt: str, params: SamplingConfig) -> AsyncIterator[Delta]:
         matcher = StopStringMatcher(params.stop)
+        self.params.append(params)
         self.live += 1
         text = ""
         try:
@@ -48,11 +55,15 @@ class FakeEngine(Engine):
                 await asyncio.sleep(self.delay_s)
                 word = WORDS[(i + (params.seed or 0)) % len(WORDS)]
                 hit = matcher.find(text + word, len(text))
+                tokens = None
+                if params.top_logprobs is not None:
+                    following = [WORDS[(i + (params.seed or 0) + k) % len(WORDS)] for k in (1, 2)]
+                    tokens = [TokenLogprob(word, -0.5, tuple((w, -1.5) for w in following[:params.top_logprobs]))]
                 if hit is not None:
-                    yield Delta((text + word)[len(text):hit], [-0.5], "stop")
+                    yield Delta((text + word)[len(text):hit], [-0.5], "stop", tokens)
                     return
                 text += word
-                yield Delta(word, [-0.5], None)
+                yield Delta(word, [-0.5], None, tokens)
             yield Delta("", [], "length")
         except asyncio.CancelledError:
             self.cancelled += 1
@@ -85,6 +96,7 @@ class StepFakeEngine(FakeEngine):
         words = "\n\n".join(self.STEPS[done:]).format(answer=answer).split(" ")
         tokens = [w if i == 0 else " " + w for i, w in enumerate(words)]
         matcher = StopStringMatcher(params.stop)
+        self.params.append(params)
         self.live += 1
         text = ""
         try:

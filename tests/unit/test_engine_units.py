@@ -34,9 +34,37 @@ def test_top_p_keeps_the_smallest_set_reaching_p():
 
 def test_temperature_zero_is_argmax_and_logprob_is_raw():
     logits = torch.tensor([[0.0, 3.0, 1.0], [2.0, 0.0, 0.0]])
-    chosen, logprobs = next_tokens(logits, [SamplingConfig(4, temperature=0.0)] * 2, [0, 0])
+    chosen, logprobs, _ = next_tokens(logits, [SamplingConfig(4, temperature=0.0)] * 2, [[], []])
     assert chosen.tolist() == [1, 0]
     assert torch.allclose(logprobs, torch.log_softmax(logits, -1)[[0, 1], [1, 0]])
+
+
+def test_penalties_and_logit_bias_steer_greedy_choice_but_not_the_reported_logprob():
+    logits = torch.tensor([[3.0, 2.5, 0.0, 0.0]])
+    raw = torch.log_softmax(logits, -1)[0]
+    greedy = SamplingConfig(4, temperature=0.0)
+    assert next_tokens(logits, [greedy], [[0, 0]])[0].tolist() == [0]
+    # token 0 output twice: frequency 0.3 x 2 = 0.6 > the 0.5 lead
+    chosen, logprob, _ = next_tokens(logits, [SamplingConfig(4, 0.0, frequency_penalty=0.3)], [[0, 0]])
+    assert chosen.tolist() == [1] and torch.isclose(logprob[0], raw[1])
+    # presence counts once: 0.3 < 0.5, token 0 stays; 0.6 > 0.5 moves it
+    assert next_tokens(logits, [SamplingConfig(4, 0.0, presence_penalty=0.3)], [[0, 0]])[0].tolist() == [0]
+    assert next_tokens(logits, [SamplingConfig(4, 0.0, presence_penalty=0.6)], [[0, 0]])[0].tolist() == [1]
+    # a negative penalty favours repeats; bias forces or bans a token
+    assert next_tokens(logits, [SamplingConfig(4, 0.0, presence_penalty=-1.0)], [[1]])[0].tolist() == [1]
+    assert next_tokens(logits, [SamplingConfig(4, 0.0, logit_bias=((3, 100.0),))], [[]])[0].tolist() == [3]
+    assert next_tokens(logits, [SamplingConfig(4, 0.0, logit_bias=((0, -100.0),))], [[]])[0].tolist() == [1]
+    # rows of one batch keep their own settings
+    both = next_tokens(logits.repeat(2, 1), [greedy, SamplingConfig(4, 0.0, logit_bias=((2, 50.0),))], [[], []])
+    assert both[0].tolist() == [0, 2]
+
+
+def test_top_alternatives_are_the_raw_top_k_for_rows_that_ask():
+    logits = torch.tensor([[0.0, 3.0, 1.0, 2.0]] * 2)
+    _, _, tops = next_tokens(logits, [SamplingConfig(4, 0.0, top_logprobs=2), SamplingConfig(4, 0.0)], [[], []])
+    ids, values = tops[0]
+    assert ids == [1, 3] and torch.allclose(torch.tensor(values), torch.log_softmax(logits[0], -1)[[1, 3]])
+    assert tops[1] is None
 
 
 @pytest.mark.parametrize("seed", [2**62, 2**63 - 1, 10**30, -7])
@@ -44,8 +72,8 @@ def test_any_integer_seed_samples_reproducibly(seed):
     """Seeds past torch's 64-bit range (a client's, or one derived from a
     round number in RL) are folded into it instead of failing the batch."""
     logits = torch.randn(1, 50)
-    first, _ = next_tokens(logits, [SamplingConfig(4, temperature=1.0, seed=seed)], [3])
-    again, _ = next_tokens(logits, [SamplingConfig(4, temperature=1.0, seed=seed)], [3])
+    first, *_ = next_tokens(logits, [SamplingConfig(4, temperature=1.0, seed=seed)], [[0] * 3])
+    again, *_ = next_tokens(logits, [SamplingConfig(4, temperature=1.0, seed=seed)], [[0] * 3])
     assert torch.equal(first, again)
 
 
@@ -53,9 +81,9 @@ def test_seeded_sampling_is_reproducible_per_row_whatever_the_batch():
     torch.manual_seed(0)
     logits = torch.randn(3, 50)
     seeded = SamplingConfig(4, temperature=1.0, seed=11)
-    alone, _ = next_tokens(logits[:1], [seeded], [5])
+    alone, *_ = next_tokens(logits[:1], [seeded], [[0] * 5])
     for _ in range(3):
-        batch, _ = next_tokens(logits, [seeded, SamplingConfig(4, 1.0), SamplingConfig(4, 1.0)], [5, 0, 0])
+        batch, *_ = next_tokens(logits, [seeded, SamplingConfig(4, 1.0), SamplingConfig(4, 1.0)], [[0] * 5, [], []])
         assert batch[0] == alone[0]
 
 

@@ -1,0 +1,84 @@
+"""Every standard chat-completions field is honoured or refused, never ignored.
+
+The request types (`protocol.py`) check each field's type and range. This
+module decides, for a well-formed request, what this server and its engine
+cannot do, and refuses it with a 400 that names the field: a client that
+asks for tools, structured output or log-probabilities and silently gets none
+is worse off than one told no. Fields OpenAI documents as hints with no effect
+on the output (`user`, `metadata`, `prompt_cache_key`, `safety_identifier`,
+`parallel_tool_calls` without tools, `service_tier: auto/default`) are accepted.
+Fields outside OpenAI's API are logged and ignored, as vLLM does.
+"""
+
+from __future__ import annotations
+
+from openr.engine.base import Engine
+from openr.server.errors import APIError
+from openr.server.protocol import ChatCompletionRequest
+
+
+def unsupported(param: str, what: str) -> APIError:
+    return APIError(400, f"{param}: {what}", param, "unsupported_parameter")
+
+
+def check_chat_fields(request: ChatCompletionRequest, engine: Engine, search: bool) -> None:
+    """Raise a 400 for the first field the request sets that cannot be honoured."""
+    if request.stream_options is not None and not request.stream:
+        raise APIError(400, "stream_options: only allowed when stream is true", "stream_options", "invalid_value")
+    if request.top_logprobs is not None and not request.logprobs:
+        raise APIError(400, "top_logprobs: only allowed when logprobs is true", "top_logprobs", "invalid_value")
+    if request.tools or request.functions:
+        param = "tools" if request.tools else "functions"
+        raise unsupported(param, "this server does not support tool calling")
+    for param in ("tool_choice", "function_call"):
+        if getattr(request, param) not in (None, "none"):
+            raise unsupported(param, "this server does not support tool calling")
+    if request.audio is not None or (request.modalities and request.modalities != ["text"]):
+        raise unsupported("audio" if request.audio is not None else "modalities", "only text output is supported")
+    for param, what in (("prediction", "predicted outputs are not supported"),
+                        ("web_search_options", "web search is not supported")):
+        if getattr(request, param) is not None:
+            raise unsupported(param, what)
+    if request.store:
+        raise unsupported("store", "this server does not store completions")
+    if request.service_tier in ("flex", "scale", "priority"):
+        raise unsupported("service_tier", "this server has one tier: use 'auto' or 'default'")
+    if request.verbosity not in (None, "medium"):
+        raise unsupported("verbosity", "the served model has no verbosity control")
+    if search:
+        _check_search_fields(request)
+    else:
+        _check_engine_fields(request, engine)
+
+
+def _check_engine_fields(request: ChatCompletionRequest, engine: Engine) -> None:
+    if (request.presence_penalty or request.frequency_penalty) and "penalties" not in engine.features:
+        param = "presence_penalty" if request.presence_penalty else "frequency_penalty"
+        raise unsupported(param, f"the {engine.name} engine does not apply penalties")
+    if request.logit_bias:
+        if "logit_bias" not in engine.features:
+            raise unsupported("logit_bias", f"the {engine.name} engine does not apply a logit bias")
+        if engine.vocab_size:
+            outside = sorted(int(t) for t in request.logit_bias if int(t) >= engine.vocab_size)
+            if outside:
+                raise APIError(400, f"logit_bias: token id {outside[0]} is outside the vocabulary "
+                                    f"(ids 0..{engine.vocab_size - 1})", "logit_bias", "invalid_value")
+    if request.logprobs and "logprobs" not in engine.features:
+        raise unsupported("logprobs", f"the {engine.name} engine does not report per-token log-probabilities")
+    wants_json = request.response_format is not None and request.response_format.type != "text"
+    if wants_json and "json_output" not in engine.features:
+        raise unsupported("response_format", f"the {engine.name} engine cannot constrain output to JSON; "
+                                             "serve with --engine vllm for json_object / json_schema")
+
+
+# Per-sample controls that mean nothing to a search, which samples many steps,
+# scores them and assembles one answer: refused rather than ignored.
+SEARCH_REFUSED = ("logprobs", "presence_penalty", "frequency_penalty", "logit_bias", "response_format", "stop")
+
+
+def _check_search_fields(request: ChatCompletionRequest) -> None:
+    for param in SEARCH_REFUSED:
+        value = getattr(request, param)
+        if value and not (param == "response_format" and value.type == "text"):
+            raise unsupported(param, "not supported with a search (search or reasoning_effort): a search "
+                                     "builds its answer from many scored steps")
