@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import openai
 import pytest
@@ -103,6 +105,57 @@ def test_bad_input_raises_the_matching_sdk_exception(client, kwargs, error, para
     with pytest.raises(error) as err:
         client.chat.completions.create(**call)
     assert err.value.body["param"] == param
+
+
+def test_logprobs_through_the_sdk_match_streamed_and_rank_the_greedy_token_first(client):
+    kwargs = dict(model=MODEL, messages=QUESTION, max_tokens=8, temperature=0, logprobs=True, top_logprobs=3)
+    whole = client.chat.completions.create(**kwargs)
+    content = whole.choices[0].logprobs.content
+    assert 0 < whole.usage.completion_tokens - len(content) + 1 <= 2  # an EOS token is counted, not shown
+    assert "".join(t.token for t in content) == whole.choices[0].message.content
+    for token in content:  # greedy: the chosen token is the raw distribution's top one
+        assert len(token.top_logprobs) == 3 and token.top_logprobs[0].token == token.token
+        assert token.logprob == pytest.approx(token.top_logprobs[0].logprob, abs=1e-4) and token.logprob <= 0
+        assert token.top_logprobs[0].logprob >= token.top_logprobs[1].logprob >= token.top_logprobs[2].logprob
+    streamed = [t for c in client.chat.completions.create(**kwargs, stream=True) for choice in c.choices
+                if choice.logprobs for t in choice.logprobs.content]
+    assert [t.token for t in streamed] == [t.token for t in content]
+    assert [t.logprob for t in streamed] == pytest.approx([t.logprob for t in content], abs=1e-3)
+
+
+def test_penalties_and_logit_bias_change_the_greedy_answer(server, client):
+    story = [{"role": "user", "content": "Write the word 'yes' twenty times."}]
+    kwargs = dict(model=MODEL, messages=story, max_tokens=24, temperature=0)
+    plain = client.chat.completions.create(**kwargs).choices[0].message.content
+    penalised = client.chat.completions.create(**kwargs, frequency_penalty=2.0).choices[0].message.content
+    assert penalised != plain
+    kwargs["max_tokens"] = 1
+    first = client.chat.completions.create(**kwargs).choices[0].message.content
+    ids = httpx.post(f"{server.url}/tokenize", json={"model": MODEL, "prompt": first},
+                     headers={"Authorization": f"Bearer {API_KEY}"}).json()["tokens"]
+    banned = client.chat.completions.create(**kwargs, logit_bias={str(ids[0]): -100})
+    assert banned.choices[0].message.content != first
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(**kwargs, logit_bias={"10000000": 5})
+    assert err.value.body["param"] == "logit_bias"
+
+
+def test_json_output_on_vllm_and_a_clear_400_elsewhere(server, client):
+    schema = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20}}, "required": ["city"],
+              "additionalProperties": False}
+    kwargs = dict(model=MODEL, messages=QUESTION, max_tokens=40, temperature=0,
+                  response_format={"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}})
+    if "vllm" not in server.args:
+        with pytest.raises(openai.BadRequestError) as err:
+            client.chat.completions.create(**kwargs)
+        assert err.value.body["param"] == "response_format"
+        return
+    answer = json.loads(client.chat.completions.create(**kwargs).choices[0].message.content)
+    assert set(answer) == {"city"} and isinstance(answer["city"], str)
+    ask = [{"role": "user", "content": "Give the capital of France as JSON with one key, city."}]
+    anything = client.chat.completions.create(**{**kwargs, "messages": ask, "max_tokens": 120,
+                                                 "response_format": {"type": "json_object"}})
+    assert isinstance(json.loads(anything.choices[0].message.content), dict)
 
 
 @pytest.mark.parametrize("content, content_type", [
