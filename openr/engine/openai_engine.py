@@ -25,6 +25,8 @@ FINISH = {"stop": "stop", "length": "length"}
 
 class OpenAIEngine(Engine):
     name = "openai"
+    # Passed through to the remote server, which checks token ids against its vocabulary.
+    features = frozenset({"penalties", "logit_bias"})
 
     def __init__(self, base_url: str, model: str | None = None, api_key: str | None = None):
         self.base_url = base_url.rstrip("/")
@@ -82,6 +84,8 @@ class OpenAIEngine(Engine):
             "model": self.model, "prompt": prompt, "max_tokens": params.max_tokens,
             "temperature": params.temperature, "top_p": params.top_p, "stop": list(params.stop) or None,
             "seed": params.seed, "logprobs": 0, "stream": True,
+            "presence_penalty": params.presence_penalty, "frequency_penalty": params.frequency_penalty,
+            "logit_bias": {str(token): bias for token, bias in params.logit_bias} or None,
             "add_special_tokens": False,  # vLLM extension: the prompt is already rendered
             "skip_special_tokens": True,
         }

@@ -125,6 +125,8 @@ class VLLMEngine(LocalTokenizerEngine):
                 finish = _finish(sample.finish_reason, sample.stop_reason) if out.finished else None
                 tokens = None if params.top_logprobs is None else [_token(token, entry, params.top_logprobs)
                                                                      for token, entry in entries]
+                if tokens and finish == "eos":  # the end-of-text token is counted, not shown (as on hf)
+                    tokens.pop()
                 yield Delta(sample.text, logprobs, finish, tokens)
         except Exception as exc:
             if type(exc).__name__ in ("EngineDeadError", "EngineGenerateError"):

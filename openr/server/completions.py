@@ -14,6 +14,7 @@ from openr.server.base import (
     FINISH_REASONS, ServingContext, Tally, check_model, check_n, resolve_max_tokens, sse_stream,
 )
 from openr.server.errors import bad_request
+from openr.server.refusals import check_sampling_fields
 from openr.server.protocol import (
     Completion, CompletionChoice, CompletionLogprobs, CompletionRequest, DetokenizeRequest, TokenizeRequest,
     Usage,
@@ -25,6 +26,7 @@ async def create_completion(ctx: ServingContext, request: CompletionRequest):
     """Return a `Completion`, or an async iterator of SSE lines when streaming."""
     check_model(ctx, request.model)
     check_n(ctx, request)
+    check_sampling_fields(request, ctx.engine)
     prompt_tokens = len(await ctx.engine.tokenize(request.prompt))
     max_tokens = resolve_max_tokens(ctx, prompt_tokens, request.max_tokens, "max_tokens")
     configs = [request.to_sampling_config(max_tokens, i) for i in range(request.n)]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from openr.engine.base import Engine
 from openr.server.errors import APIError
-from openr.server.protocol import ChatCompletionRequest
+from openr.server.protocol import ChatCompletionRequest, SamplingFields
 
 
 def unsupported(param: str, what: str) -> APIError:
@@ -23,8 +23,6 @@ def unsupported(param: str, what: str) -> APIError:
 
 def check_chat_fields(request: ChatCompletionRequest, engine: Engine, search: bool) -> None:
     """Raise a 400 for the first field the request sets that cannot be honoured."""
-    if request.stream_options is not None and not request.stream:
-        raise APIError(400, "stream_options: only allowed when stream is true", "stream_options", "invalid_value")
     if request.top_logprobs is not None and not request.logprobs:
         raise APIError(400, "top_logprobs: only allowed when logprobs is true", "top_logprobs", "invalid_value")
     if request.tools or request.functions:
@@ -47,11 +45,15 @@ def check_chat_fields(request: ChatCompletionRequest, engine: Engine, search: bo
         raise unsupported("verbosity", "the served model has no verbosity control")
     if search:
         _check_search_fields(request)
-    else:
-        _check_engine_fields(request, engine)
+    check_sampling_fields(request, engine)
+    if not search:
+        _check_output_fields(request, engine)
 
 
-def _check_engine_fields(request: ChatCompletionRequest, engine: Engine) -> None:
+def check_sampling_fields(request: SamplingFields, engine: Engine) -> None:
+    """What chat and text completions share: stream options, penalties, logit bias."""
+    if request.stream_options is not None and not request.stream:
+        raise APIError(400, "stream_options: only allowed when stream is true", "stream_options", "invalid_value")
     if (request.presence_penalty or request.frequency_penalty) and "penalties" not in engine.features:
         param = "presence_penalty" if request.presence_penalty else "frequency_penalty"
         raise unsupported(param, f"the {engine.name} engine does not apply penalties")
@@ -63,6 +65,9 @@ def _check_engine_fields(request: ChatCompletionRequest, engine: Engine) -> None
             if outside:
                 raise APIError(400, f"logit_bias: token id {outside[0]} is outside the vocabulary "
                                     f"(ids 0..{engine.vocab_size - 1})", "logit_bias", "invalid_value")
+
+
+def _check_output_fields(request: ChatCompletionRequest, engine: Engine) -> None:
     if request.logprobs and "logprobs" not in engine.features:
         raise unsupported("logprobs", f"the {engine.name} engine does not report per-token log-probabilities")
     wants_json = request.response_format is not None and request.response_format.type != "text"
