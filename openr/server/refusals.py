@@ -25,6 +25,10 @@ def check_chat_fields(request: ChatCompletionRequest, engine: Engine, search: bo
     """Raise a 400 for the first field the request sets that cannot be honoured."""
     if request.top_logprobs is not None and not request.logprobs:
         raise APIError(400, "top_logprobs: only allowed when logprobs is true", "top_logprobs", "invalid_value")
+    for i, message in enumerate(request.messages):
+        for key in ("tool_calls", "function_call", "audio"):
+            if (message.model_extra or {}).get(key):
+                raise unsupported(f"messages.{i}.{key}", "this server does not support tool calls or audio")
     if request.tools or request.functions:
         param = "tools" if request.tools else "functions"
         raise unsupported(param, "this server does not support tool calling")
