@@ -73,9 +73,9 @@ def run_ours(config: RLConfig, policy: Path, pool, held_out, rounds: int, eval_e
     with tempfile.TemporaryDirectory() as out:
         run = RLRun(config, policy, None, out, pool, held_out)
 
-        def record(iteration: int):
+        async def record(engine: HFEngine, iteration: int):
             curve.append({"round": iteration, "samples": iteration * config.questions_per_iteration *
-                          config.group_size, "minutes": clock.minutes, "accuracy": run.evaluate()})
+                          config.group_size, "minutes": clock.minutes, "accuracy": await run.evaluate(engine)})
             print(f"ours round {iteration}: {curve[-1]}", flush=True)
 
         async def train():
@@ -83,13 +83,13 @@ def run_ours(config: RLConfig, policy: Path, pool, held_out, rounds: int, eval_e
                                         max_batch_size=config.questions_per_iteration * config.group_size)
             await engine.start()
             try:
-                record(0)
+                await record(engine, 0)
                 for iteration in range(rounds):
                     clock.start()
                     run.update(await run.rollout(engine, iteration), iteration)
                     clock.stop()
                     if (iteration + 1) % eval_every == 0 or iteration + 1 == rounds:
-                        record(iteration + 1)
+                        await record(engine, iteration + 1)
             finally:
                 await engine.close()
 

@@ -38,12 +38,11 @@ from openr.rl.losses import (ValueHead, clipped_policy_loss, clipped_value_loss,
                              token_advantages, token_view)
 from openr.rl.rollout import encode_episodes, run_episodes, run_solutions, select_rows
 from openr.tasks.problem import Problem
-from openr.training.policy_accuracy import model_grades
+from openr.training.policy_accuracy import engine_grades
 from openr.training.hardware import TimeCap, choose_dtype, machine_info
 
 ROUND_SEED_STRIDE = 1_000_003  # per-round seeds: seed * stride + round
 SEED_SPACE = 2**31  # round seeds stay here, so every seed derived from them fits torch's 64 bits
-EVAL_BATCH_SIZE = 64
 
 
 def round_seed(config: RLConfig, iteration: int) -> int:
@@ -213,9 +212,10 @@ class RLRun:
     def _autocast(self):
         return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.dtype.autocast)
 
-    def evaluate(self) -> float:
+    async def evaluate(self, engine: HFEngine) -> float:
+        """Held-out greedy accuracy, through the engine that samples the rollouts."""
         self.model.eval()
-        grades = model_grades(self.model, self.tokenizer, self.eval_set, EVAL_BATCH_SIZE, progress=False)
+        grades = await engine_grades(engine, self.eval_set, progress=False)
         return sum(grades) / len(grades)
 
     def rollout_metrics(self, episodes: list[Episode]) -> dict:
@@ -239,7 +239,7 @@ async def _train(run: RLRun, progress: bool) -> dict:
     bar = tqdm(total=config.iterations, initial=state.iteration, desc=f"rl {config.algo}", disable=not progress)
     try:
         if state.iteration == 0 and not state.evals:
-            state.record_eval(0, run.evaluate())
+            state.record_eval(0, await run.evaluate(engine))
         while state.iteration < config.iterations and not cap.reached(state.iteration, config.iterations):
             iteration, started = state.iteration, time.monotonic()
             episodes = await run.rollout(engine, iteration)
@@ -249,7 +249,7 @@ async def _train(run: RLRun, progress: bool) -> dict:
             metrics["samples"] = state.samples
             state.history.append(metrics)
             if state.iteration % config.eval_every == 0 or state.iteration == config.iterations:
-                warning = state.record_eval(state.iteration, run.evaluate())
+                warning = state.record_eval(state.iteration, await run.evaluate(engine))
                 if warning:
                     tqdm.write(f"WARNING: {warning}")
                 metrics["held_out_accuracy"] = state.evals[-1]["accuracy"]

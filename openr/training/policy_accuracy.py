@@ -1,20 +1,24 @@
 """Greedy accuracy of a policy checkpoint on a problem set (offline, in-process;
 `openr.evaluation` is the other yardstick: search settings swept over the HTTP API).
 
-The yardstick for SFT runs: one greedy sample per problem through the chat
-template, graded against the gold answer. It uses `model.generate` directly
-(batched, left-padded) rather than a serving engine, so it runs wherever
-transformers does and measures the checkpoint alone.
+The yardstick for SFT and RL runs: one greedy reply per problem through the
+chat template, graded against the gold answer. Replies come from the serving
+engine (`HFEngine`, over the model in memory), the one sampling path the
+server, search, labelling and RL rollouts share, so an accuracy here is what
+`openr serve` would answer.
 """
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from openr.engine.base import Engine, SamplingConfig
 from openr.tasks.grading import is_correct
 from openr.tasks.problem import Problem
 
@@ -23,34 +27,51 @@ from openr.tasks.problem import Problem
 MAX_NEW_TOKENS = 256
 
 
-def greedy_completions(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, questions: list[str],
-                       batch_size: int = 64, progress: bool = True) -> list[str]:
-    """One greedy assistant reply per question, in input order."""
-    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True,
-                                             tokenize=True, return_dict=False) for q in questions]
-    # Similar prompt lengths share a batch: less padding, and (longer question,
-    # longer solution) rows tend to finish together.
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    limit = model.config.max_position_embeddings
-    replies: dict[int, str] = {}
-    for start in tqdm(range(0, len(order), batch_size), desc="greedy", disable=not progress):
-        rows = order[start : start + batch_size]
-        # Left padding, so every row's next token goes at the same position.
-        batch = tokenizer.pad({"input_ids": [prompts[i] for i in rows]}, padding_side="left", return_tensors="pt")
-        width = batch["input_ids"].shape[1]
-        with torch.inference_mode():
-            out = model.generate(**batch, do_sample=False, max_new_tokens=min(MAX_NEW_TOKENS, limit - width),
-                                 eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-        for row, ids in zip(rows, out[:, width:]):
-            replies[row] = tokenizer.decode(ids, skip_special_tokens=True)
-    return [replies[i] for i in range(len(prompts))]
+async def engine_replies(engine: Engine, questions: Sequence[str], temperature: float = 0.0,
+                         samples: int = 1, seed: int | None = None, progress: bool = True,
+                         desc: str = "greedy") -> list[list[str]]:
+    """`samples` replies of the engine's model to each question (all in flight at
+    once, so the engine batches them), in input order; a seeded call gives
+    sample j of question i the seed `seed + i * samples + j`."""
+    prompts = [await engine.prepare_chat([{"role": "user", "content": q}]) for q in questions]
+    bar = tqdm(total=len(prompts) * samples, desc=desc, disable=not progress)
+
+    async def reply(i: int, j: int) -> str:
+        prompt = prompts[i]
+        config = SamplingConfig(min(MAX_NEW_TOKENS, engine.max_model_len - prompt.num_tokens), temperature,
+                                seed=None if seed is None else seed + i * samples + j)
+        text = (await engine.complete(prompt.text, config)).text
+        bar.update(1)
+        return text
+
+    try:
+        texts = await asyncio.gather(*(reply(i, j) for i in range(len(prompts)) for j in range(samples)))
+    finally:
+        bar.close()
+    return [list(texts[i * samples : (i + 1) * samples]) for i in range(len(prompts))]
+
+
+async def engine_grades(engine: Engine, problems: Sequence[Problem], progress: bool = True) -> list[bool]:
+    """Whether the engine's greedy reply to each problem has the gold answer."""
+    replies = await engine_replies(engine, [p.question for p in problems], progress=progress)
+    return [is_correct(reply, p.answer) for [reply], p in zip(replies, problems)]
 
 
 def model_grades(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, problems: list[Problem],
                  batch_size: int = 64, progress: bool = True) -> list[bool]:
-    """Whether the model's greedy reply to each problem has the gold answer."""
-    replies = greedy_completions(model, tokenizer, [p.question for p in problems], batch_size, progress)
-    return [is_correct(reply, p.answer) for reply, p in zip(replies, problems)]
+    """`engine_grades` for a model in memory, decoding `batch_size` replies at a time
+    (from synchronous code; async code awaits `engine_grades` on its own engine)."""
+    from openr.engine.hf_engine import HFEngine
+
+    async def grade() -> list[bool]:
+        engine = HFEngine.for_model(model, tokenizer, max_batch_size=batch_size)
+        await engine.start()
+        try:
+            return await engine_grades(engine, problems, progress)
+        finally:
+            await engine.close()
+
+    return asyncio.run(grade())
 
 
 def greedy_grades(model_dir: str | Path, problems: list[Problem], batch_size: int = 64,

@@ -18,21 +18,16 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-import torch
-from tqdm.auto import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
 from openr.prm import load_prm
 from openr.contracts import StepScorer
 from openr.tasks.arith import check_step, test_split
 from openr.tasks.grading import is_correct
 from openr.tasks.problem import Problem, split_steps
-from openr.training.policy_accuracy import MAX_NEW_TOKENS
 
 THRESHOLD = 0.5  # a step scored (or labelled) below this counts as wrong
 DEFAULT_SAMPLES_PER_PROBLEM = 4
 DEFAULT_TEMPERATURE = 1.0
-DEFAULT_PROMPTS_PER_BATCH = 16  # generate() rows per call = this * samples per problem
+DEFAULT_BATCH_SIZE = 64  # replies the engine decodes together
 
 
 def load_step_records(paths: Sequence[str | Path]) -> list[dict]:
@@ -166,30 +161,26 @@ def label_by_checking(problem: Problem, solution_text: str) -> list[bool]:
 
 
 def sample_solutions(policy_dir: str | Path, questions: Sequence[str], samples_per_question: int,
-                     temperature: float, seed: int, prompts_per_batch: int = DEFAULT_PROMPTS_PER_BATCH,
+                     temperature: float, seed: int, max_batch_size: int = DEFAULT_BATCH_SIZE,
                      progress: bool = True) -> list[list[str]]:
-    """`samples_per_question` sampled replies of a policy checkpoint to each question."""
+    """`samples_per_question` seeded replies of a policy checkpoint to each question,
+    sampled through the serving engine (`openr.training.policy_accuracy.engine_replies`)."""
+    from openr.engine.hf_engine import HFEngine
+    from openr.training.policy_accuracy import engine_replies
+
     if samples_per_question < 1 or temperature <= 0:
         raise ValueError("need samples_per_question >= 1 and temperature > 0")
-    tokenizer = AutoTokenizer.from_pretrained(policy_dir)
-    tokenizer.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(policy_dir, dtype=torch.float32).eval()
-    torch.manual_seed(seed)
-    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True,
-                                             tokenize=True, return_dict=False) for q in questions]
-    replies = []
-    for start in tqdm(range(0, len(prompts), prompts_per_batch), desc="sample", disable=not progress):
-        batch = tokenizer.pad({"input_ids": prompts[start : start + prompts_per_batch]}, return_tensors="pt")
-        width = batch["input_ids"].shape[1]
-        max_new = min(MAX_NEW_TOKENS, model.config.max_position_embeddings - width)
-        with torch.inference_mode():
-            out = model.generate(**batch, do_sample=True, temperature=temperature, top_p=1.0,
-                                 num_return_sequences=samples_per_question, max_new_tokens=max_new,
-                                 eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-        texts = tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
-        # generate() repeats each prompt's samples consecutively.
-        replies += [texts[i : i + samples_per_question] for i in range(0, len(texts), samples_per_question)]
-    return replies
+
+    async def sample() -> list[list[str]]:
+        engine = HFEngine(str(policy_dir), max_batch_size=max_batch_size)
+        await engine.start()
+        try:
+            return await engine_replies(engine, questions, temperature, samples_per_question, seed, progress,
+                                        desc="sample")
+        finally:
+            await engine.close()
+
+    return asyncio.run(sample())
 
 
 def policy_records(policy_dir: str | Path, problems: Sequence[Problem],
