@@ -19,6 +19,13 @@ Writes OUT/results.json, OUT/table.md and OUT/curves.png. TRL is an optional
 extra (`pip install -e ".[dev]"` has it); it is never a serving dependency.
 
     python bench/rl_baseline.py --rounds 60 --out bench/results/rl_baseline
+
+On a shared machine, run the sides at the same time so both meet the same
+load, one thread each, then merge them into one report:
+
+    OMP_NUM_THREADS=1 python bench/rl_baseline.py --sides ours --out runs/ours &
+    OMP_NUM_THREADS=1 python bench/rl_baseline.py --sides trl --out runs/trl
+    python bench/rl_baseline.py --merge runs/ours runs/trl --out bench/results/rl_baseline
 """
 
 from __future__ import annotations
@@ -212,7 +219,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sides", nargs="+", choices=("ours", "trl"), default=["ours", "trl"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("bench/results/rl_baseline"))
+    parser.add_argument("--merge", type=Path, nargs="+", metavar="DIR",
+                        help="write one report from the results.json of runs made one side each")
     args = parser.parse_args(argv)
+    if args.merge:
+        runs = [json.loads((d / "results.json").read_text()) for d in args.merge]
+        merged = {**runs[0], "curves": {side: curve for r in runs for side, curve in r["curves"].items()},
+                  "side_machines": {side: r["machine"] for r in runs for side in r["curves"]}}
+        write_report(args.out, merged)
+        print((args.out / "table.md").read_text())
+        return
     config = RLConfig(algo="grpo", reward="outcome", questions_per_iteration=args.questions, group_size=args.group,
                       minibatch_size=args.minibatch, learning_rate=args.learning_rate, kl_coef=args.kl,
                       temperature=args.temperature, seed=args.seed)

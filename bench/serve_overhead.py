@@ -46,15 +46,16 @@ async def _http(client, model: str, batch: int, max_tokens: int) -> tuple[float,
     return time.perf_counter() - start, sum(o.usage.completion_tokens for o in outs)
 
 
-async def bench_engine(kind: str, batches: list[int], rounds: int, max_tokens: int) -> list[dict]:
+async def bench_engine(kind: str, model: str, batches: list[int], rounds: int, max_tokens: int) -> list[dict]:
     import openai
     import uvicorn
 
     from openr.engine import choose_engine, make_engine
+    from openr.engine.checkpoints import split_bundle
     from openr.server.app import build_app
 
     _, device, _ = choose_engine(kind)
-    engine = make_engine(kind, None, device, max_model_len=2048)
+    engine = make_engine(kind, split_bundle(model)[0], device, max_model_len=2048)  # a bundle's policy
     await engine.start()
     app = build_app(engine, "bench", start_engine=False)
     port = _free_port()
@@ -88,16 +89,18 @@ def _summarise(kind: str, batch: int, direct: list, http: list) -> dict:
             "ratio": h_time / d_time, "tokens": (direct[0][1], http[0][1])}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--engines", nargs="+", default=["hf", "vllm"], choices=["hf", "vllm"])
+    parser.add_argument("--model", default=None, help="model or bundle, as `openr serve --model` takes it "
+                                                      "(default: the server's default, openr-arith)")
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8], help="concurrent requests per round")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per setting (median is kept)")
     parser.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     rows = []
     for kind in args.engines:
-        rows += asyncio.run(bench_engine(kind, args.batches, args.rounds, args.max_tokens))
+        rows += asyncio.run(bench_engine(kind, args.model, args.batches, args.rounds, args.max_tokens))
     print("\n| engine | batch | direct tok/s | HTTP tok/s | HTTP/direct latency | tokens (direct, HTTP) |")
     print("| --- | --- | --- | --- | --- | --- |")
     for r in rows:

@@ -1,0 +1,46 @@
+"""Every benchmark the README shows runs as written, at its smallest setting
+(each prints its table; a bench that fails to start is a failing test)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_bench(script: str, *args: str) -> str:
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / script), *args], capture_output=True, text=True,
+                          timeout=900, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_serve_overhead_on_the_default_model():
+    out = run_bench("serve_overhead.py", "--engines", "hf", "--batches", "1", "--rounds", "1", "--max-tokens", "4")
+    row = next(line for line in out.splitlines() if line.startswith("| hf | 1 |"))
+    assert row.endswith("| (4, 4) |")  # both paths generated the 4 tokens asked for
+
+
+def test_search_bench_smallest():
+    out = run_bench("search_bench.py", "--engine", "hf", "--rounds", "1", "--problems", "1", "--searches", "2",
+                    "--n", "2", "--beam-width", "1", "--max-steps", "1", "--max-step-tokens", "8")
+    table = out[out.rindex("| figure |"):]
+    for figure in ("| 1. search tok/s", "| 2. PRM steps/s", "| 2b. PRM tok/s", "| 3. per-node serving"):
+        assert figure in table  # each figure measured, not skipped
+        assert "skipped" not in next(line for line in table.splitlines() if line.startswith(figure))
+
+
+def test_train_step_smallest():
+    out = run_bench("train_step.py", "--rounds", "3", "--problems", "64")
+    rows = out.splitlines()[out.splitlines().index(next(l for l in out.splitlines() if l.startswith("setting"))) + 1:]
+    ratios = {row[:22].strip(): float(row[22:].split()[1]) for row in rows if row.strip()}
+    assert set(ratios) == {"float32", "float32, torch Muon", "bfloat16 autocast"}
+    assert ratios["float32"] == 1.0 and all(r > 0 for r in ratios.values())  # each timed against float32
+
+
+def test_label_cost_smallest():
+    out = run_bench("label_cost.py", "--problems", "1", "--k", "2", "--omegaprm-budget", "4")
+    assert '"math_shepherd"' in out and '"omegaprm"' in out
