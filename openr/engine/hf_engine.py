@@ -69,9 +69,10 @@ class HFEngine(LocalTokenizerEngine):
         self.max_batch_size = max_batch_size
         self._max_model_len_arg = max_model_len
         self._pending: list[_Row] = []
+        self._lock = threading.Lock()  # _pending is shared by the event loop and the decode thread
+        self._running: list[_Row] = []  # every row the running batch took in
         self._wakeup: asyncio.Event | None = None
         self._worker: asyncio.Task | None = None
-        self._active = 0
 
     @classmethod
     def for_model(cls, model, tokenizer, max_batch_size: int = DEFAULT_DECODE_BATCH_SIZE) -> "HFEngine":
@@ -110,13 +111,14 @@ class HFEngine(LocalTokenizerEngine):
 
     @property
     def active_sequences(self) -> int:
-        return self._active
+        return sum(not r.done for r in self._running)
 
     async def stream(self, prompt: str, params: SamplingConfig) -> AsyncIterator[Delta]:
         loop = asyncio.get_running_loop()
         ids = self.tokenizer.encode(prompt, add_special_tokens=False)
         row = _Row(ids, params, asyncio.Queue(), loop)
-        self._pending.append(row)
+        with self._lock:
+            self._pending.append(row)
         self._wakeup.set()
         try:
             while True:
@@ -128,8 +130,9 @@ class HFEngine(LocalTokenizerEngine):
                     return
         finally:
             row.cancelled.set()
-            if row in self._pending:
-                self._pending.remove(row)
+            with self._lock:
+                if row in self._pending:
+                    self._pending.remove(row)
 
     async def _schedule(self) -> None:
         while True:
@@ -138,60 +141,65 @@ class HFEngine(LocalTokenizerEngine):
             if len(self._pending) < self.max_batch_size:
                 await asyncio.sleep(BATCH_WINDOW_S)
             while self._pending:
-                batch = self._pending[: self.max_batch_size]
-                del self._pending[: len(batch)]
-                batch = [r for r in batch if not r.cancelled.is_set()]
+                self._running = []
+                batch = self._take_pending(self.max_batch_size)
                 if not batch:
                     continue
-                self._active += len(batch)
                 try:
                     await asyncio.to_thread(self._run_batch, batch)
-                except Exception as exc:  # a failed batch fails its rows, not the server
+                except Exception as exc:  # a failed batch fails its rows (joiners too), not the server
                     logger.exception("hf batch failed")
-                    for row in batch:
+                    for row in self._running:
                         if not row.done:
                             row.push(exc)
                 finally:
-                    self._active -= len(batch)
+                    self._running = []
 
     def _run_batch(self, rows: list[_Row]) -> None:
+        """Decode `rows` until all are done; requests that arrive meanwhile join
+        the batch at a step boundary while it has room (`DecodeBatch`)."""
         import torch
 
-        from openr.engine.sampling import next_tokens
+        from openr.engine.decode_batch import DecodeBatch
 
         with torch.inference_mode():
-            width = max(len(r.prompt_ids) for r in rows)
-            ids = torch.tensor([[self.pad_id] * (width - len(r.prompt_ids)) + r.prompt_ids for r in rows])
-            mask = torch.tensor([[0] * (width - len(r.prompt_ids)) + [1] * len(r.prompt_ids) for r in rows])
-            ids, mask = ids.to(self.device), mask.to(self.device)
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            cache = None
-            budget = max(r.params.max_tokens for r in rows)
-            budget = min(budget, self.max_model_len - width)
-            live = rows  # the rows still decoding, in batch order
-            for _ in range(max(budget, 0)):
-                out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                                 past_key_values=cache, use_cache=True, logits_to_keep=1)
-                cache = out.past_key_values
-                logits = out.logits[:, -1, :].float()
-                chosen, logprobs, tops = next_tokens(logits, [r.params for r in live], [r.token_ids for r in live])
-                for row, token, logprob, top in zip(live, chosen.tolist(), logprobs.tolist(), tops):
-                    if not row.done:
-                        self._advance(row, token, logprob, top)
-                finished = [r.done or r.cancelled.is_set() for r in live]
-                if all(finished):
-                    break
-                ids = chosen.unsqueeze(-1)
-                mask = torch.cat([mask, torch.ones_like(ids)], dim=-1)
-                positions = positions[:, -1:] + 1
-                if sum(finished) >= len(live) * COMPACT_WHEN_DONE:
-                    keep = torch.tensor([i for i, done in enumerate(finished) if not done], device=ids.device)
-                    cache.batch_select_indices(keep)
-                    ids, mask, positions = ids[keep], mask[keep], positions[keep]
-                    live = [live[i] for i in keep.tolist()]
-            for row in rows:  # ran into the context limit
-                if not row.done:
-                    self._finish(row, "length")
+            batch, logits = DecodeBatch.prefill(self.model, rows, self.pad_id, self.device)
+            self._choose(batch, logits)
+            while True:
+                finished = [r.done or r.cancelled.is_set() for r in batch.rows]
+                live = [i for i, done in enumerate(finished) if not done]
+                if live and len(live) < len(batch.rows) * (1 - COMPACT_WHEN_DONE) + 1e-9:
+                    batch.keep(live)
+                newcomers = self._take_pending(self.max_batch_size - len(live)) if live else []
+                if newcomers:
+                    joining, first_logits = DecodeBatch.prefill(self.model, newcomers, self.pad_id, self.device)
+                    self._choose(joining, first_logits)
+                    batch.join(joining)
+                if all(r.done or r.cancelled.is_set() for r in batch.rows):
+                    return
+                self._choose(batch, batch.forward())
+
+    def _choose(self, batch, logits) -> None:
+        """Pick each row's next token, advance the rows, and queue the tokens as the batch's next input."""
+        from openr.engine.sampling import next_tokens
+
+        chosen, logprobs, tops = next_tokens(logits, [r.params for r in batch.rows], [r.token_ids for r in batch.rows])
+        for row, token, logprob, top in zip(batch.rows, chosen.tolist(), logprobs.tolist(), tops):
+            if not row.done:
+                self._advance(row, token, logprob, top)
+                if not row.done and len(row.prompt_ids) + len(row.token_ids) >= self.max_model_len:
+                    self._finish(row, "length")  # ran into the context limit
+        batch.extend(chosen)
+
+    def _take_pending(self, room: int) -> list[_Row]:
+        """Up to `room` waiting requests, for the running batch to take in (worker thread)."""
+        if room <= 0:
+            return []
+        with self._lock:
+            taken = [r for r in self._pending[:room] if not r.cancelled.is_set()]
+            del self._pending[:room]
+            self._running = self._running + taken
+        return taken
 
     def _advance(self, row: _Row, token: int, logprob: float, top: tuple[list[int], list[float]] | None) -> None:
         if row.cancelled.is_set():

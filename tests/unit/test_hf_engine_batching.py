@@ -1,0 +1,61 @@
+"""The hf engine's running batch: requests that arrive mid-batch join it, and
+every row decodes exactly as it would alone (greedy), whatever joined or left."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from openr.engine.base import SamplingConfig
+from openr.engine.checkpoints import split_bundle
+from openr.engine.hf_engine import HFEngine
+
+pytestmark = pytest.mark.anyio
+POLICY = split_bundle("openr-arith")[0]
+QUESTIONS = ["What is 3 + 4 * 2?", "Compute 17 - 5, then multiply by 3.", "What is 12 / 4 + 9 * 7 - 2?",
+             "Start with 5. Add 8, multiply by 6, subtract 11.", "What is 2 * 3 * 4?"]
+
+
+async def replies(engine: HFEngine, questions: list[str], max_tokens: list[int], delays: list[float]):
+    """Each question's greedy reply, made to run its full `max_tokens` (the end of
+    text is banned), and the order in which they finished."""
+    finished = []
+    no_end = tuple((token, -100.0) for token in sorted(engine.eos_ids))
+
+    async def one(i: int) -> str:
+        await asyncio.sleep(delays[i])
+        prompt = await engine.prepare_chat([{"role": "user", "content": questions[i]}])
+        config = SamplingConfig(max_tokens[i], temperature=0.0, logit_bias=no_end)
+        text = (await engine.complete(prompt.text, config)).text
+        finished.append(i)
+        return text
+
+    texts = await asyncio.gather(*(one(i) for i in range(len(questions))))
+    return texts, finished
+
+
+@pytest.fixture
+async def engine():
+    engine = HFEngine(POLICY, max_batch_size=8)
+    await engine.start()
+    yield engine
+    await engine.close()
+
+
+async def test_a_request_arriving_mid_batch_joins_it_and_decodes_as_alone(engine):
+    alone = [(await replies(engine, [q], [max_tokens], [0.0]))[0][0]
+             for q, max_tokens in zip(QUESTIONS[:2], (240, 12))]
+    # the long request starts alone; the short one arrives while it decodes
+    together, finished = await replies(engine, QUESTIONS[:2], [240, 12], [0.0, 0.3])
+    assert together == alone
+    assert finished == [1, 0]  # it joined the running batch instead of waiting for its end
+
+
+async def test_rows_joining_and_leaving_keep_every_reply_exact(engine):
+    max_tokens = [200, 8, 150, 30, 5]
+    delays = [0.0, 0.05, 0.2, 0.25, 0.5]
+    alone = [(await replies(engine, [q], [m], [0.0]))[0][0] for q, m in zip(QUESTIONS, max_tokens)]
+    together, _ = await replies(engine, QUESTIONS, max_tokens, delays)
+    assert together == alone
+    assert engine.active_sequences == 0
