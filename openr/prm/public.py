@@ -175,5 +175,6 @@ def load_score_head(checkpoint: str | Path, dtype: torch.dtype) -> torch.nn.Sequ
                                    torch.nn.Linear(last.shape[1], last.shape[0]))
         head.load_state_dict({key.removeprefix("score."): value for key, value in tensors.items()})
     except (KeyError, RuntimeError) as exc:
-        raise PRMFormatError(f"PRM {checkpoint}: no Linear-ReLU-Linear `score` head in its safetensors ({exc})") from exc
+        raise PRMFormatError(f"PRM {checkpoint}: no Linear-ReLU-Linear `score` head in its safetensors "
+                             f"({exc})") from exc
     return head.to(dtype)

@@ -67,7 +67,8 @@ class RemotePRM(RemoteScorer):
             by_question[question].append(index)
         scores: list[list[float]] = [[] for _ in pairs]
         for question, indices in by_question.items():
-            answer = self.post("/v1/rewards", {"question": question, "candidates": [list(pairs[i][1]) for i in indices]})
+            body = {"question": question, "candidates": [list(pairs[i][1]) for i in indices]}
+            answer = self.post("/v1/rewards", body)
             for index, row in zip(indices, answer["scores"]):
                 scores[index] = row
         return scores
@@ -134,7 +135,8 @@ def _error_of(response: httpx.Response) -> tuple[str, str | None]:
         body = response.json()
         error = body.get("error", body)
         if isinstance(error, dict):
-            return str(error.get("message", response.text)), error.get("code") if isinstance(error.get("code"), str) else None
+            code = error.get("code")
+            return str(error.get("message", response.text)), code if isinstance(code, str) else None
         return str(error), None
     except (ValueError, AttributeError):
         return response.text[:500], None

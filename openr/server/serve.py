@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import codecs
 import logging
 import os
 import time
@@ -81,6 +82,9 @@ def add_parser(subparsers) -> None:
                    help="search: default wall-clock budget in seconds (search.timeout_s)")
     p.add_argument("--search-max-timeout", type=float, default=defaults.search.max_timeout_s,
                    help="search: largest search.timeout_s a request may ask for")
+    p.add_argument("--step-separator", type=_unescaped, default=defaults.step_separator,
+                   help="what the policy writes between reasoning steps: search stops each step there and joins "
+                        "steps with it (backslash escapes read, e.g. '\\n\\n'; Qwen2.5-Math and ours: a blank line)")
     p.add_argument("--prm-max-batch-size", type=int, default=defaults.prm_micro_batch_size,
                    help="PRM micro-batcher: most candidates gathered into one batch, across all requests")
     p.add_argument("--prm-max-wait-ms", type=float, default=defaults.prm_max_wait_ms,
@@ -94,6 +98,14 @@ def add_parser(subparsers) -> None:
                         "scored steps so a search's next call runs only its new steps (0: off)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=run)
+
+
+def _unescaped(value: str) -> str:
+    """A flag value with its backslash escapes read ('\\n' is a newline)."""
+    text = codecs.decode(value, "unicode_escape")
+    if not text:
+        raise argparse.ArgumentTypeError("the step separator cannot be empty")
+    return text
 
 
 def validate(args: argparse.Namespace) -> None:
@@ -116,7 +128,8 @@ def settings_of(args: argparse.Namespace) -> ServerSettings:
                           default_timeout_s=args.search_timeout, max_timeout_s=args.search_max_timeout)
     return ServerSettings(api_key=args.api_key, max_concurrent=args.max_concurrent, max_queue=args.max_queue,
                           max_n=args.max_n, max_request_bytes=args.max_request_bytes, search=search,
-                          prm_micro_batch_size=args.prm_max_batch_size, prm_max_wait_ms=args.prm_max_wait_ms)
+                          prm_micro_batch_size=args.prm_max_batch_size, prm_max_wait_ms=args.prm_max_wait_ms,
+                          step_separator=args.step_separator)
 
 
 def _prm_factory(prm: str | None, args: argparse.Namespace, device: str):

@@ -92,7 +92,8 @@ def assert_close(got: list[list[float]], expected: list[list[float]]) -> None:
 async def test_rewards_endpoint_matches_the_model_cards_formula(checkpoints, name):
     prm_format = "math-shepherd" if name == "math-shepherd" else "auto"  # the other two are detected
     expected = reference(name, checkpoints)
-    assert len({round(s, 6) for row in expected for s in row}) > 3  # a random head that scores every step alike tests nothing
+    # A random head that scored every step alike would test nothing.
+    assert len({round(s, 6) for row in expected for s in row}) > 3
     async with serving(prm_factory=lambda: load_prm(checkpoints[name], prm_format=prm_format)) as (http, _, _):
         # One call, then again step by step: the second is served partly from the prefix cache.
         first = await http.post("/v1/rewards", json={"question": QUESTION, "candidates": CANDIDATES})
