@@ -3,7 +3,8 @@
 `--prm-format auto` looks at what a checkpoint says about itself: an
 `adapter_config.json` (OpenR's Math-psa is a LoRA adapter), `architectures`
 (`Qwen2ForProcessRewardModel`), our own `prm_*` config keys. Math-Shepherd is
-a plain causal LM whose config says nothing, so it has to be named. Every
+a plain causal LM whose config says nothing (as is Math-psa merged into its
+base), so it has to be named. Every
 failure here is a `PRMFormatError`, raised when the server starts, with the
 formats listed: never a traceback at the first request.
 """
@@ -119,7 +120,7 @@ def detect_format(checkpoint: str | Path, requested: str = AUTO) -> str:
                                  f"{QWEN_PRM_ARCHITECTURE} architecture, no prm_* config keys); pass "
                                  f"--prm-format, one of: {FORMAT_HELP}")
         return said
-    if said != requested and not (requested == MATH_SHEPHERD and said is None):
+    if said != requested and not (requested in TAG_FORMATS and said is None):
         what = said or f"a plain causal LM ({', '.join(config.get('architectures', [])) or 'no architectures'})"
         raise PRMFormatError(f"PRM {checkpoint} is not in the {requested} format: it reads as {what}. "
                              f"The formats are: {FORMAT_HELP}")

@@ -111,7 +111,7 @@ def test_auto_detects_the_adapter_and_the_architecture_and_refuses_to_guess(chec
 
 
 @pytest.mark.parametrize("name, wrong", [("math-shepherd", "qwen-prm"), ("qwen-prm", "math-shepherd"),
-                                         ("openr", "ours"), ("math-shepherd", "openr")])
+                                         ("openr", "ours"), ("qwen-prm", "openr")])
 def test_a_wrong_format_is_refused(checkpoints, name, wrong):
     with pytest.raises(PRMFormatError, match=f"not in the {wrong} format"):
         check_prm(checkpoints[name], wrong)
@@ -119,8 +119,9 @@ def test_a_wrong_format_is_refused(checkpoints, name, wrong):
 
 def test_a_missing_tag_token_is_refused(tiny_bundle, tmp_path):
     policy = tiny_bundle[0] / "policy"  # a character-level tokenizer: no ` ки`, no ` \n\n\n\n\n` token
-    with pytest.raises(PRMFormatError, match="step tag"):
-        check_prm(policy, "math-shepherd")
+    for prm_format in ("math-shepherd", "openr"):
+        with pytest.raises(PRMFormatError, match="step tag"):
+            check_prm(policy, prm_format)
     with pytest.raises(PRMFormatError, match="<extra_0>"):
         check_prm(qwen_prm(tmp_path / "no-tag", step_tag=False))
 
