@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Model
 
 from openr.prm import PRMFormatError, check_prm, load_prm
 from tests.support.app_client import serving
+from tests.support.e2e_helpers import metric_in
 from tests.support.tiny_public import SYSTEM_PROMPT, causal_lm, lora_adapter, qwen_prm
 
 QUESTION = "What is 12 + 30?"
@@ -98,7 +99,9 @@ async def test_rewards_endpoint_matches_the_model_cards_formula(checkpoints, nam
         # One call, then again step by step: the second is served partly from the prefix cache.
         first = await http.post("/v1/rewards", json={"question": QUESTION, "candidates": CANDIDATES})
         again = await http.post("/v1/rewards", json={"question": QUESTION, "candidates": CANDIDATES})
+        metrics = (await http.get("/metrics")).text
     assert first.status_code == 200, first.text
+    assert metric_in(metrics, "openr:prm_prefix_cache_hits_total") > 0
     assert_close(first.json()["scores"], expected)
     assert_close(again.json()["scores"], expected)
 
