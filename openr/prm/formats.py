@@ -106,6 +106,8 @@ def detect_format(checkpoint: str | Path, requested: str = AUTO) -> str:
     the checkpoint says, or (auto) the one it says it is."""
     if requested not in FORMAT_CHOICES:
         raise PRMFormatError(f"unknown PRM format {requested!r}; the formats are: {FORMAT_HELP}")
+    if str(checkpoint).startswith((".", "/", "~")) and not Path(checkpoint).expanduser().is_dir():
+        raise PRMFormatError(f"{checkpoint}: no such PRM checkpoint directory")
     adapter = read_json(checkpoint, ADAPTER_CONFIG)
     config = read_json(checkpoint, "config.json")
     if adapter is None and config is None:

@@ -102,7 +102,8 @@ def add_parser(subparsers) -> None:
 
 def _unescaped(value: str) -> str:
     """A flag value with its backslash escapes read ('\\n' is a newline)."""
-    text = codecs.decode(value, "unicode_escape")
+    # Non-Latin-1 characters go in as escapes themselves, so they come out whole.
+    text = codecs.decode(value.encode("latin-1", "backslashreplace"), "unicode_escape")
     if not text:
         raise argparse.ArgumentTypeError("the step separator cannot be empty")
     return text

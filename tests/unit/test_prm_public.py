@@ -106,7 +106,9 @@ async def test_rewards_endpoint_matches_the_model_cards_formula(checkpoints, nam
     assert_close(again.json()["scores"], expected)
 
 
-def test_auto_detects_the_adapter_and_the_architecture_and_refuses_to_guess(checkpoints):
+def test_auto_detects_the_adapter_and_the_architecture_and_refuses_to_guess(checkpoints, tmp_path):
+    with pytest.raises(PRMFormatError, match="no such PRM checkpoint directory"):
+        check_prm(tmp_path / "missing")
     assert check_prm(checkpoints["openr"]) == "openr"
     assert check_prm(checkpoints["qwen-prm"]) == "qwen-prm"
     with pytest.raises(PRMFormatError, match="math-shepherd.*openr.*qwen-prm"):
