@@ -61,3 +61,13 @@ class ScorerInputTooLong(ValueError):
     """Raised by a `StepScorer` when a candidate does not fit its context. A
     search drops such a candidate (unscored, it cannot be ranked) and notes
     that the PRM's context cut its work (`stop_reason` "context")."""
+
+
+class ScorerError(RuntimeError):
+    """A `StepScorer` on another server failed a call: `status` is what the
+    client is answered, the remote's own 4xx when it refused the input, 503 when
+    it is unreachable or failing. A search does not catch it; the server maps it."""
+
+    def __init__(self, message: str, status: int = 503, code: str | None = None):
+        super().__init__(message)
+        self.message, self.status, self.code = message, status, code

@@ -94,9 +94,9 @@ class CausalLMScorer:
             raise ValueError("cache_mb must be >= 0 (0 switches the prefix cache off)")
         self.device = device
         self.max_batch_size = max_batch_size
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         dtype = torch.float32 if device == "cpu" else torch.float16
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device).eval()
+        self.tokenizer, model = self.load(model_dir, dtype)
+        self.model = model.to(device).eval()
         self.max_len = self.model.config.max_position_embeddings
         pad_id = self.tokenizer.pad_token_id
         self.pad_id = pad_id if pad_id is not None else self.tokenizer.eos_token_id
@@ -106,6 +106,11 @@ class CausalLMScorer:
         self.queried_tokens = self.forwarded_tokens = 0
 
     # -- what a PRM kind defines ------------------------------------------------
+
+    def load(self, model_dir: str | Path, dtype: torch.dtype) -> tuple[PreTrainedTokenizerBase, torch.nn.Module]:
+        """The tokenizer, and a model called like a causal LM (`logits_to_keep`,
+        `past_key_values`) whose `.logits` hold what `position_scalars` reads."""
+        return AutoTokenizer.from_pretrained(model_dir), AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
 
     def encode(self, question: str, steps: Sequence[str]) -> Encoded:
         raise NotImplementedError

@@ -105,7 +105,28 @@ def right_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor,
     return input_ids, attention_mask
 
 
-class StepTagPRM(CausalLMScorer):
+class TagScorer(CausalLMScorer):
+    """A PRM that reads a pair of logits (`label_ids`: good, bad) at each step's
+    tag: P(good) = softmax(pair)[good] = sigmoid(l_good - l_bad). Ours and the
+    published step-tag PRMs (openr.prm.public) differ only in their input."""
+
+    label_ids: torch.Tensor
+
+    def position_scalars(self, logits: torch.Tensor, next_ids: torch.Tensor) -> torch.Tensor:
+        """l+ - l- at the tag (what `tag_margins` reads in training)."""
+        pair = logits[:, self.label_ids.to(logits.device)]
+        return pair[:, 0] - pair[:, 1]
+
+    def fold(self, previous: list[float], scalars: torch.Tensor) -> float:
+        return scalars[0].item()
+
+    def score_batch(self, pairs: Sequence[tuple[str, Sequence[str]]]) -> list[list[float]]:
+        """One score in [0, 1] per step for each (question, steps) pair, in input order."""
+        return [torch.sigmoid(torch.tensor(margins, dtype=torch.float64)).tolist()
+                for margins in self.step_values(pairs)]
+
+
+class StepTagPRM(TagScorer):
     """A `StepScorer` backed by a step-tag PRM checkpoint (transformers, in-process)."""
 
     def __init__(self, model_dir: str | Path, device: str = "cpu", max_batch_size: int = DEFAULT_FORWARD_BATCH_SIZE,
@@ -120,16 +141,3 @@ class StepTagPRM(CausalLMScorer):
         ids, spans = encode_solution(self.tokenizer, question, steps, [self.tag_id], self.pieces)
         prompt_len = spans[0][0] if spans else len(ids)
         return Encoded.build(ids, prompt_len, [end + 1 for _, end in spans], [[end] for _, end in spans])
-
-    def position_scalars(self, logits: torch.Tensor, next_ids: torch.Tensor) -> torch.Tensor:
-        """l+ - l- at the tag (what `tag_margins` reads in training)."""
-        pair = logits[:, self.label_ids.to(logits.device)]
-        return pair[:, 0] - pair[:, 1]
-
-    def fold(self, previous: list[float], scalars: torch.Tensor) -> float:
-        return scalars[0].item()
-
-    def score_batch(self, pairs: Sequence[tuple[str, Sequence[str]]]) -> list[list[float]]:
-        """One score in [0, 1] per step for each (question, steps) pair, in input order."""
-        return [torch.sigmoid(torch.tensor(margins, dtype=torch.float64)).tolist()
-                for margins in self.step_values(pairs)]

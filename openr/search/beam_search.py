@@ -41,8 +41,8 @@ async def run(
     """
     aggregation = AGGREGATIONS[config.aggregation]
     scorer = MeteredScorer(require_prm(prm, "beam_search"), problem.question, aggregation, budget)
-    sampler = MeteredPolicy(policy, config, budget)
-    live = [Candidate()]
+    sampler = MeteredPolicy(policy, config, budget, problem.step_separator)
+    live = [problem.empty()]
     ended: list[Candidate] = []
     stop_reason: BudgetReason | None = None
     for depth in range(config.max_steps):

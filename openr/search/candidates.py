@@ -24,17 +24,23 @@ AnswerExtractor = Callable[[str], "str | None"]
 class SearchProblem:
     """`prompt` is the chat-rendered question, ending where the assistant's text
     begins (what the policy continues); `question` is the plain text the PRM sees;
-    `extract_answer` reads a solution's final answer, which voting groups by."""
+    `extract_answer` reads a solution's final answer, which voting groups by;
+    `step_separator` is what the policy writes between steps (its stop string)."""
 
     question: str
     prompt: str
     extract_answer: AnswerExtractor
+    step_separator: str = STEP_SEPARATOR
 
     def prefix(self, steps: tuple[str, ...]) -> str:
         """The text the policy continues to write the step after `steps`."""
         if not steps:
             return self.prompt
-        return self.prompt + STEP_SEPARATOR.join(steps) + STEP_SEPARATOR
+        return self.prompt + self.step_separator.join(steps) + self.step_separator
+
+    def empty(self) -> Candidate:
+        """The candidate with no steps yet, whose steps join with this problem's separator."""
+        return Candidate(separator=self.step_separator)
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,7 @@ class Candidate:
     finished: bool = False
     truncated: bool = False
     answer: str | None = None
+    separator: str = STEP_SEPARATOR  # between steps in its text
 
     @property
     def ended(self) -> bool:
@@ -61,7 +68,7 @@ class Candidate:
 
     @property
     def text(self) -> str:
-        return STEP_SEPARATOR.join(self.steps)
+        return self.separator.join(self.steps)
 
     def with_answer(self, extract_answer: AnswerExtractor) -> Candidate:
         return replace(self, answer=extract_answer(self.text))
@@ -73,6 +80,7 @@ class Candidate:
             tokens=self.tokens + step.num_tokens,
             finished=step.finish_reason == "eos",
             truncated=step.finish_reason == "length",
+            separator=self.separator,
         )
 
     def scored(self, step_scores: list[float], aggregate_score: float) -> Candidate:
@@ -82,10 +90,11 @@ class Candidate:
         """This candidate continued to its end by one completion sampled in one
         call, cut into steps at the separator."""
         return Candidate(
-            steps=self.steps + tuple(split_steps(completion.text)),
+            steps=self.steps + tuple(split_steps(completion.text, self.separator)),
             tokens=self.tokens + completion.num_tokens,
             finished=completion.finish_reason == "eos",
             truncated=completion.finish_reason == "length",
+            separator=self.separator,
         )
 
 

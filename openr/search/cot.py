@@ -30,8 +30,8 @@ async def run(
     stop_reason = budget.exhausted()
     candidates: list[Candidate] = []
     if stop_reason is None:
-        sampler = MeteredPolicy(policy, config, budget)
+        sampler = MeteredPolicy(policy, config, budget, problem.step_separator)
         [[completion]] = await sampler.sample_solutions([problem.prompt], 1, config.max_solution_tokens)
-        candidates.append(Candidate().continue_with(completion))
+        candidates.append(problem.empty().continue_with(completion))
     # With a single candidate any ranking picks it; majority_vote needs no scores.
     return conclude(problem, candidates, AGGREGATIONS["majority_vote"], budget, stop_reason)

@@ -38,8 +38,8 @@ async def run(
     """
     aggregation = AGGREGATIONS[config.aggregation]
     scorer = MeteredScorer(require_prm(prm, "dvts"), problem.question, aggregation, budget)
-    sampler = MeteredPolicy(policy, config, budget)
-    tips = [Candidate()] * config.subtrees
+    sampler = MeteredPolicy(policy, config, budget, problem.step_separator)
+    tips = [problem.empty()] * config.subtrees
     stop_reason: BudgetReason | None = None
     for _ in range(config.max_steps):
         growing = [i for i, tip in enumerate(tips) if not tip.ended]

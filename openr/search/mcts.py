@@ -129,7 +129,7 @@ class SearchTree:
 
     def __init__(self, problem: SearchProblem, sampler: MeteredPolicy, scorer: MeteredScorer,
                  aggregation: Aggregation, config: MctsConfig):
-        self.root = Node(Candidate())
+        self.root = Node(problem.empty())
         self.solutions: list[Candidate] = []
         self._problem = problem
         self._sampler = sampler
@@ -227,7 +227,8 @@ async def run(
     """
     aggregation = AGGREGATIONS[config.aggregation]
     scorer = MeteredScorer(require_prm(prm, "mcts"), problem.question, aggregation, budget)
-    tree = SearchTree(problem, MeteredPolicy(policy, config, budget), scorer, aggregation, config)
+    sampler = MeteredPolicy(policy, config, budget, problem.step_separator)
+    tree = SearchTree(problem, sampler, scorer, aggregation, config)
     stop_reason: BudgetReason | None = None
     for _ in range(config.num_simulations):
         stop_reason = budget.exhausted()

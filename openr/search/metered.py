@@ -25,15 +25,16 @@ class MeteredPolicy:
     seed + i), so no two samples of a seeded search share a seed.
     """
 
-    def __init__(self, policy: Policy, config: SearchConfig, budget: Budget):
+    def __init__(self, policy: Policy, config: SearchConfig, budget: Budget, step_separator: str = STEP_SEPARATOR):
         self._policy = policy
         self._config = config
         self._budget = budget
         self._next_seed = config.seed
+        self._step_separator = step_separator
 
     async def sample_steps(self, prefixes: Sequence[str], n: int) -> list[list[Step]]:
         """`n` next steps for each prefix, each up to the step separator."""
-        return await self._sample(prefixes, n, [STEP_SEPARATOR], self._config.max_step_tokens)
+        return await self._sample(prefixes, n, [self._step_separator], self._config.max_step_tokens)
 
     async def sample_solutions(self, prefixes: Sequence[str], n: int, max_tokens: int) -> list[list[Step]]:
         """`n` continuations of each prefix to the end of the solution, in one call."""
@@ -136,6 +137,6 @@ async def sample_whole_solutions(
     stop_reason = budget.exhausted()
     if stop_reason is not None:
         return [], stop_reason
-    sampler = MeteredPolicy(policy, config, budget)
+    sampler = MeteredPolicy(policy, config, budget, problem.step_separator)
     [completions] = await sampler.sample_solutions([problem.prompt], config.n, config.max_solution_tokens)
-    return [Candidate().continue_with(completion) for completion in completions], None
+    return [problem.empty().continue_with(completion) for completion in completions], None

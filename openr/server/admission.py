@@ -36,6 +36,7 @@ class Admission:
 
     async def acquire(self) -> Slot:
         if self.running >= self.max_concurrent and self.waiting >= self.max_queue:
+            self._metrics.rejected.labels(self._metrics.model_name).inc()
             raise APIError(429, f"server is at capacity ({self.max_concurrent} running, {self.max_queue} "
                                 "queued); retry shortly", code="rate_limit_exceeded",
                            headers={"Retry-After": str(RETRY_AFTER_S)})

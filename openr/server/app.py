@@ -19,6 +19,7 @@ from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from openr.engine.base import Engine
+from openr.contracts import ScorerError
 from openr.prm.batcher import MicroBatchingScorer
 from openr.server import chat, completions, rewards
 from openr.server.admission import Admission
@@ -229,6 +230,10 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ClientDisconnected)
     async def disconnected(_: Request, exc: ClientDisconnected):
         return Response(status_code=499)  # nobody is listening; for the access log only
+
+    @app.exception_handler(ScorerError)
+    async def prm_failed(_: Request, exc: ScorerError):
+        return error_response(exc)  # a remote PRM's refusal or outage, as the local PRM's errors read
 
     @app.exception_handler(ValidationError)
     async def invalid_body(_: Request, exc: ValidationError):

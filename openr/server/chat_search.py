@@ -99,7 +99,8 @@ async def create_search_completion(ctx: ServingContext, request: ChatCompletionR
     messages = request.chat_messages()
     prompt = await ctx.engine.prepare_chat(messages)
     question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), messages[-1]["content"])
-    problem = SearchProblem(question=question, prompt=prompt.text, extract_answer=extract_answer)
+    problem = SearchProblem(question=question, prompt=prompt.text, extract_answer=extract_answer,
+                            step_separator=ctx.settings.step_separator)
     tally = Tally(ctx.metrics, prompt.num_tokens)
 
     async def search() -> SearchResult:

@@ -12,6 +12,7 @@ import logging
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
+from openr.contracts import ScorerError
 from openr.engine.base import EngineRequestError
 
 logger = logging.getLogger(__name__)
@@ -54,6 +55,8 @@ def to_api_error(exc: Exception) -> APIError:
         return exc
     if isinstance(exc, EngineRequestError):
         return APIError(exc.status, exc.message, exc.param)
+    if isinstance(exc, ScorerError):
+        return APIError(exc.status, exc.message, code=exc.code or ("prm_unavailable" if exc.status == 503 else None))
     logger.exception("internal error while serving a request", exc_info=exc)
     return APIError(500, f"internal server error: {type(exc).__name__}: {exc}", code="internal_error")
 

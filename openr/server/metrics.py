@@ -32,6 +32,8 @@ class ServerMetrics:
         self.generation_tokens = Counter("openr:generation_tokens", "Tokens generated.", labels, registry=reg)
         self.request_success = Counter("openr:request_success", "Requests finished, by finish reason.",
                                        labels + ["finished_reason"], registry=reg)
+        self.rejected = Counter("openr:requests_rejected", "Requests turned away with 429 (server at capacity).",
+                                labels, registry=reg)
         strategy = labels + ["strategy"]
         self.searches = Counter("openr:search_requests", "Searches by strategy and outcome (completed, a budget "
                                 "that ran out, cancelled).", strategy + ["outcome"], registry=reg)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import codecs
 import logging
 import os
 import time
@@ -13,6 +14,8 @@ from openr.engine.checkpoints import ARITH_ALIAS, DEFAULT_MODEL, SMOLLM2_ALIAS, 
 from openr.engine.hf_engine import DEFAULT_DECODE_BATCH_SIZE
 from openr.prm.causal_lm import DEFAULT_CACHE_MB as DEFAULT_PRM_CACHE_MB
 from openr.prm.causal_lm import DEFAULT_FORWARD_BATCH_SIZE as DEFAULT_PRM_FORWARD_BATCH
+from openr.prm.formats import AUTO, FORMAT_CHOICES, FORMAT_HELP
+from openr.prm.remote import API_CHOICES
 from openr.server.settings import SearchLimits, ServerSettings
 
 logger = logging.getLogger("openr.serve")
@@ -36,8 +39,15 @@ def add_parser(subparsers) -> None:
                         "a hub id (where a hub is reachable) or, with --engine openai, the remote server's URL "
                         f"(default: {DEFAULT_MODEL})")
     p.add_argument("--prm", default=None,
-                   help="process reward model to attach: a checkpoint directory, or the URL of another `openr "
-                        "serve` whose /v1/rewards to use (default: the PRM that comes with --model, if any)")
+                   help="process reward model to attach: a checkpoint directory or hub id, or the URL of a server "
+                        "that scores steps: another `openr serve` (/v1/rewards) or vLLM's pooling API (/pooling) "
+                        "(default: the PRM that comes with --model, if any)")
+    p.add_argument("--prm-format", choices=FORMAT_CHOICES, default=AUTO,
+                   help=f"how the PRM reads steps: {FORMAT_HELP}; auto reads it off the checkpoint (an adapter "
+                        "config, its architectures, our prm_* keys) and fails at start-up when it cannot tell")
+    p.add_argument("--prm-api", choices=API_CHOICES, default="auto",
+                   help="API of a --prm URL: openr (/v1/rewards) or vllm (/pooling, a Qwen2.5-Math-PRM-format "
+                        "model on vLLM's pooling runner); auto asks the server")
     p.add_argument("--served-model-name", default=None,
                    help="the name clients send as `model` (default: the alias, directory name or remote name)")
     p.add_argument("--engine", choices=ENGINE_CHOICES, default="auto",
@@ -72,6 +82,9 @@ def add_parser(subparsers) -> None:
                    help="search: default wall-clock budget in seconds (search.timeout_s)")
     p.add_argument("--search-max-timeout", type=float, default=defaults.search.max_timeout_s,
                    help="search: largest search.timeout_s a request may ask for")
+    p.add_argument("--step-separator", type=_unescaped, default=defaults.step_separator,
+                   help="what the policy writes between reasoning steps: search stops each step there and joins "
+                        "steps with it (backslash escapes read, e.g. '\\n\\n'; Qwen2.5-Math and ours: a blank line)")
     p.add_argument("--prm-max-batch-size", type=int, default=defaults.prm_micro_batch_size,
                    help="PRM micro-batcher: most candidates gathered into one batch, across all requests")
     p.add_argument("--prm-max-wait-ms", type=float, default=defaults.prm_max_wait_ms,
@@ -87,6 +100,15 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+def _unescaped(value: str) -> str:
+    """A flag value with its backslash escapes read ('\\n' is a newline)."""
+    # Non-Latin-1 characters go in as escapes themselves, so they come out whole.
+    text = codecs.decode(value.encode("latin-1", "backslashreplace"), "unicode_escape")
+    if not text:
+        raise argparse.ArgumentTypeError("the step separator cannot be empty")
+    return text
+
+
 def validate(args: argparse.Namespace) -> None:
     for flag in ("max_concurrent", "max_queue", "max_n", "max_request_bytes", "max_batch_size", "port",
                  "search_max_samples", "search_max_tokens", "prm_max_batch_size", "prm_forward_batch_size", "prm_cache_mb"):
@@ -97,8 +119,6 @@ def validate(args: argparse.Namespace) -> None:
     try:
         if args.engine != "openai":
             check_model_arg(split_bundle(args.model)[0])
-        if args.prm is not None and not _is_url(args.prm):
-            check_model_arg(args.prm)
     except ValueError as exc:
         raise SystemExit(f"openr serve: {exc}") from exc
 
@@ -109,25 +129,35 @@ def settings_of(args: argparse.Namespace) -> ServerSettings:
                           default_timeout_s=args.search_timeout, max_timeout_s=args.search_max_timeout)
     return ServerSettings(api_key=args.api_key, max_concurrent=args.max_concurrent, max_queue=args.max_queue,
                           max_n=args.max_n, max_request_bytes=args.max_request_bytes, search=search,
-                          prm_micro_batch_size=args.prm_max_batch_size, prm_max_wait_ms=args.prm_max_wait_ms)
+                          prm_micro_batch_size=args.prm_max_batch_size, prm_max_wait_ms=args.prm_max_wait_ms,
+                          step_separator=args.step_separator)
 
 
-def _prm_factory(prm_dir: str | None, device: str, remote_api_key: str | None, max_batch_size: int,
-                 cache_mb: float = DEFAULT_PRM_CACHE_MB):
-    """Builds the PRM scorer when the server starts (weights load then, not at parse time)."""
-    if prm_dir is None:
+def _prm_factory(prm: str | None, args: argparse.Namespace, device: str):
+    """Checks the PRM now, before the app starts (a remote one is asked what it
+    speaks; a checkpoint's format, tokenizer and tag tokens are checked), so a
+    bad --prm stops `openr serve` with a message; returns what builds the scorer
+    when the server starts (weights load then, in the background)."""
+    if prm is None:
         return None
-    logger.info("attaching PRM %s", prm_dir)
+    if _is_url(prm):
+        from openr.prm.remote import connect_remote_prm
 
-    def load():
-        if _is_url(prm_dir):
-            from openr.prm.remote import RemotePRM
+        try:
+            remote = connect_remote_prm(prm, args.prm_api, args.remote_api_key, args.prm_format)
+        except ValueError as exc:
+            raise SystemExit(f"openr serve: --prm {prm}: {exc}") from exc
+        logger.info("attaching remote PRM %s (%s)", prm, type(remote).__name__)
+        return lambda: remote
+    from openr.prm import PRMFormatError, check_prm, load_prm
 
-            return RemotePRM(prm_dir, api_key=remote_api_key)
-        from openr.prm import load_prm
-
-        return load_prm(prm_dir, device=device, max_batch_size=max_batch_size, cache_mb=cache_mb)
-    return load
+    try:
+        prm_format = check_prm(prm, args.prm_format)
+    except PRMFormatError as exc:
+        raise SystemExit(f"openr serve: --prm: {exc}") from exc
+    logger.info("attaching PRM %s (%s format)", prm, prm_format)
+    return lambda: load_prm(prm, device=device, max_batch_size=args.prm_forward_batch_size,
+                            cache_mb=args.prm_cache_mb, prm_format=prm_format)
 
 
 def _is_url(value: str) -> bool:
@@ -146,6 +176,7 @@ def run(args: argparse.Namespace) -> None:
     logger.info("engine: %s on %s (%s)", kind, device, why)
     policy, bundled_prm = (args.model, None) if kind == "openai" else split_bundle(args.model)
     prm_dir = args.prm or bundled_prm
+    prm_factory = _prm_factory(str(prm_dir) if prm_dir else None, args, device)
     try:
         engine = make_engine(kind, policy, device, max_model_len=args.max_model_len,
                              max_batch_size=args.max_batch_size, remote_model=args.served_model_name,
@@ -159,9 +190,7 @@ def run(args: argparse.Namespace) -> None:
             raise SystemExit(f"openr serve: cannot reach the remote server: {exc}") from exc
     else:
         name = args.served_model_name or served_name(args.model)
-    app = build_app(engine, name, settings_of(args), started_at=started,
-                    prm_factory=_prm_factory(prm_dir, device, args.remote_api_key, args.prm_forward_batch_size,
-                                             args.prm_cache_mb),
+    app = build_app(engine, name, settings_of(args), started_at=started, prm_factory=prm_factory,
                     prm_name=(args.prm if _is_url(args.prm) else Path(args.prm).resolve().name) if args.prm
                     else f"{name}-prm")
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, timeout_keep_alive=30)

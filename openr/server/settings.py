@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from openr.prm.batcher import DEFAULT_MAX_WAIT_MS, DEFAULT_MICRO_BATCH_SIZE
+from openr.tasks.problem import STEP_SEPARATOR
 
 
 @dataclass(frozen=True)
@@ -37,3 +38,4 @@ class ServerSettings:
     search: SearchLimits = field(default_factory=SearchLimits)
     prm_micro_batch_size: int = DEFAULT_MICRO_BATCH_SIZE  # candidates per PRM batch, across requests
     prm_max_wait_ms: float = DEFAULT_MAX_WAIT_MS  # how long a PRM call may wait for others to join
+    step_separator: str = STEP_SEPARATOR  # what the policy writes between reasoning steps (search's stop string)

@@ -26,6 +26,6 @@ class Problem:
     level: int | None
 
 
-def split_steps(solution: str) -> list[str]:
+def split_steps(solution: str, separator: str = STEP_SEPARATOR) -> list[str]:
     """The non-empty steps of a solution, in order."""
-    return [step.strip() for step in solution.split(STEP_SEPARATOR) if step.strip()]
+    return [step.strip() for step in solution.split(separator) if step.strip()]

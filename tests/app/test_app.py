@@ -135,7 +135,7 @@ async def test_request_id_is_echoed_or_generated():
 
 async def test_beyond_concurrency_and_queue_is_429_with_retry_after():
     engine = FakeEngine(delay_s=0.05)
-    async with serving(engine, ServerSettings(max_concurrent=1, max_queue=1)) as (_, sdk, _):
+    async with serving(engine, ServerSettings(max_concurrent=1, max_queue=1)) as (http, sdk, _):
         running = asyncio.create_task(sdk.chat.completions.create(**chat(max_tokens=20)))
         await asyncio.sleep(0.1)
         queued = asyncio.create_task(sdk.chat.completions.create(**chat(max_tokens=2)))
@@ -144,6 +144,7 @@ async def test_beyond_concurrency_and_queue_is_429_with_retry_after():
             await sdk.chat.completions.create(**chat())
         assert err.value.response.headers["retry-after"] == "1"
         assert (await running).choices and (await queued).choices  # the others are undisturbed
+        assert metric((await http.get("/metrics")).text, "openr:requests_rejected_total") == 1
 
 
 async def test_models_lists_the_served_model():

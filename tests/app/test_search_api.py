@@ -11,6 +11,7 @@ import pytest
 
 from openr.prm.batcher import MicroBatchingScorer
 from openr.prm.causal_lm import PRMInputTooLong
+from openr.server.settings import ServerSettings
 from tests.support.e2e_helpers import metric_in
 from tests.support.fake_engine import FakePRM, StepFakeEngine
 from tests.support.app_client import MODEL, serving
@@ -36,6 +37,17 @@ async def test_best_of_n_answers_with_usage_and_trace():
     visible = trace["candidates"][0]["tokens"]
     assert r.usage.completion_tokens_details.reasoning_tokens == r.usage.completion_tokens - visible
 
+
+
+async def test_the_servers_step_separator_cuts_the_policys_steps():
+    separator = "\n---\n"
+    engine = StepFakeEngine(separator=separator)
+    async with serving(engine, ServerSettings(step_separator=separator), prm_factory=FakePRM) as (_, sdk, _):
+        r = await search_call(sdk, {"strategy": "beam_search", "n": 2, "beam_width": 1, "return_trace": True})
+    assert {params.stop for params in engine.params} == {(separator,)}
+    best = r.model_extra["search_trace"]["candidates"][0]
+    assert best["steps"][:2] == ["good first step", "good second step"] and len(best["steps"]) == 3
+    assert r.choices[0].message.content == separator.join(best["steps"])
 
 async def test_n_returns_distinct_answers():
     async with serving(StepFakeEngine(), prm_factory=FakePRM) as (_, sdk, _):

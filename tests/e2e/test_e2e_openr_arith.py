@@ -18,7 +18,7 @@ from openr.prm import load_prm
 from openr.tasks import arith
 from openr.tasks.grading import is_correct
 from openr.tasks.problem import split_steps
-from tests.support.e2e_helpers import metric, wait_for_metric
+from tests.support.e2e_helpers import dashboard_metrics, metric, metric_families, wait_for_metric
 from tests.support.servers import API_KEY, ServerProcess
 
 pytestmark = pytest.mark.e2e
@@ -181,6 +181,16 @@ def test_prm_prefix_cache_serves_what_a_beam_search_sends_again(server, client):
     assert r.model_extra["search_trace"]["prm_calls"] >= 3
     asked, served = metric(server.url, queries) - before[0], metric(server.url, hits) - before[1]
     assert asked > 0 and 0.5 * asked < served < asked
+
+
+
+def test_every_metric_the_grafana_dashboard_names_is_on_metrics(server, client):
+    """deploy/grafana's dashboard queries only what this server exports (after a
+    search has run, so the PRM's and the search's metrics all have samples)."""
+    ask(client, first_at_level(2), extra_body={"search": {"strategy": "beam_search", "n": 4, "beam_width": 2}})
+    text = httpx.get(f"{server.url}/metrics", timeout=10).text
+    named = dashboard_metrics()
+    assert len(named) >= 10 and not named - metric_families(text)
 
 
 @pytest.mark.parametrize("search, param", [

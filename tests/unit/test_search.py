@@ -3,6 +3,8 @@ fake PRM (budgets are in test_search_budget.py)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import math
 
 import pytest
@@ -129,6 +131,22 @@ async def test_beam_search_keeps_beam_width_beams_with_one_call_of_each_kind_per
     assert len(result.candidates) == config.beam_width
     assert all(c.finished and len(c.steps) == 4 for c in result.candidates)
 
+
+
+@pytest.mark.parametrize("strategy, config", [
+    ("beam_search", BeamSearchConfig(n=4, beam_width=2)), ("dvts", DvtsConfig(n=4, beam_width=2)),
+    ("mcts", MctsConfig(num_simulations=3, n_children=2)), ("best_of_n", BestOfNConfig(n=3)),
+])
+async def test_the_policys_own_step_separator_cuts_and_joins_steps(strategy, config):
+    separator = "\n---\n"
+    problem = replace(PROBLEM, step_separator=separator)
+    policy, prm = FakePolicy(tree_step(eos_depth=3), separator=separator), FakePRM(score_by_last_id)
+    result = await run(strategy, config, policy, prm, problem=problem)
+    assert all(call["stop"] in ([separator], []) for call in policy.calls)
+    assert any(call["stop"] == [separator] for call in policy.calls) == (strategy != "best_of_n")
+    best = result.candidates[0]
+    assert len(best.steps) == 3 and "\n" not in "".join(best.steps)
+    assert result.answer_text == separator.join(best.steps)
 
 async def test_dvts_subtrees_grow_independently():
     config = DvtsConfig(n=6, beam_width=2, aggregation="prm_last_max")

@@ -20,6 +20,7 @@ def test_flag_defaults_are_the_settings_defaults(monkeypatch):
      ServerSettings(search=SearchLimits(max_samples=8, max_timeout_s=30.0))),
     (["--prm-max-batch-size", "5", "--prm-max-wait-ms", "1"], ServerSettings(prm_micro_batch_size=5,
                                                                              prm_max_wait_ms=1.0)),
+    (["--step-separator", "\\n---\\n"], ServerSettings(step_separator="\n---\n")),
 ])
 def test_each_flag_lands_in_its_setting(monkeypatch, flags, expected):
     monkeypatch.delenv("OPENR_API_KEY", raising=False)
