@@ -140,7 +140,7 @@ def _choices(result: SearchResult, n: int, prompt_tokens: int) -> tuple[list[Cha
 def trace_of(strategy: str, result: SearchResult) -> dict:
     return {
         "strategy": strategy, "stop_reason": result.stop_reason, "tokens_generated": result.tokens_generated,
-        "prm_calls": result.prm_calls,
+        "prm_calls": result.prm_calls, **result.decisions,
         "candidates": [{"steps": list(c.steps), "step_scores": list(c.step_scores), "aggregate_score": c.aggregate_score,
                         "tokens": c.tokens, "finished": c.finished, "answer": c.answer} for c in result.candidates],
     }
