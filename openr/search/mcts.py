@@ -12,15 +12,7 @@ from dataclasses import dataclass, field
 
 from openr.search.aggregation import AGGREGATIONS, Aggregation
 from openr.search.budget import Budget
-from openr.search.config import (
-    DEFAULT_AGGREGATION,
-    MAX_SAMPLES,
-    SearchConfig,
-    SearchConfigError,
-    check_aggregation,
-    check_float,
-    check_int,
-)
+from openr.search.config import MAX_SAMPLES, PrmGuidedConfig, SearchConfigError, check_float, check_int
 from openr.search.metered import MeteredPolicy, MeteredScorer, conclude, require_prm
 from openr.contracts import Policy, Step, StepScorer
 from openr.search.candidates import BudgetReason, Candidate, SearchProblem, SearchResult
@@ -34,14 +26,13 @@ MAX_C_PUCT = 100.0
 
 
 @dataclass(frozen=True)
-class MctsConfig(SearchConfig):
+class MctsConfig(PrmGuidedConfig):
     n_children: int = DEFAULT_CHILDREN  # steps sampled when a node is expanded
     num_simulations: int = DEFAULT_SIMULATIONS  # selection-expansion-backup rounds
     c_puct: float = DEFAULT_C_PUCT  # weight of the prior-driven exploration term
     # Evaluate a new node by sampling the rest of its solution and taking the
     # PRM's last-step score, instead of the PRM score of the node's own step.
     rollout: bool = False
-    aggregation: str = DEFAULT_AGGREGATION
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -50,12 +41,6 @@ class MctsConfig(SearchConfig):
         check_float("c_puct", self.c_puct, 0.0, MAX_C_PUCT)
         if not isinstance(self.rollout, bool):
             raise SearchConfigError("rollout", f"rollout must be true or false, got {self.rollout!r}")
-        check_aggregation(self.aggregation)
-
-    @property
-    def needs_prm(self) -> bool:
-        """Node values are PRM scores, whatever picks the final answer."""
-        return True
 
     @property
     def samples(self) -> int:

@@ -25,9 +25,7 @@ from openr.contracts import Policy, StepScorer
 from openr.search.aggregation import AGGREGATIONS
 from openr.search.budget import Budget
 from openr.search.candidates import BudgetReason, Candidate, SearchProblem, SearchResult
-from openr.search.config import (
-    DEFAULT_AGGREGATION, MAX_SAMPLES, SearchConfig, check_aggregation, check_float, check_int,
-)
+from openr.search.config import MAX_SAMPLES, PrmGuidedConfig, check_float, check_int
 from openr.search.metered import MeteredPolicy, MeteredScorer, conclude, require_prm
 
 DEFAULT_PARTICLES = 8
@@ -37,23 +35,16 @@ MAX_RESAMPLE_TEMPERATURE = 10.0
 
 
 @dataclass(frozen=True)
-class ParticleFilteringConfig(SearchConfig):
+class ParticleFilteringConfig(PrmGuidedConfig):
     n: int = DEFAULT_PARTICLES  # particles, each extended by one sampled step per round
     # Softmax temperature of the resampling weights over PRM step scores: lower is greedier.
     resample_temperature: float = DEFAULT_RESAMPLE_TEMPERATURE
-    aggregation: str = DEFAULT_AGGREGATION
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_int("n", self.n, 1, MAX_SAMPLES)
         check_float("resample_temperature", self.resample_temperature, 0.0, MAX_RESAMPLE_TEMPERATURE,
                     low_open=True)
-        check_aggregation(self.aggregation)
-
-    @property
-    def needs_prm(self) -> bool:
-        """Resampling weights are PRM scores, whatever picks the final answer."""
-        return True
 
     @property
     def samples(self) -> int:
