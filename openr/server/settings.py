@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from openr.prm.batcher import DEFAULT_MAX_WAIT_MS, DEFAULT_MICRO_BATCH_SIZE
+from openr.search.auto import AutoTable
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class SearchLimits:
     max_tokens_total: int = 100_000  # largest generation budget per request, in tokens
     default_timeout_s: float = 120.0
     max_timeout_s: float = 600.0
+    auto_table: AutoTable | None = None  # strategy "auto"'s decision table (None: its documented default)
 
 
 @dataclass(frozen=True)

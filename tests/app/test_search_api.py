@@ -55,6 +55,21 @@ async def test_adaptive_vote_stops_once_settled_and_bills_only_what_it_sampled()
     assert r.usage.completion_tokens * 4 == fixed.usage.completion_tokens
 
 
+async def test_auto_traces_its_choice_and_takes_reasoning_effort_as_its_budget():
+    # Without a PRM (the fake one scores every final step 0, which would leave any probe unsettled).
+    async with serving(StepFakeEngine()) as (_, sdk, _):
+        settled = await search_call(sdk, {"strategy": "auto", "return_trace": True}, reasoning_effort="high")
+        # Seeded, the fake engine's answers cycle: the probe cannot settle, so the table's tier runs.
+        unsettled = await search_call(sdk, {"strategy": "auto", "seed": 0, "max_tokens_total": 100,
+                                            "return_trace": True})
+    auto = settled.model_extra["search_trace"]["auto"]
+    assert (auto["strategy"], auto["budget_tokens"], auto["table"]) == ("probe", 3000, "default")
+    auto = unsettled.model_extra["search_trace"]["auto"]
+    assert (auto["strategy"], auto["options"], auto["budget_tokens"]) == ("majority_vote",
+                                                                          {"n": 4, "adaptive": True}, 100)
+    assert "unsettled" in auto["why"] and "no PRM" in auto["why"]
+
+
 @pytest.mark.parametrize("search, param", [
     ({"strategy": "telepathy"}, "search.strategy"),
     ({"strategy": "best_of_n", "aggregation": "prm_median_max"}, "search.aggregation"),
