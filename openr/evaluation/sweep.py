@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from openr.evaluation.answers import (
     RESULTS_FILE, dataset_id, dataset_label, pending_jobs, read_rows, record_run, run_jobs, select_problems,
 )
+from openr.evaluation.autofit import write_auto_table
 from openr.evaluation.report import PLOT_FILE, TABLE_FILE, Summary, summarize, write_plot, write_table
 from openr.evaluation.settings import Setting, needs_prm
 from openr.tasks import Problem
@@ -43,6 +44,7 @@ class Sweep:
     max_tokens: int | None
     out: Path
     progress: bool
+    fit_auto: Path | None = None  # where to write auto's decision table fitted on this sweep
 
 
 def run(sweep: Sweep, command: list[str]) -> list[Summary]:
@@ -63,6 +65,14 @@ def run(sweep: Sweep, command: list[str]) -> list[Summary]:
     write_plot(summaries, sweep.out / PLOT_FILE,
                title=f"{model} on {dataset_label(sweep.dataset)} ({len(problems)} problems)")
     print(table)
+    if sweep.fit_auto is not None:
+        provenance = {"fitted_on": f"{dataset_label(sweep.dataset)} ({len(problems)} problems, --seed {sweep.seed})",
+                      "model": model, "command": shlex.join(command)}
+        try:
+            write_auto_table(summaries, sweep.settings, sweep.fit_auto, provenance)
+        except ValueError as exc:
+            raise SystemExit(f"openr eval: --fit-auto: {exc}") from None
+        print(f"auto's decision table: {sweep.fit_auto}")
     return summaries
 
 
