@@ -178,13 +178,17 @@ async def test_mcts_stops_at_its_simulation_budget_and_finishes_its_most_visited
     config = MctsConfig(n_children=2, num_simulations=5, max_steps=10)
     policy, prm = FakePolicy(tree_step(eos_depth=8)), FakePRM(score_by_last_id)
     result = await run("mcts", config, policy, prm)
-    # 5 expansions, then no solution is finished: one rollout of the most visited path.
+    # 5 expansions, then no solution is finished: n_children rollouts of the most visited path in one call.
     assert len(policy.calls) == len(prm.calls) == 6
     assert [call["stop"] for call in policy.calls] == [[STEP_SEPARATOR]] * 5 + [[]]
+    assert policy.calls[-1]["n"] == config.n_children and len(prm.calls[-1]) == config.n_children
     rolled_out = path_of(policy.calls[-1]["prefixes"][0])
     assert result.stop_reason is None and result.finish_reason == "stop"
+    assert len(result.candidates) == config.n_children
     best = result.candidates[0]
     assert best.finished and len(best.steps) == 8 and best.steps[: len(rolled_out)] == rolled_out
+    # The PRM picks among the rollouts: score_by_last_id favours the later sample.
+    assert best.aggregate_score == max(c.aggregate_score for c in result.candidates)
 
 
 async def test_mcts_without_a_finished_solution_returns_the_most_visited_path_when_a_budget_ends_it():
