@@ -33,6 +33,9 @@ from openr.search.config import DEFAULT_AGGREGATION, SearchConfig, SearchConfigE
 from openr.search.metered import MeteredScorer, conclude
 
 EFFORTS = ("low", "medium", "high")
+# Token budgets of the effort levels: on openr-arith (about 95 tokens a solution)
+# they afford about 4, 8 and 16 whole solutions.
+DEFAULT_EFFORT_TOKENS = {"low": 500, "medium": 1000, "high": 2000}
 AUTO_TABLE_FILE = "auto.json"  # in a model bundle, next to policy/ and prm/
 VOTING_STRATEGIES = ("majority_vote", "best_of_n")  # these continue the probe's waves
 
@@ -53,7 +56,7 @@ class AutoTable:
 
     tiers: tuple[AutoTier, ...]
     settled_confidence: float = DEFAULT_CONFIDENCE
-    effort_tokens: dict[str, int] = field(default_factory=lambda: {"low": 500, "medium": 1500, "high": 3000})
+    effort_tokens: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_EFFORT_TOKENS))
     source: str = "default"
 
     def tier_for(self, tokens: int | None) -> AutoTier:
@@ -90,8 +93,8 @@ class AutoTable:
 # The reasoning_effort presets, by the tokens they spend on openr-arith (about 95 per solution).
 DEFAULT_TABLE = AutoTable(tiers=(
     AutoTier(0, "best_of_n", {"n": 4}),
-    AutoTier(1500, "beam_search", {"n": 8, "beam_width": 2}),
-    AutoTier(3000, "beam_search", {"n": 16, "beam_width": 4}),
+    AutoTier(DEFAULT_EFFORT_TOKENS["medium"], "beam_search", {"n": 8, "beam_width": 2}),
+    AutoTier(DEFAULT_EFFORT_TOKENS["high"], "beam_search", {"n": 16, "beam_width": 4}),
 ))
 
 
