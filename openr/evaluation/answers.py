@@ -77,6 +77,12 @@ def record_run(out: Path, model: str, dataset: str, settings: list[Setting]) -> 
     path.write_text(json.dumps(run, indent=2) + "\n")
 
 
+def recorded_settings(out: Path) -> list[Setting]:
+    """Every setting OUT/run.json holds, in the order runs first asked for them."""
+    run = json.loads((out / RUN_FILE).read_text())
+    return [Setting(name, s["strategy"], s["budget"], s["request"]) for name, s in run["settings"].items()]
+
+
 def read_rows(path: Path) -> dict[Key, dict[str, Any]]:
     """The rows in results.jsonl by (problem, setting); a later row replaces an earlier one."""
     rows: dict[Key, dict[str, Any]] = {}

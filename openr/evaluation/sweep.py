@@ -1,5 +1,6 @@
 """One evaluation run end to end: pick the model, check OUT holds the same run,
-ask what is missing, then rewrite the table and plot from every row of the grid.
+ask what is missing, then rewrite the table and plot from every row OUT holds
+for these problems (so settings an earlier command added to OUT stay in them).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import openai
 from tqdm.auto import tqdm
 
 from openr.evaluation.answers import (
-    RESULTS_FILE, dataset_id, dataset_label, pending_jobs, read_rows, record_run, run_jobs, select_problems,
+    RESULTS_FILE, dataset_id, dataset_label, pending_jobs, read_rows, record_run, recorded_settings, run_jobs,
+    select_problems,
 )
 from openr.evaluation.autofit import write_auto_table
 from openr.evaluation.report import PLOT_FILE, TABLE_FILE, Summary, summarize, write_plot, write_table
@@ -59,8 +61,12 @@ def run(sweep: Sweep, command: list[str]) -> list[Summary]:
               "again to resume", file=sys.stderr)
         raise SystemExit(INTERRUPTED_EXIT_CODE) from None
     rows = read_rows(sweep.out / RESULTS_FILE)
-    keys = ((problem.id, setting.name) for problem in problems for setting in sweep.settings)
-    summaries = summarize([rows[key] for key in keys if key in rows], sweep.settings)
+    # The report covers every setting OUT holds (earlier commands' too), over this run's problems.
+    asked = {setting.name for setting in sweep.settings}
+    reported = [setting for setting in recorded_settings(sweep.out)
+                if setting.name in asked or any((problem.id, setting.name) in rows for problem in problems)]
+    keys = ((problem.id, setting.name) for problem in problems for setting in reported)
+    summaries = summarize([rows[key] for key in keys if key in rows], reported)
     table = write_table(summaries, sweep.out / TABLE_FILE)
     write_plot(summaries, sweep.out / PLOT_FILE,
                title=f"{model} on {dataset_label(sweep.dataset)} ({len(problems)} problems)")
@@ -69,7 +75,7 @@ def run(sweep: Sweep, command: list[str]) -> list[Summary]:
         provenance = {"fitted_on": f"{dataset_label(sweep.dataset)} ({len(problems)} problems, --seed {sweep.seed})",
                       "model": model, "command": shlex.join(command)}
         try:
-            write_auto_table(summaries, sweep.settings, sweep.fit_auto, provenance)
+            write_auto_table(summaries, reported, sweep.fit_auto, provenance)
         except ValueError as exc:
             raise SystemExit(f"openr eval: --fit-auto: {exc}") from None
         print(f"auto's decision table: {sweep.fit_auto}")

@@ -210,3 +210,23 @@ def test_fit_auto_is_refused_on_the_test_split(tmp_path):
     args = build_parser().parse_args(["eval", "--dataset", "arith-val", "--fit-auto", str(tmp_path / "auto.json"),
                                       "--out", str(tmp_path)])
     assert commands.sweep_from_args(args).fit_auto == tmp_path / "auto.json"
+
+
+def test_the_report_keeps_settings_an_earlier_command_added(tmp_path, monkeypatch):
+    from openr.evaluation import sweep as sweep_module
+
+    record_run(tmp_path, "m", "arith", _grid(strategies=["cot"]))
+    (tmp_path / "results.jsonl").write_text(json.dumps(_row("p0", "cot", True, 5)) + "\n")
+    later = _grid(strategies=["majority_vote"], budgets=[4])
+
+    async def nothing_missing(sweep, problems):
+        record_run(sweep.out, "m", "arith", sweep.settings)
+        return "m"
+
+    monkeypatch.setattr(sweep_module, "_ask_missing", nothing_missing)
+    monkeypatch.setattr(sweep_module, "select_problems", lambda dataset, limit, seed: PROBLEMS[:1])
+    summaries = sweep_module.run(Sweep(dataset="arith", limit=1, seed=0, settings=later, base_url="http://fake/v1",
+                                       api_key="k", model=None, concurrency=1, max_tokens=None, out=tmp_path,
+                                       progress=False), ["openr", "eval"])
+    assert [(s.setting, s.n) for s in summaries] == [("cot", 1), ("majority_vote-n4", 0)]
+    assert "| cot | cot |" in (tmp_path / "table.md").read_text()
