@@ -18,8 +18,10 @@ from openr.search import parse_search, takes_option
 SAMPLING_STRATEGIES = ("majority_vote", "best_of_n", "beam_search", "dvts", "particle_filtering")
 # Tree searches split the n samples of a depth over beam_width beams.
 BEAM_STRATEGIES = ("beam_search", "dvts")
-# Strategies that can stop adaptively (search.adaptive), with --adaptive.
+# Strategies that can stop adaptively (search.adaptive), with --adaptive; their
+# settings' names end in ADAPTIVE_SUFFIX.
 ADAPTIVE_STRATEGIES = ("majority_vote", "best_of_n")
+ADAPTIVE_SUFFIX = "-adaptive"
 # auto's budgets are effort levels (search.effort), like reasoning_effort's.
 STRATEGIES = ("cot", *SAMPLING_STRATEGIES, "mcts", "auto")
 EFFORTS = ("low", "medium", "high")
@@ -117,7 +119,7 @@ def _ascending(values: Sequence[int], flag: str) -> list[int]:
 
 def _sampling_setting(strategy: str, n: int, beam_width: int, options: dict[str, Any]) -> Setting:
     if strategy not in BEAM_STRATEGIES:
-        suffix = "-adaptive" if options.get("adaptive") else ""
+        suffix = ADAPTIVE_SUFFIX if options.get("adaptive") else ""
         return _search_setting(f"{strategy}-n{n}{suffix}", strategy, n, {"n": n, **options})
     # A budget below the beam width gets as many beams as samples (n=1: one beam).
     width = min(beam_width, n)
