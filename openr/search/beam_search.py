@@ -32,6 +32,14 @@ def distinct_paths(candidates: Sequence[Candidate]) -> list[Candidate]:
     return kept
 
 
+def samples_per_live_beam(config: BeamSearchConfig, live: int, ended: int) -> int:
+    """The depth's samples, `steps_per_beam` for each beam slot not taken by an
+    ended solution, spread over the `live` beams: when identical children
+    collapsed into fewer beams, each distinct beam gets the samples of those
+    that collapsed into it, so deduplication diversifies rather than spends less."""
+    return max(1, (config.beam_width - ended) * config.steps_per_beam // live)
+
+
 @dataclass(frozen=True)
 class BeamSearchConfig(GroupedSamplesConfig):
     """`n` candidate steps sampled per depth, split over the beams; `beam_width` beams kept per depth."""
@@ -55,7 +63,8 @@ async def run(
     - the first depth samples all `n` steps from the prompt alone;
     - children with the same steps (up to surrounding whitespace) collapse into
       one before the best are kept, so identical samples never fill several
-      beams and the beams stay diverse.
+      beams and the beams stay diverse; the fewer distinct beams then share
+      the depth's samples (`samples_per_live_beam`).
     """
     aggregation = AGGREGATIONS[config.aggregation]
     scorer = MeteredScorer(require_prm(prm, "beam_search"), problem.question, aggregation, budget)
@@ -69,7 +78,7 @@ async def run(
         stop_reason = budget.exhausted()
         if stop_reason:
             break
-        samples_per_beam = config.n if depth == 0 else config.steps_per_beam
+        samples_per_beam = config.n if depth == 0 else samples_per_live_beam(config, len(live), len(ended))
         rows = await sampler.sample_steps([problem.prefix(beam.steps) for beam in live], samples_per_beam)
         children = [beam.extend(step) for beam, row in zip(live, rows) for step in row]
         scored = [child for child in await scorer.score(children) if child is not None]

@@ -87,4 +87,5 @@ async def test_identical_samples_fill_one_beam_not_several():
     policy, prm = FakePolicy(same_step), FakePRM(lambda step: 0.5)
     result = await run("beam_search", config, policy, prm)
     assert len(policy.calls[1]["prefixes"]) == 1  # four identical first steps: one beam
+    assert policy.calls[1]["n"] == 4  # which gets both beams' samples (2 each)
     assert len(result.candidates) == 1
