@@ -41,6 +41,14 @@ def split_bundle(model: str | None) -> tuple[str, str | None]:
     return model, None
 
 
+def bundle_file(model: str | None, name: str) -> Path | None:
+    """The file `name` at the top of the bundle a `--model` value names, if it is a bundle holding one."""
+    model = model or DEFAULT_MODEL
+    bundle = BUILTIN_BUNDLES.get(model) or Path(model).expanduser()
+    path = bundle / name
+    return path if (bundle / POLICY_SUBDIR).is_dir() and path.is_file() else None
+
+
 def cache_dir() -> Path:
     """`$OPENR_CACHE`, else `$XDG_CACHE_HOME/openr`, else `~/.cache/openr`."""
     if os.environ.get("OPENR_CACHE"):

@@ -20,7 +20,7 @@ from typing import Any
 import openai
 from tqdm.auto import tqdm
 
-from openr.evaluation.settings import ARITH_DATASET, Setting
+from openr.evaluation.settings import ARITH_DATASET, ARITH_DATASETS, Setting
 from openr.tasks import Problem, arith, load_problems
 from openr.tasks.grading import extract_answer, is_correct
 
@@ -42,7 +42,10 @@ def select_problems(dataset: str, limit: int | None, seed: int) -> list[Problem]
     The draw is a prefix of one seeded shuffle, so a larger --limit keeps the
     problems of a smaller one and a grown run resumes instead of starting over.
     """
-    problems = arith.test_split() if dataset == ARITH_DATASET else load_problems(dataset)
+    if dataset in ARITH_DATASETS:
+        problems = arith.test_split() if dataset == ARITH_DATASET else arith.validation_split()
+    else:
+        problems = load_problems(dataset)
     if limit is None or limit >= len(problems):
         return problems
     order = list(range(len(problems)))
@@ -52,11 +55,11 @@ def select_problems(dataset: str, limit: int | None, seed: int) -> list[Problem]
 
 def dataset_id(dataset: str) -> str:
     """What run.json records: two files with the same row ids (GSM8K train/test) must not mix."""
-    return dataset if dataset == ARITH_DATASET else str(Path(dataset).resolve())
+    return dataset if dataset in ARITH_DATASETS else str(Path(dataset).resolve())
 
 
 def dataset_label(dataset: str) -> str:
-    return dataset if dataset == ARITH_DATASET else Path(dataset).name
+    return dataset if dataset in ARITH_DATASETS else Path(dataset).name
 
 
 def record_run(out: Path, model: str, dataset: str, settings: list[Setting]) -> None:
@@ -72,6 +75,12 @@ def record_run(out: Path, model: str, dataset: str, settings: list[Setting]) -> 
             raise ValueError(f"{out} holds results for setting {setting.name} as {before}, "
                              f"not {setting.to_json()}; use another --out")
     path.write_text(json.dumps(run, indent=2) + "\n")
+
+
+def recorded_settings(out: Path) -> list[Setting]:
+    """Every setting OUT/run.json holds, in the order runs first asked for them."""
+    run = json.loads((out / RUN_FILE).read_text())
+    return [Setting(name, s["strategy"], s["budget"], s["request"]) for name, s in run["settings"].items()]
 
 
 def read_rows(path: Path) -> dict[Key, dict[str, Any]]:

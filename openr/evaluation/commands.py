@@ -13,7 +13,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from openr.evaluation.settings import ARITH_DATASET, EFFORTS, STRATEGIES, build_grid
+from openr.evaluation.settings import (
+    ADAPTIVE_STRATEGIES, ARITH_DATASET, ARITH_DATASETS, ARITH_VALIDATION_DATASET, EFFORTS, STRATEGIES, build_grid,
+)
 
 if TYPE_CHECKING:
     from openr.evaluation.report import Summary
@@ -50,6 +52,10 @@ examples:
   # the server's reasoning_effort presets instead of named strategies
   openr eval --reasoning-effort low medium high --limit 200 --out runs/effort
 
+  # fit strategy auto's decision table on the validation split (never the test split)
+  openr eval --dataset arith-val --limit 200 --strategies cot majority_vote best_of_n beam_search \
+      particle_filtering --n 4 16 --fit-auto openr/models/openr-arith/auto.json --out runs/arith-val
+
   # MCTS at 4 and 8 simulations next to beam search, on a remote server
   openr eval --base-url http://gpu-box:8000/v1 --api-key $KEY --strategies beam_search mcts \\
       --n 4 16 --mcts-simulations 4 8 --out runs/trees
@@ -78,8 +84,9 @@ def main(argv: list[str]) -> list[Summary]:
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
     data = parser.add_argument_group("problems")
     data.add_argument("--dataset", default=ARITH_DATASET,
-                      help="`arith` (the 500 held-out arith problems, the default) or the path of a GSM8K- or "
-                           "MATH500-format jsonl file")
+                      help=f"`{ARITH_DATASET}` (the 500 held-out arith test problems, the default), "
+                           f"`{ARITH_VALIDATION_DATASET}` (500 arith problems from a seed no training stage used, "
+                           "for tuning) or the path of a GSM8K- or MATH500-format jsonl file")
     data.add_argument("--limit", type=_positive, default=None,
                       help="evaluate this many problems, drawn with --seed (default: all)")
     data.add_argument("--seed", type=int, default=0,
@@ -107,6 +114,13 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     grid.add_argument("--reasoning-effort", nargs="+", choices=EFFORTS, default=[], metavar="EFFORT",
                       help="also (or, without --strategies, only) evaluate OpenAI's reasoning_effort levels "
                            f"({' '.join(EFFORTS)}), which the server maps to preset searches")
+    grid.add_argument("--adaptive", action="store_true",
+                      help=f"{' and '.join(ADAPTIVE_STRATEGIES)} stop adaptively (search.adaptive): each --n is "
+                           "then at most that many samples, and the settings are named ...-adaptive")
+    grid.add_argument("--fit-auto", default=None, metavar="PATH",
+                      help="after the sweep, fit strategy auto's decision table from the fixed strategies' "
+                           "accuracy and tokens and write it to PATH (e.g. a model bundle's auto.json); refused "
+                           f"on the test split `{ARITH_DATASET}`: use `{ARITH_VALIDATION_DATASET}`")
     grid.add_argument("--max-steps", type=_positive, default=None,
                       help="search.max_steps: reasoning steps per solution (default: the server's)")
     grid.add_argument("--max-step-tokens", type=_positive, default=None,
@@ -141,22 +155,27 @@ def sweep_from_args(args: argparse.Namespace) -> Sweep:
     """The validated run the flags describe; a grid the server would reject exits here, before any request."""
     from openr.evaluation.sweep import Sweep
 
-    if args.dataset != ARITH_DATASET and not Path(args.dataset).is_file():
-        raise SystemExit(f"openr eval: --dataset is neither `{ARITH_DATASET}` nor a file: {args.dataset}")
+    if args.dataset not in ARITH_DATASETS and not Path(args.dataset).is_file():
+        raise SystemExit(f"openr eval: --dataset is neither one of {', '.join(ARITH_DATASETS)} nor a file: "
+                         f"{args.dataset}")
+    if args.fit_auto and args.dataset == ARITH_DATASET:
+        raise SystemExit(f"openr eval: --fit-auto fits on a validation split, never the test split "
+                         f"`{ARITH_DATASET}`: use --dataset {ARITH_VALIDATION_DATASET}")
     strategies = args.strategies
     if strategies is None:
         strategies = [] if args.reasoning_effort else list(DEFAULT_STRATEGIES)
     try:
         settings = build_grid(strategies, args.n, beam_width=args.beam_width,
                               mcts_simulations=args.mcts_simulations, mcts_children=args.mcts_children,
-                              efforts=args.reasoning_effort, aggregation=args.aggregation,
+                              efforts=args.reasoning_effort, aggregation=args.aggregation, adaptive=args.adaptive,
                               search_options={"max_steps": args.max_steps, "max_step_tokens": args.max_step_tokens,
                                               "seed": args.seed})
     except ValueError as exc:
         raise SystemExit(f"openr eval: {exc}") from None
     return Sweep(dataset=args.dataset, limit=args.limit, seed=args.seed, settings=settings, base_url=args.base_url,
                  api_key=args.api_key, model=args.model, concurrency=args.concurrency, max_tokens=args.max_tokens,
-                 out=Path(args.out), progress=not args.no_progress)
+                 out=Path(args.out), progress=not args.no_progress,
+                 fit_auto=Path(args.fit_auto) if args.fit_auto else None)
 
 
 def run(args: argparse.Namespace, command: list[str]) -> list[Summary]:

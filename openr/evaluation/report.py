@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from openr.evaluation.settings import Setting, budget_label
+from openr.evaluation.settings import ADAPTIVE_SUFFIX, Setting, budget_label
 
 TABLE_FILE = "table.md"
 PLOT_FILE = "accuracy_vs_tokens.png"
@@ -80,9 +80,9 @@ def write_plot(summaries: list[Summary], path: Path, title: str) -> None:
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     points = [s for s in summaries if s.n]
-    for index, strategy in enumerate(dict.fromkeys(s.strategy for s in points)):
-        line = [s for s in points if s.strategy == strategy]
-        [drawn] = ax.plot([s.mean_tokens for s in line], [s.accuracy for s in line], label=strategy,
+    for index, name in enumerate(dict.fromkeys(_line_of(s) for s in points)):
+        line = [s for s in points if _line_of(s) == name]
+        [drawn] = ax.plot([s.mean_tokens for s in line], [s.accuracy for s in line], label=name,
                           marker=MARKERS[index % len(MARKERS)])
         # Strategies at the same budget land at the same x: alternate the label's
         # side and colour it as its line, so overlapping points stay readable.
@@ -101,6 +101,12 @@ def write_plot(summaries: list[Summary], path: Path, title: str) -> None:
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=PLOT_DPI)
+
+
+def _line_of(summary: Summary) -> str:
+    """The plot line a setting belongs to: its strategy, adaptive stopping drawn apart."""
+    adaptive = summary.setting.endswith(ADAPTIVE_SUFFIX)
+    return f"{summary.strategy} ({ADAPTIVE_SUFFIX[1:]})" if adaptive else summary.strategy
 
 
 def _scale_x(ax, tokens: list[float]) -> None:

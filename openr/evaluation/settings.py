@@ -13,17 +13,26 @@ from typing import Any
 
 from openr.search import parse_search, takes_option
 
-# Strategies whose budget is `search.n`, the number of samples (per depth, for trees).
-SAMPLING_STRATEGIES = ("majority_vote", "best_of_n", "beam_search", "dvts")
+# Strategies whose budget is `search.n`, the number of samples (per depth, for
+# trees; particles, for particle_filtering).
+SAMPLING_STRATEGIES = ("majority_vote", "best_of_n", "beam_search", "dvts", "particle_filtering")
 # Tree searches split the n samples of a depth over beam_width beams.
 BEAM_STRATEGIES = ("beam_search", "dvts")
-STRATEGIES = ("cot", *SAMPLING_STRATEGIES, "mcts")
+# Strategies that can stop adaptively (search.adaptive), with --adaptive; their
+# settings' names end in ADAPTIVE_SUFFIX.
+ADAPTIVE_STRATEGIES = ("majority_vote", "best_of_n")
+ADAPTIVE_SUFFIX = "-adaptive"
+# auto's budgets are effort levels (search.effort), like reasoning_effort's.
+STRATEGIES = ("cot", *SAMPLING_STRATEGIES, "mcts", "auto")
 EFFORTS = ("low", "medium", "high")
 # The strategy column of a reasoning_effort setting: the server picks the search.
 EFFORT_STRATEGY = "reasoning_effort"
 COT_BUDGET = 1  # one greedy solution
-# The --dataset value for the held-out arith split (anything else is a jsonl path).
+# The --dataset values for the held-out arith test split and for the validation
+# split (training-distribution problems no training stage used); anything else is a jsonl path.
 ARITH_DATASET = "arith"
+ARITH_VALIDATION_DATASET = "arith-val"
+ARITH_DATASETS = (ARITH_DATASET, ARITH_VALIDATION_DATASET)
 
 
 @dataclass(frozen=True)
@@ -44,10 +53,13 @@ class Setting:
 
 def build_grid(strategies: Sequence[str], budgets: Sequence[int], *, beam_width: int,
                mcts_simulations: Sequence[int], mcts_children: int | None = None, efforts: Sequence[str] = (),
-               aggregation: str | None = None, search_options: dict[str, Any] | None = None) -> list[Setting]:
+               aggregation: str | None = None, search_options: dict[str, Any] | None = None,
+               adaptive: bool = False) -> list[Setting]:
     """Settings in plotting order: per strategy, budgets ascending; then the efforts.
 
-    `search_options` (max_steps, seed, ...) go into every request's `search` object.
+    `search_options` (max_steps, seed, ...) go into every request's `search` object;
+    `adaptive` makes the ADAPTIVE_STRATEGIES stop adaptively (named "...-adaptive").
+    auto runs at each of the EFFORTS (search.effort), its budget levels.
     Raises ValueError for a grid the server would reject as a whole.
     """
     common = {key: value for key, value in (search_options or {}).items() if value is not None}
@@ -58,6 +70,9 @@ def build_grid(strategies: Sequence[str], budgets: Sequence[int], *, beam_width:
         extra = {"aggregation": aggregation} if aggregation and takes_option(strategy, "aggregation") else {}
         if strategy == "cot":
             settings.append(_search_setting("cot", strategy, COT_BUDGET, common))
+        elif strategy == "auto":
+            for effort in EFFORTS:
+                settings.append(_search_setting(f"auto-{effort}", strategy, effort, {"effort": effort, **common}))
         elif strategy == "mcts":
             if mcts_children is not None:
                 extra["n_children"] = mcts_children
@@ -65,6 +80,8 @@ def build_grid(strategies: Sequence[str], budgets: Sequence[int], *, beam_width:
                 settings.append(_search_setting(f"mcts-sims{sims}", strategy, sims,
                                                 {"num_simulations": sims, **extra, **common}))
         else:
+            if adaptive and strategy in ADAPTIVE_STRATEGIES:
+                extra["adaptive"] = True
             for n in _ascending(budgets, "--n"):
                 settings.append(_sampling_setting(strategy, n, beam_width, {**extra, **common}))
     for effort in sorted(dict.fromkeys(efforts), key=EFFORTS.index):
@@ -76,7 +93,7 @@ def build_grid(strategies: Sequence[str], budgets: Sequence[int], *, beam_width:
 
 
 def budget_label(strategy: str, budget: int | str) -> str:
-    """How a plot names a budget: "n=4", "sims=8", "low"; cot has a single point and no label."""
+    """How a plot names a budget: "n=4", "sims=8", "low" (effort and auto); cot has a single point and no label."""
     if strategy == "cot":
         return ""
     if strategy == "mcts":
@@ -102,7 +119,8 @@ def _ascending(values: Sequence[int], flag: str) -> list[int]:
 
 def _sampling_setting(strategy: str, n: int, beam_width: int, options: dict[str, Any]) -> Setting:
     if strategy not in BEAM_STRATEGIES:
-        return _search_setting(f"{strategy}-n{n}", strategy, n, {"n": n, **options})
+        suffix = ADAPTIVE_SUFFIX if options.get("adaptive") else ""
+        return _search_setting(f"{strategy}-n{n}{suffix}", strategy, n, {"n": n, **options})
     # A budget below the beam width gets as many beams as samples (n=1: one beam).
     width = min(beam_width, n)
     if n % width:

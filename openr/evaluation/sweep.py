@@ -1,5 +1,6 @@
 """One evaluation run end to end: pick the model, check OUT holds the same run,
-ask what is missing, then rewrite the table and plot from every row of the grid.
+ask what is missing, then rewrite the table and plot from every row OUT holds
+for these problems (so settings an earlier command added to OUT stay in them).
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import openai
 from tqdm.auto import tqdm
 
 from openr.evaluation.answers import (
-    RESULTS_FILE, dataset_id, dataset_label, pending_jobs, read_rows, record_run, run_jobs, select_problems,
+    RESULTS_FILE, dataset_id, dataset_label, pending_jobs, read_rows, record_run, recorded_settings, run_jobs,
+    select_problems,
 )
+from openr.evaluation.autofit import write_auto_table
 from openr.evaluation.report import PLOT_FILE, TABLE_FILE, Summary, summarize, write_plot, write_table
 from openr.evaluation.settings import Setting, needs_prm
 from openr.tasks import Problem
@@ -43,6 +46,7 @@ class Sweep:
     max_tokens: int | None
     out: Path
     progress: bool
+    fit_auto: Path | None = None  # where to write auto's decision table fitted on this sweep
 
 
 def run(sweep: Sweep, command: list[str]) -> list[Summary]:
@@ -57,12 +61,24 @@ def run(sweep: Sweep, command: list[str]) -> list[Summary]:
               "again to resume", file=sys.stderr)
         raise SystemExit(INTERRUPTED_EXIT_CODE) from None
     rows = read_rows(sweep.out / RESULTS_FILE)
-    keys = ((problem.id, setting.name) for problem in problems for setting in sweep.settings)
-    summaries = summarize([rows[key] for key in keys if key in rows], sweep.settings)
+    # The report covers every setting OUT holds (earlier commands' too), over this run's problems.
+    asked = {setting.name for setting in sweep.settings}
+    reported = [setting for setting in recorded_settings(sweep.out)
+                if setting.name in asked or any((problem.id, setting.name) in rows for problem in problems)]
+    keys = ((problem.id, setting.name) for problem in problems for setting in reported)
+    summaries = summarize([rows[key] for key in keys if key in rows], reported)
     table = write_table(summaries, sweep.out / TABLE_FILE)
     write_plot(summaries, sweep.out / PLOT_FILE,
                title=f"{model} on {dataset_label(sweep.dataset)} ({len(problems)} problems)")
     print(table)
+    if sweep.fit_auto is not None:
+        provenance = {"fitted_on": f"{dataset_label(sweep.dataset)} ({len(problems)} problems, --seed {sweep.seed})",
+                      "model": model, "command": shlex.join(command)}
+        try:
+            write_auto_table(summaries, reported, sweep.fit_auto, provenance)
+        except ValueError as exc:
+            raise SystemExit(f"openr eval: --fit-auto: {exc}") from None
+        print(f"auto's decision table: {sweep.fit_auto}")
     return summaries
 
 

@@ -1,28 +1,27 @@
 """Best-of-N: `n` sampled solutions, each scored step by step by the PRM, one chosen
-by the aggregation (highest min-step score by default, or a PRM-weighted vote)."""
+by the aggregation (highest min-step score by default, or a PRM-weighted vote).
+With `adaptive` it samples in waves and stops once the PRM-weighted vote for the
+leading answer is settled (see `adaptive`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from openr.contracts import Policy, StepScorer
+from openr.search.adaptive import SampledSolutionsConfig, sample_and_choose
 from openr.search.aggregation import AGGREGATIONS
 from openr.search.budget import Budget
-from openr.search.config import DEFAULT_AGGREGATION, MAX_SAMPLES, SearchConfig, check_aggregation, check_int
-from openr.search.metered import MeteredScorer, conclude, require_prm, sample_whole_solutions
-from openr.contracts import Policy, StepScorer
 from openr.search.candidates import SearchProblem, SearchResult
-
-DEFAULT_SAMPLES = 8
+from openr.search.config import DEFAULT_AGGREGATION, check_aggregation
+from openr.search.metered import MeteredScorer, require_prm
 
 
 @dataclass(frozen=True)
-class BestOfNConfig(SearchConfig):
-    n: int = DEFAULT_SAMPLES  # solutions sampled
+class BestOfNConfig(SampledSolutionsConfig):
     aggregation: str = DEFAULT_AGGREGATION
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_int("n", self.n, 1, MAX_SAMPLES)
         check_aggregation(self.aggregation)
 
     @property
@@ -30,15 +29,12 @@ class BestOfNConfig(SearchConfig):
         """Only to score: `majority_vote` picks among the samples without it."""
         return AGGREGATIONS[self.aggregation].uses_prm
 
-    @property
-    def samples(self) -> int:
-        return self.n
-
 
 async def run(
     problem: SearchProblem, policy: Policy, prm: StepScorer | None, config: BestOfNConfig, budget: Budget
 ) -> SearchResult:
-    """One policy call for all `n` solutions, one PRM call to score them all.
+    """One policy call for all `n` solutions and one PRM call to score them (one
+    of each per wave, with `adaptive`).
 
     With `majority_vote` the PRM is not called (nor required). Solutions the
     PRM budget leaves unscored are dropped, as they cannot be ranked.
@@ -47,8 +43,4 @@ async def run(
     scorer = None
     if config.needs_prm:
         scorer = MeteredScorer(require_prm(prm, "best_of_n"), problem.question, aggregation, budget)
-    candidates, stop_reason = await sample_whole_solutions(problem, policy, config, budget)
-    budget.record_progress(candidates, aggregation)  # unscored, all rank alike: the first sampled
-    if scorer is not None:
-        candidates = [c for c in await scorer.score(candidates) if c is not None]
-    return conclude(problem, candidates, aggregation, budget, stop_reason)
+    return await sample_and_choose(problem, policy, config, budget, aggregation, scorer)

@@ -9,13 +9,15 @@ so search never imports the grader.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from typing import Literal
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
 from openr.contracts import Step
 from openr.tasks.problem import STEP_SEPARATOR, split_steps
 
 BudgetReason = Literal["tokens", "prm_calls", "time", "context"]  # context: the PRM's
+# Why a search stopped early: a budget ran out, or (adaptive stopping) its answer was settled.
+StopReason = BudgetReason | Literal["confident"]
 # A solution's final answer, or None when it states none (e.g. tasks.grading.extract_answer).
 AnswerExtractor = Callable[[str], "str | None"]
 
@@ -115,13 +117,17 @@ class SearchResult:
 
     `candidates` are ranked best first by the strategy's aggregation, so
     `candidates[0]` is the chosen solution. `stop_reason` names the budget that
-    cut the search short, or is None when the search ran to completion.
+    cut the search short, "confident" when adaptive stopping found the answer
+    settled, or is None when the search ran to completion. `decisions` says what
+    the search decided along the way (adaptive waves, what `auto` chose and
+    why), for the trace.
     """
 
     candidates: tuple[Candidate, ...]
     tokens_generated: int
     prm_calls: int
-    stop_reason: BudgetReason | None
+    stop_reason: StopReason | None
+    decisions: dict[str, Any] = field(default_factory=dict)
 
     @property
     def answer_text(self) -> str:
@@ -132,7 +138,7 @@ class SearchResult:
         """OpenAI's finish reason: "stop" only when the search ran to completion
         and the chosen solution ended on its own; "length" when a budget ran out
         or the chosen solution was cut by a token or step cap."""
-        if self.stop_reason or not self.candidates or not self.candidates[0].finished:
+        if self.stop_reason not in (None, "confident") or not self.candidates or not self.candidates[0].finished:
             return "length"
         return "stop"
 

@@ -114,28 +114,36 @@ DEFAULT_BEAM_WIDTH = 4
 
 
 @dataclass(frozen=True)
-class GroupedSamplesConfig(SearchConfig):
-    """Beam search and DVTS: `n` candidate steps per depth, split evenly over
-    `beam_width` groups (beams, or subtree children), ranked by `aggregation`.
+class PrmGuidedConfig(SearchConfig):
+    """Searches steered by PRM scores as they go (tree searches, MCTS, particle
+    filtering): they need the PRM even when `aggregation` is `majority_vote`,
+    which then only picks the final answer among what the search kept."""
 
-    Both prune by the aggregation's step reduction at every depth, so they need
-    the PRM even when `aggregation` is `majority_vote` (which then only picks
-    the final answer among the survivors).
-    """
-
-    n: int = DEFAULT_SAMPLES_PER_DEPTH
-    beam_width: int = DEFAULT_BEAM_WIDTH
     aggregation: str = DEFAULT_AGGREGATION
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_int("n", self.n, 1, MAX_SAMPLES)
-        check_divides(self.n, self.beam_width)
         check_aggregation(self.aggregation)
 
     @property
     def needs_prm(self) -> bool:
         return True
+
+
+@dataclass(frozen=True)
+class GroupedSamplesConfig(PrmGuidedConfig):
+    """Beam search and DVTS: `n` candidate steps per depth, split evenly over
+    `beam_width` groups (beams, or subtree children), ranked by `aggregation`;
+    both prune by the aggregation's step reduction at every depth.
+    """
+
+    n: int = DEFAULT_SAMPLES_PER_DEPTH
+    beam_width: int = DEFAULT_BEAM_WIDTH
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_int("n", self.n, 1, MAX_SAMPLES)
+        check_divides(self.n, self.beam_width)
 
     @property
     def samples(self) -> int:

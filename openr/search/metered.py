@@ -14,7 +14,7 @@ from openr.search.aggregation import Aggregation
 from openr.search.budget import Budget
 from openr.search.config import SearchConfig, SearchConfigError
 from openr.contracts import Policy, ScorerInputTooLong, Step, StepScorer
-from openr.search.candidates import BudgetReason, Candidate, SearchProblem, SearchResult
+from openr.search.candidates import Candidate, SearchProblem, SearchResult, StopReason
 from openr.tasks.problem import STEP_SEPARATOR
 
 
@@ -36,12 +36,14 @@ class MeteredPolicy:
         """`n` next steps for each prefix, each up to the step separator."""
         return await self._sample(prefixes, n, [self._step_separator], self._config.max_step_tokens)
 
-    async def sample_solutions(self, prefixes: Sequence[str], n: int, max_tokens: int) -> list[list[Step]]:
-        """`n` continuations of each prefix to the end of the solution, in one call."""
-        return await self._sample(prefixes, n, [], max_tokens)
+    async def sample_solutions(self, prefixes: Sequence[str], n: int, max_tokens: int,
+                               temperature: float | None = None) -> list[list[Step]]:
+        """`n` continuations of each prefix to the end of the solution, in one
+        call, at `temperature` (default: the config's)."""
+        return await self._sample(prefixes, n, [], max_tokens, temperature)
 
     async def _sample(
-        self, prefixes: Sequence[str], n: int, stop: list[str], max_tokens: int
+        self, prefixes: Sequence[str], n: int, stop: list[str], max_tokens: int, temperature: float | None = None
     ) -> list[list[Step]]:
         if not prefixes:
             return []
@@ -51,7 +53,8 @@ class MeteredPolicy:
         if seed is not None:
             self._next_seed = seed + samples
         rows = await self._policy.generate_steps(
-            prefixes, n, stop, cap, self._config.temperature, self._config.top_p, seed
+            prefixes, n, stop, cap, self._config.temperature if temperature is None else temperature,
+            self._config.top_p, seed
         )
         self._budget.charge_tokens(sum(step.num_tokens for row in rows for step in row))
         if cap < max_tokens and any(step.finish_reason == "length" for row in rows for step in row):
@@ -116,27 +119,20 @@ def conclude(
     candidates: Sequence[Candidate],
     aggregation: Aggregation,
     budget: Budget,
-    stop_reason: BudgetReason | None,
+    stop_reason: StopReason | None,
+    decisions: dict | None = None,
 ) -> SearchResult:
     """The result of a search of `problem` that ended with `candidates`, their
-    answers read and ranked; `stop_reason` is the limit that stopped its loop, if one did."""
+    answers read and ranked; `stop_reason` is the limit that stopped its loop,
+    if one did, and `decisions` what the search decided on the way."""
     answered = [candidate.with_answer(problem.extract_answer) for candidate in candidates]
+    if stop_reason in (None, "confident") and budget.cut_reason:
+        stop_reason = budget.cut_reason  # a cap cut work short: that is what ended it
     return SearchResult(
         candidates=tuple(aggregation.rank_final(answered)),
         tokens_generated=budget.tokens_generated,
         prm_calls=budget.prm_calls,
-        stop_reason=stop_reason or budget.cut_reason,
+        stop_reason=stop_reason,
+        decisions=dict(decisions or {}),
     )
 
-
-async def sample_whole_solutions(
-    problem: SearchProblem, policy: Policy, config, budget: Budget
-) -> tuple[list[Candidate], BudgetReason | None]:
-    """`config.n` whole solutions in one policy call (unless the budget is
-    already spent), as unscored candidates, plus the limit that stopped it."""
-    stop_reason = budget.exhausted()
-    if stop_reason is not None:
-        return [], stop_reason
-    sampler = MeteredPolicy(policy, config, budget, problem.step_separator)
-    [completions] = await sampler.sample_solutions([problem.prompt], config.n, config.max_solution_tokens)
-    return [problem.empty().continue_with(completion) for completion in completions], None

@@ -9,9 +9,10 @@ the typed result afterwards; it never reads the options dict itself.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from openr.search.auto import AutoTable
 from openr.search.budget import Budget
 from openr.search.config import SearchConfig, SearchConfigError
 from openr.search.registry import STRATEGIES
@@ -35,8 +36,9 @@ class SearchPlan:
 
 def parse_search(options: Mapping[str, Any], *, default_strategy: str | None = None,
                  default_max_tokens_total: int | None = None,
-                 default_timeout_s: float | None = None) -> SearchPlan:
-    """Turn a request's `search` options into a plan (defaults for what is missing).
+                 default_timeout_s: float | None = None, auto_table: AutoTable | None = None) -> SearchPlan:
+    """Turn a request's `search` options into a plan (defaults for what is missing);
+    `auto_table` is the model's decision table for strategy "auto" (None: the default).
 
     Raises SearchConfigError whose `field` is the option's name as the request
     spells it (`n`, `timeout_s`, ...), before anything runs.
@@ -48,6 +50,8 @@ def parse_search(options: Mapping[str, Any], *, default_strategy: str | None = N
               "max_prm_calls": options.pop("max_prm_calls", None),
               "timeout_s": options.pop("timeout_s", default_timeout_s)}
     config = build_config(strategy, options)
+    if strategy == "auto" and auto_table is not None:
+        config = replace(config, table=auto_table)
     if not isinstance(trace, bool):
         raise SearchConfigError("return_trace", f"return_trace must be true or false, got {trace!r}")
     return SearchPlan(strategy, config, build_budget(**limits), trace)
@@ -72,13 +76,18 @@ def build_config(strategy: object, options: Mapping[str, Any]) -> SearchConfig:
     if not isinstance(strategy, str) or strategy not in STRATEGIES:
         raise SearchConfigError("strategy", f"strategy must be one of {sorted(STRATEGIES)}, got {strategy!r}")
     config_type = STRATEGIES[strategy].config_type
-    known = {f.name for f in fields(config_type)}
+    known = request_options(config_type)
     for name in options:
         if name not in known:
             raise SearchConfigError(name, f"{strategy} takes no option {name!r}; it takes {sorted(known)}")
     return config_type(**options)
 
 
+def request_options(config_type: type[SearchConfig]) -> set[str]:
+    """The fields of `config_type` a request may set (not those the server sets, like auto's table)."""
+    return {f.name for f in fields(config_type) if f.metadata.get("request", True)}
+
+
 def takes_option(strategy: str, option: str) -> bool:
-    """Whether `strategy`'s config has a field `option` (e.g. which strategies take an aggregation)."""
-    return option in {f.name for f in fields(STRATEGIES[strategy].config_type)}
+    """Whether a request may give `strategy` the option `option` (e.g. which strategies take an aggregation)."""
+    return option in request_options(STRATEGIES[strategy].config_type)

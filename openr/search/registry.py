@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
 
 from openr.contracts import Policy, StepScorer
-from openr.search import beam_search, best_of_n, cot, dvts, majority_vote, mcts
+from openr.search import auto, beam_search, best_of_n, cot, dvts, majority_vote, mcts, particle_filtering
 from openr.search.aggregation import AGGREGATIONS
 from openr.search.budget import Budget
 from openr.search.candidates import SearchProblem, SearchResult
@@ -34,6 +34,8 @@ STRATEGIES: dict[str, Strategy] = {
     "beam_search": Strategy(beam_search.BeamSearchConfig, beam_search.run),
     "dvts": Strategy(dvts.DvtsConfig, dvts.run),
     "mcts": Strategy(mcts.MctsConfig, mcts.run),
+    "particle_filtering": Strategy(particle_filtering.ParticleFilteringConfig, particle_filtering.run),
+    "auto": Strategy(auto.AutoConfig, auto.run),
 }
 
 

@@ -48,6 +48,8 @@ def plan_search(ctx: ServingContext, request: ChatCompletionRequest) -> SearchPl
     limits = ctx.settings.search
     presets = EFFORT_PRESETS if ctx.prm is not None else EFFORT_PRESETS_NO_PRM
     options = dict(presets[request.reasoning_effort]) if request.reasoning_effort else {}
+    if (request.search or {}).get("strategy") == "auto":  # auto turns the effort into its own budget level
+        options = {"effort": request.reasoning_effort} if request.reasoning_effort else {}
     options.update(request.search or {})
     for key in SAMPLING_DEFAULTS:  # a top-level knob the client set is the search's, unless search sets it
         if key in request.model_fields_set and key not in (request.search or {}):
@@ -55,7 +57,7 @@ def plan_search(ctx: ServingContext, request: ChatCompletionRequest) -> SearchPl
     try:
         plan = parse_search(options, default_strategy=limits.default_strategy if ctx.prm is not None else
                             "majority_vote", default_max_tokens_total=_default_tokens(request, limits),
-                            default_timeout_s=limits.default_timeout_s)
+                            default_timeout_s=limits.default_timeout_s, auto_table=limits.auto_table)
     except SearchConfigError as exc:
         raise bad_request(str(exc), f"search.{exc.field}") from exc
     except TypeError as exc:  # a value of a type no check expected (e.g. a list where a name goes)
@@ -141,7 +143,7 @@ def _choices(result: SearchResult, n: int, prompt_tokens: int) -> tuple[list[Cha
 def trace_of(strategy: str, result: SearchResult) -> dict:
     return {
         "strategy": strategy, "stop_reason": result.stop_reason, "tokens_generated": result.tokens_generated,
-        "prm_calls": result.prm_calls,
+        "prm_calls": result.prm_calls, **result.decisions,
         "candidates": [{"steps": list(c.steps), "step_scores": list(c.step_scores), "aggregate_score": c.aggregate_score,
                         "tokens": c.tokens, "finished": c.finished, "answer": c.answer} for c in result.candidates],
     }

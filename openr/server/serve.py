@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import json
 import logging
 import os
 import time
 from pathlib import Path
 
 from openr.engine import ENGINE_CHOICES, choose_engine, make_engine
-from openr.engine.checkpoints import ARITH_ALIAS, DEFAULT_MODEL, SMOLLM2_ALIAS, check_model_arg, served_name, split_bundle
+from openr.engine.checkpoints import (
+    ARITH_ALIAS, DEFAULT_MODEL, SMOLLM2_ALIAS, bundle_file, check_model_arg, served_name, split_bundle,
+)
 from openr.engine.hf_engine import DEFAULT_DECODE_BATCH_SIZE
 from openr.prm.causal_lm import DEFAULT_CACHE_MB as DEFAULT_PRM_CACHE_MB
 from openr.prm.causal_lm import DEFAULT_FORWARD_BATCH_SIZE as DEFAULT_PRM_FORWARD_BATCH
 from openr.prm.formats import AUTO, FORMAT_CHOICES, FORMAT_HELP
 from openr.prm.remote import API_CHOICES
+from openr.search.auto import AUTO_TABLE_FILE, AutoTable
 from openr.server.settings import SearchLimits, ServerSettings
 
 logger = logging.getLogger("openr.serve")
@@ -85,6 +89,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--step-separator", type=_unescaped, default=defaults.step_separator,
                    help="what the policy writes between reasoning steps: search stops each step there and joins "
                         "steps with it (backslash escapes read, e.g. '\\n\\n'; Qwen2.5-Math and ours: a blank line)")
+    p.add_argument("--auto-table", default=None,
+                   help=f"search: the decision table of strategy auto, a JSON file `openr eval --fit-auto` "
+                        f"writes (default: the model bundle's {AUTO_TABLE_FILE}, else auto's built-in default)")
     p.add_argument("--prm-max-batch-size", type=int, default=defaults.prm_micro_batch_size,
                    help="PRM micro-batcher: most candidates gathered into one batch, across all requests")
     p.add_argument("--prm-max-wait-ms", type=float, default=defaults.prm_max_wait_ms,
@@ -126,11 +133,25 @@ def validate(args: argparse.Namespace) -> None:
 def settings_of(args: argparse.Namespace) -> ServerSettings:
     """The one settings object the flags make."""
     search = SearchLimits(max_samples=args.search_max_samples, max_tokens_total=args.search_max_tokens,
-                          default_timeout_s=args.search_timeout, max_timeout_s=args.search_max_timeout)
+                          default_timeout_s=args.search_timeout, max_timeout_s=args.search_max_timeout,
+                          auto_table=_auto_table(args))
     return ServerSettings(api_key=args.api_key, max_concurrent=args.max_concurrent, max_queue=args.max_queue,
                           max_n=args.max_n, max_request_bytes=args.max_request_bytes, search=search,
                           prm_micro_batch_size=args.prm_max_batch_size, prm_max_wait_ms=args.prm_max_wait_ms,
                           step_separator=args.step_separator)
+
+
+def _auto_table(args: argparse.Namespace) -> AutoTable | None:
+    """--auto-table, else the bundle's auto.json, read and checked now (a bad table stops start-up)."""
+    path = Path(args.auto_table) if args.auto_table else None
+    if path is None and getattr(args, "engine", None) != "openai":
+        path = bundle_file(args.model, AUTO_TABLE_FILE)
+    if path is None:
+        return None
+    try:
+        return AutoTable.from_json(json.loads(path.read_text(encoding="utf-8")), source=str(path))
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"openr serve: --auto-table: {exc}") from None
 
 
 def _prm_factory(prm: str | None, args: argparse.Namespace, device: str):

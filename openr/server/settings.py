@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from openr.prm.batcher import DEFAULT_MAX_WAIT_MS, DEFAULT_MICRO_BATCH_SIZE
+from openr.search.auto import AutoTable
 from openr.tasks.problem import STEP_SEPARATOR
 
 
@@ -24,6 +25,7 @@ class SearchLimits:
     max_tokens_total: int = 100_000  # largest generation budget per request, in tokens
     default_timeout_s: float = 120.0
     max_timeout_s: float = 600.0
+    auto_table: AutoTable | None = None  # strategy "auto"'s decision table (None: its documented default)
 
 
 @dataclass(frozen=True)

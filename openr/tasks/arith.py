@@ -219,6 +219,18 @@ def test_split() -> list[Problem]:
 # Keep pytest from collecting the function above as a test when it is imported.
 test_split.__test__ = False
 
+# A seed no training stage draws its problems from (SFT uses 0, PRM labels 1).
+VALIDATION_SEED = 2
+VALIDATION_SIZE = 500
+
+
+def validation_split() -> list[Problem]:
+    """VALIDATION_SIZE training-distribution problems from VALIDATION_SEED: for
+    tuning search (e.g. `openr eval --fit-auto`) without touching the test split.
+    Held out from training by seed, not checked against its problems, so a few
+    short chains may repeat one that SFT saw."""
+    return train_problems(VALIDATION_SIZE, seed=VALIDATION_SEED)
+
 
 @functools.lru_cache(maxsize=1)
 def _test_solutions() -> frozenset[str]:

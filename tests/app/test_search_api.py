@@ -56,6 +56,32 @@ async def test_n_returns_distinct_answers():
     assert len(answers) == 3 and len(set(answers)) == 3
 
 
+async def test_adaptive_vote_stops_once_settled_and_bills_only_what_it_sampled():
+    # Unseeded, the fake engine gives every sample the same answer: unanimous after the first wave.
+    async with serving(StepFakeEngine(), prm_factory=FakePRM) as (_, sdk, _):
+        fixed = await search_call(sdk, {"strategy": "majority_vote", "n": 16})
+        r = await search_call(sdk, {"strategy": "majority_vote", "n": 16, "adaptive": True, "return_trace": True})
+    trace = r.model_extra["search_trace"]
+    assert (trace["stop_reason"], r.choices[0].finish_reason) == ("confident", "stop")
+    assert trace["adaptive"]["samples"] == len(trace["candidates"]) == 4
+    assert r.usage.completion_tokens * 4 == fixed.usage.completion_tokens
+
+
+async def test_auto_traces_its_choice_and_takes_reasoning_effort_as_its_budget():
+    # Without a PRM (the fake one scores every final step 0, which would leave any probe unsettled).
+    async with serving(StepFakeEngine()) as (_, sdk, _):
+        settled = await search_call(sdk, {"strategy": "auto", "return_trace": True}, reasoning_effort="high")
+        # Seeded, the fake engine's answers cycle: the probe cannot settle, so the table's tier runs.
+        unsettled = await search_call(sdk, {"strategy": "auto", "seed": 0, "max_tokens_total": 100,
+                                            "return_trace": True})
+    auto = settled.model_extra["search_trace"]["auto"]
+    assert (auto["strategy"], auto["budget_tokens"], auto["table"]) == ("probe", 2000, "default")
+    auto = unsettled.model_extra["search_trace"]["auto"]
+    assert (auto["strategy"], auto["options"], auto["budget_tokens"]) == ("majority_vote",
+                                                                          {"n": 4, "adaptive": True}, 100)
+    assert "unsettled" in auto["why"] and "no PRM" in auto["why"]
+
+
 @pytest.mark.parametrize("search, param", [
     ({"strategy": "telepathy"}, "search.strategy"),
     ({"strategy": "best_of_n", "aggregation": "prm_median_max"}, "search.aggregation"),
@@ -67,6 +93,10 @@ async def test_n_returns_distinct_answers():
     ({"strategy": "best_of_n", "max_tokens_total": 0}, "search.max_tokens_total"),
     ({"strategy": "best_of_n", "return_trace": "yes"}, "search.return_trace"),
     ({"strategy": "cot", "beam_width": 2}, "search.beam_width"),
+    ({"strategy": "majority_vote", "adaptive": 1}, "search.adaptive"),
+    ({"strategy": "best_of_n", "adaptive": True, "confidence": 2}, "search.confidence"),
+    ({"strategy": "particle_filtering", "resample_temperature": 0}, "search.resample_temperature"),
+    ({"strategy": "auto", "effort": "extreme"}, "search.effort"),
 ])
 async def test_bad_search_options_are_400_naming_the_field(search, param):
     async with serving(StepFakeEngine(), prm_factory=FakePRM) as (_, sdk, _):

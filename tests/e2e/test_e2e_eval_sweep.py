@@ -39,3 +39,19 @@ def test_tiny_sweep_against_a_real_server_then_resumes_with_nothing_to_ask(bundl
     commands.main(argv)
     assert "nothing to ask: all 9 problem x setting answers are in" in capsys.readouterr().out
     assert len((out / "results.jsonl").read_text().splitlines()) == 9
+
+
+@pytest.mark.e2e
+def test_auto_particle_filtering_and_adaptive_voting_sweep_and_fit_a_table(bundle_server, tmp_path):
+    out, table = tmp_path / "run", tmp_path / "auto.json"
+    argv = ["--base-url", bundle_server.base_url, "--api-key", API_KEY, "--dataset", "arith-val", "--limit", "2",
+            "--strategies", "majority_vote", "particle_filtering", "auto", "--adaptive", "--n", "2",
+            "--max-steps", "3", "--max-step-tokens", "12", "--concurrency", "4", "--fit-auto", str(table),
+            "--out", str(out), "--no-progress"]
+    summaries = commands.main(argv)
+    assert [(s.setting, s.n, s.errors) for s in summaries] == [
+        ("majority_vote-n2-adaptive", 2, 0), ("particle_filtering-n2", 2, 0), ("auto-low", 2, 0),
+        ("auto-medium", 2, 0), ("auto-high", 2, 0)]
+    fitted = json.loads(table.read_text())
+    assert fitted["fitted_on"].startswith("arith-val (2 problems")
+    assert {tier["strategy"] for tier in fitted["tiers"]} <= {"majority_vote", "particle_filtering"}

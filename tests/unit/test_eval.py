@@ -160,3 +160,73 @@ def test_prm_strategies_on_a_model_without_prm_stop_before_any_request(tmp_path)
                   api_key="k", model=None, concurrency=1, max_tokens=None, out=tmp_path, progress=False)
     with pytest.raises(SystemExit, match="has no PRM attached, and best_of_n-n1, best_of_n-n4 need one"):
         asyncio.run(_choose_model(_fake_client(), sweep))
+
+
+def test_grid_runs_auto_at_each_effort_and_adaptive_voting_under_its_own_name():
+    settings = build_grid(["majority_vote", "best_of_n", "particle_filtering", "auto"], [4], beam_width=4,
+                          mcts_simulations=[4], adaptive=True, search_options={"seed": 0})
+    by_name = {s.name: s for s in settings}
+    assert list(by_name) == ["majority_vote-n4-adaptive", "best_of_n-n4-adaptive", "particle_filtering-n4",
+                             "auto-low", "auto-medium", "auto-high"]
+    assert by_name["best_of_n-n4-adaptive"].request["search"] == {"strategy": "best_of_n", "n": 4, "adaptive": True,
+                                                                  "seed": 0}
+    assert by_name["particle_filtering-n4"].request["search"] == {"strategy": "particle_filtering", "n": 4, "seed": 0}
+    assert (by_name["auto-medium"].request["search"], by_name["auto-medium"].budget) == (
+        {"strategy": "auto", "effort": "medium", "seed": 0}, "medium")
+    assert [needs_prm(s) for s in settings] == [False, True, True, False, False, False]
+
+
+def test_auto_table_is_fitted_per_budget_level_from_fixed_settings_only():
+    from openr.evaluation.autofit import fit_auto_table
+    from openr.evaluation.report import Summary
+    from openr.search.auto import AutoTable
+
+    settings = build_grid(["best_of_n", "beam_search", "auto"], [4, 8, 16], beam_width=4, mcts_simulations=[4],
+                          search_options={"seed": 0, "max_steps": 8})
+
+    def summary(name: str, accuracy: float, tokens: float) -> Summary:
+        setting = next(s for s in settings if s.name == name)
+        return Summary(name, setting.strategy, setting.budget, 200, 0, accuracy, tokens, 0.0, 1.0)
+
+    summaries = [summary("best_of_n-n4", 0.35, 380), summary("best_of_n-n8", 0.45, 760),
+                 summary("best_of_n-n16", 0.50, 1500), summary("beam_search-n4-bw4", 0.30, 380),
+                 summary("beam_search-n8-bw4", 0.44, 750), summary("beam_search-n16-bw4", 0.58, 2010),
+                 summary("auto-high", 0.99, 10)]  # auto's own rows never fit its table
+    data = fit_auto_table(summaries, settings)  # levels of 500, 1000 and 2000 tokens
+    assert [(t["min_tokens"], t["strategy"], t["options"]) for t in data["tiers"]] == [
+        (0, "best_of_n", {"n": 4}),
+        (1000, "best_of_n", {"n": 8}),        # more accurate than beam search n=8, if dearer
+        (2000, "best_of_n", {"n": 16})]       # beam search n=16 would be best, but 2010 tokens exceed 2000
+    assert data["tiers"][2]["fitted"] == {"setting": "best_of_n-n16", "accuracy": 0.5, "mean_tokens": 1500,
+                                          "problems": 200}
+    assert AutoTable.from_json(data, "fitted").tier_for(1999).options == {"n": 8}
+
+
+def test_fit_auto_is_refused_on_the_test_split(tmp_path):
+    args = build_parser().parse_args(["eval", "--dataset", "arith", "--fit-auto", str(tmp_path / "auto.json"),
+                                      "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="never the test split"):
+        commands.sweep_from_args(args)
+    args = build_parser().parse_args(["eval", "--dataset", "arith-val", "--fit-auto", str(tmp_path / "auto.json"),
+                                      "--out", str(tmp_path)])
+    assert commands.sweep_from_args(args).fit_auto == tmp_path / "auto.json"
+
+
+def test_the_report_keeps_settings_an_earlier_command_added(tmp_path, monkeypatch):
+    from openr.evaluation import sweep as sweep_module
+
+    record_run(tmp_path, "m", "arith", _grid(strategies=["cot"]))
+    (tmp_path / "results.jsonl").write_text(json.dumps(_row("p0", "cot", True, 5)) + "\n")
+    later = _grid(strategies=["majority_vote"], budgets=[4])
+
+    async def nothing_missing(sweep, problems):
+        record_run(sweep.out, "m", "arith", sweep.settings)
+        return "m"
+
+    monkeypatch.setattr(sweep_module, "_ask_missing", nothing_missing)
+    monkeypatch.setattr(sweep_module, "select_problems", lambda dataset, limit, seed: PROBLEMS[:1])
+    summaries = sweep_module.run(Sweep(dataset="arith", limit=1, seed=0, settings=later, base_url="http://fake/v1",
+                                       api_key="k", model=None, concurrency=1, max_tokens=None, out=tmp_path,
+                                       progress=False), ["openr", "eval"])
+    assert [(s.setting, s.n) for s in summaries] == [("cot", 1), ("majority_vote-n4", 0)]
+    assert "| cot | cot |" in (tmp_path / "table.md").read_text()

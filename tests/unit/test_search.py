@@ -23,6 +23,7 @@ from openr.search.aggregation import (
 )
 from openr.search.beam_search import BeamSearchConfig
 from openr.search.best_of_n import BestOfNConfig
+from openr.search.particle_filtering import ParticleFilteringConfig
 from openr.search.config import SearchConfig
 from openr.search.cot import CotConfig
 from openr.search.dvts import DvtsConfig
@@ -136,6 +137,7 @@ async def test_beam_search_keeps_beam_width_beams_with_one_call_of_each_kind_per
 @pytest.mark.parametrize("strategy, config", [
     ("beam_search", BeamSearchConfig(n=4, beam_width=2)), ("dvts", DvtsConfig(n=4, beam_width=2)),
     ("mcts", MctsConfig(num_simulations=3, n_children=2)), ("best_of_n", BestOfNConfig(n=3)),
+    ("best_of_n", BestOfNConfig(n=6, adaptive=True)), ("particle_filtering", ParticleFilteringConfig(n=3)),
 ])
 async def test_the_policys_own_step_separator_cuts_and_joins_steps(strategy, config):
     separator = "\n---\n"
@@ -196,13 +198,17 @@ async def test_mcts_stops_at_its_simulation_budget_and_finishes_its_most_visited
     config = MctsConfig(n_children=2, num_simulations=5, max_steps=10)
     policy, prm = FakePolicy(tree_step(eos_depth=8)), FakePRM(score_by_last_id)
     result = await run("mcts", config, policy, prm)
-    # 5 expansions, then no solution is finished: one rollout of the most visited path.
+    # 5 expansions, then no solution is finished: n_children rollouts of the most visited path in one call.
     assert len(policy.calls) == len(prm.calls) == 6
     assert [call["stop"] for call in policy.calls] == [[STEP_SEPARATOR]] * 5 + [[]]
+    assert policy.calls[-1]["n"] == config.n_children and len(prm.calls[-1]) == config.n_children
     rolled_out = path_of(policy.calls[-1]["prefixes"][0])
     assert result.stop_reason is None and result.finish_reason == "stop"
+    assert len(result.candidates) == config.n_children
     best = result.candidates[0]
     assert best.finished and len(best.steps) == 8 and best.steps[: len(rolled_out)] == rolled_out
+    # The PRM picks among the rollouts: score_by_last_id favours the later sample.
+    assert best.aggregate_score == max(c.aggregate_score for c in result.candidates)
 
 
 async def test_mcts_without_a_finished_solution_returns_the_most_visited_path_when_a_budget_ends_it():

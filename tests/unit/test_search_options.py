@@ -9,7 +9,8 @@ from openr.search import STRATEGIES, SearchConfigError, parse_search
 # Whether each strategy needs a PRM, with its default aggregation and with majority_vote.
 NEEDS_PRM = {
     "cot": (False, False), "majority_vote": (False, False), "best_of_n": (True, False),
-    "beam_search": (True, True), "dvts": (True, True), "mcts": (True, True),
+    "beam_search": (True, True), "dvts": (True, True), "mcts": (True, True), "particle_filtering": (True, True),
+    "auto": (False, False),
 }
 
 

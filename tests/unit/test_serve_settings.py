@@ -2,16 +2,38 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+
 import pytest
 
 from openr.cli import build_parser
+from openr.search.auto import AUTO_TABLE_FILE
 from openr.server.serve import settings_of
 from openr.server.settings import SearchLimits, ServerSettings
 
 
+def settings_for(*flags: str) -> ServerSettings:
+    """The settings the flags make, checked to carry the built-in bundle's auto table, which is then left out."""
+    settings = settings_of(build_parser().parse_args(["serve", *flags]))
+    assert settings.search.auto_table.source.endswith(f"openr-arith/{AUTO_TABLE_FILE}")
+    return replace(settings, search=replace(settings.search, auto_table=None))
+
+
 def test_flag_defaults_are_the_settings_defaults(monkeypatch):
     monkeypatch.delenv("OPENR_API_KEY", raising=False)
-    assert settings_of(build_parser().parse_args(["serve"])) == ServerSettings()
+    assert settings_for() == ServerSettings()
+
+
+def test_auto_table_flag_overrides_the_bundles_and_a_bad_table_stops_start_up(tmp_path):
+    table = {"tiers": [{"min_tokens": 0, "strategy": "best_of_n", "options": {"n": 2}}]}
+    (tmp_path / "mine.json").write_text(json.dumps(table))
+    settings = settings_of(build_parser().parse_args(["serve", "--auto-table", str(tmp_path / "mine.json")]))
+    assert settings.search.auto_table.tiers[0].options == {"n": 2}
+    table["tiers"][0]["options"] = {"n": 0}
+    (tmp_path / "bad.json").write_text(json.dumps(table))
+    with pytest.raises(SystemExit, match="bad.json"):
+        settings_of(build_parser().parse_args(["serve", "--auto-table", str(tmp_path / "bad.json")]))
 
 
 @pytest.mark.parametrize("flags, expected", [
@@ -24,4 +46,4 @@ def test_flag_defaults_are_the_settings_defaults(monkeypatch):
 ])
 def test_each_flag_lands_in_its_setting(monkeypatch, flags, expected):
     monkeypatch.delenv("OPENR_API_KEY", raising=False)
-    assert settings_of(build_parser().parse_args(["serve", *flags])) == expected
+    assert settings_for(*flags) == expected

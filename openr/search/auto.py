@@ -1,0 +1,184 @@
+"""strategy "auto": the strategy and its size chosen per question, from the
+request's budget and a cheap, online estimate of how hard the question is.
+
+1. The budget, in tokens: `effort` (low/medium/high) through the table's
+   `effort_tokens`, else the request's `max_tokens_total`.
+2. The probe: a first wave of FIRST_WAVE_SAMPLES whole solutions, scored by the
+   PRM when there is one. How settled its answer is (adaptive stopping's
+   posterior, PRM-weighted) is the difficulty estimate.
+3. The decision (`decide`): a probe that is already settled answers at once
+   (stop_reason "confident"); otherwise the table's tier for the budget names a
+   strategy and its options. A voting strategy continues the probe's waves; any
+   other runs after it, and the probe's solutions stay candidates for the final
+   answer. Nothing the probe paid for is thrown away.
+
+The table is fitted offline by `openr eval --fit-auto` on a validation split
+(never the test split) and ships with the model bundle as `auto.json`; without
+one, `DEFAULT_TABLE` (the reasoning_effort presets) applies. The trace's `auto`
+entry says what was chosen and why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from openr.contracts import Policy, StepScorer
+from openr.search.adaptive import DEFAULT_CONFIDENCE, FIRST_WAVE_SAMPLES, WaveSampler
+from openr.search.aggregation import AGGREGATIONS
+from openr.search.budget import Budget
+from openr.search.candidates import SearchProblem, SearchResult
+from openr.search.config import DEFAULT_AGGREGATION, SearchConfig, SearchConfigError
+from openr.search.metered import MeteredScorer, conclude
+
+EFFORTS = ("low", "medium", "high")
+# Token budgets of the effort levels: on openr-arith (about 95 tokens a solution)
+# they afford about 4, 8 and 16 whole solutions.
+DEFAULT_EFFORT_TOKENS = {"low": 500, "medium": 1000, "high": 2000}
+AUTO_TABLE_FILE = "auto.json"  # in a model bundle, next to policy/ and prm/
+VOTING_STRATEGIES = ("majority_vote", "best_of_n")  # these continue the probe's waves
+
+
+@dataclass(frozen=True)
+class AutoTier:
+    """Budgets of at least `min_tokens` run `strategy` with `options` (when the probe is not settled)."""
+
+    min_tokens: int
+    strategy: str
+    options: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class AutoTable:
+    """`tiers` by ascending `min_tokens` (the first applies below it too);
+    `source` says where the table came from, for the trace."""
+
+    tiers: tuple[AutoTier, ...]
+    settled_confidence: float = DEFAULT_CONFIDENCE
+    effort_tokens: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_EFFORT_TOKENS))
+    source: str = "default"
+
+    def tier_for(self, tokens: int | None) -> AutoTier:
+        """The largest tier the budget affords; no token budget affords them all."""
+        fitting = [tier for tier in self.tiers if tokens is None or tier.min_tokens <= tokens]
+        return fitting[-1] if fitting else self.tiers[0]
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], source: str) -> AutoTable:
+        """A table from its JSON form; raises ValueError (naming `source`) for one
+        whose tiers `openr.search` would refuse."""
+        from openr.search.options import build_config  # the registry imports this module
+
+        try:
+            tiers = tuple(sorted((AutoTier(int(t["min_tokens"]), t["strategy"], dict(t.get("options", {})))
+                                  for t in data["tiers"]), key=lambda tier: tier.min_tokens))
+            for tier in tiers:
+                build_config(tier.strategy, tier.options)
+            table = cls(tiers, float(data.get("settled_confidence", DEFAULT_CONFIDENCE)),
+                        {e: int(data.get("effort_tokens", {}).get(e, DEFAULT_TABLE.effort_tokens[e])) for e in EFFORTS},
+                        source)
+        except (KeyError, TypeError, ValueError) as exc:  # SearchConfigError is a ValueError
+            raise ValueError(f"{source}: not an auto table: {exc}") from None
+        if not tiers or not 0.5 < table.settled_confidence <= 1.0:
+            raise ValueError(f"{source}: an auto table needs tiers and a settled_confidence in (0.5, 1]")
+        return table
+
+    def to_json(self) -> dict[str, Any]:
+        return {"settled_confidence": self.settled_confidence, "effort_tokens": self.effort_tokens,
+                "tiers": [{"min_tokens": t.min_tokens, "strategy": t.strategy, "options": t.options}
+                          for t in self.tiers]}
+
+
+# The reasoning_effort presets, by the tokens they spend on openr-arith (about 95 per solution).
+DEFAULT_TABLE = AutoTable(tiers=(
+    AutoTier(0, "best_of_n", {"n": 4}),
+    AutoTier(DEFAULT_EFFORT_TOKENS["medium"], "beam_search", {"n": 8, "beam_width": 2}),
+    AutoTier(DEFAULT_EFFORT_TOKENS["high"], "beam_search", {"n": 16, "beam_width": 4}),
+))
+
+
+@dataclass(frozen=True)
+class AutoChoice:
+    """What `decide` picked: a strategy and its options, or None to answer from the probe."""
+
+    strategy: str | None
+    options: dict[str, Any]
+    why: str
+
+
+def decide(table: AutoTable, tokens: int | None, confidence: float, has_prm: bool) -> AutoChoice:
+    """The choice for a question whose probe answer is settled to `confidence`, under a budget of `tokens`."""
+    if confidence >= table.settled_confidence:
+        return AutoChoice(None, {}, f"the probe's answer is settled (confidence {confidence:.3f} >= "
+                                    f"{table.settled_confidence})")
+    tier = table.tier_for(tokens)
+    budget = "no token budget" if tokens is None else f"a budget of {tokens} tokens"
+    why = (f"the probe's answer is unsettled (confidence {confidence:.3f} < {table.settled_confidence}); "
+           f"{budget} affords the tier from {tier.min_tokens} tokens")
+    if has_prm or not _build(tier.strategy, tier.options).needs_prm:
+        return AutoChoice(tier.strategy, dict(tier.options), why)
+    samples = _build(tier.strategy, tier.options).samples
+    return AutoChoice("majority_vote", {"n": samples, "adaptive": True},
+                      f"{why}; no PRM is loaded, so adaptive majority_vote at its {samples} samples "
+                      f"instead of {tier.strategy}")
+
+
+@dataclass(frozen=True)
+class AutoConfig(SearchConfig):
+    """The sampling settings pass on to the chosen strategy."""
+
+    effort: str | None = None  # low, medium or high: a budget level in place of max_tokens_total
+    # Set by the server from the model bundle, never by a request.
+    table: AutoTable | None = field(default=None, metadata={"request": False})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.effort is not None and self.effort not in EFFORTS:
+            raise SearchConfigError("effort", f"effort must be one of {list(EFFORTS)}, got {self.effort!r}")
+
+    @property
+    def samples(self) -> int:
+        return FIRST_WAVE_SAMPLES
+
+
+def _build(strategy: str, options: Mapping[str, Any]) -> SearchConfig:
+    from openr.search.options import build_config  # the registry imports this module
+
+    return build_config(strategy, options)
+
+
+async def run(
+    problem: SearchProblem, policy: Policy, prm: StepScorer | None, config: AutoConfig, budget: Budget
+) -> SearchResult:
+    """Probe, decide, then continue the probe or run the chosen strategy after it."""
+    from openr.search.registry import STRATEGIES  # the registry imports this module
+
+    table = config.table or DEFAULT_TABLE
+    tokens = table.effort_tokens[config.effort] if config.effort else budget.max_tokens_total
+    aggregation = AGGREGATIONS[DEFAULT_AGGREGATION if prm is not None else "majority_vote"]
+    scorer = MeteredScorer(prm, problem.question, aggregation, budget) if prm is not None else None
+    probe = WaveSampler(problem, policy, config, budget, aggregation, scorer)
+    stop_reason = budget.exhausted()
+    if stop_reason is not None:
+        return conclude(problem, [], aggregation, budget, stop_reason)
+    await probe.wave(FIRST_WAVE_SAMPLES)
+    confidence = probe.confidence()
+    choice = decide(table, tokens, confidence, prm is not None)
+    report = {"table": table.source, "budget_tokens": tokens, "probe_samples": probe.drawn,
+              "probe_confidence": round(confidence, 4), "strategy": choice.strategy or "probe",
+              "options": choice.options, "why": choice.why}
+    if choice.strategy is None:
+        return conclude(problem, probe.candidates, aggregation, budget, "confident", {"auto": report})
+    sampling = {f.name: getattr(config, f.name) for f in fields(SearchConfig)}
+    chosen = _build(choice.strategy, {**sampling, **choice.options})
+    final_aggregation = AGGREGATIONS[getattr(chosen, "aggregation", "majority_vote")]
+    if choice.strategy in VOTING_STRATEGIES and final_aggregation is aggregation:
+        stop_reason = await probe.run(chosen.n, chosen.adaptive, chosen.confidence)
+        return conclude(problem, probe.candidates, aggregation, budget, stop_reason, {"auto": report})
+    if config.seed is not None:  # the chosen search's samples must not repeat the probe's seeds
+        chosen = _build(choice.strategy, {**sampling, **choice.options, "seed": config.seed + probe.drawn})
+    result = await STRATEGIES[choice.strategy].run(problem, policy, prm, chosen, budget)
+    pool = [c.scored(list(c.step_scores), final_aggregation.score(c.step_scores)) for c in probe.candidates]
+    return conclude(problem, pool + list(result.candidates), final_aggregation, budget, result.stop_reason,
+                    {**result.decisions, "auto": report})

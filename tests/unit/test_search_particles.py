@@ -1,0 +1,91 @@
+"""Particle filtering (weights, seeded resampling, the search) and beam search's
+collapsing of identical beams, against a fake policy and a fake PRM."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from openr.contracts import Step
+from openr.search import SearchConfigError, parse_search
+from openr.search.beam_search import BeamSearchConfig, distinct_paths
+from openr.search.candidates import Candidate
+from openr.search.particle_filtering import ParticleFilteringConfig, resample, resampling_weights
+from tests.support.search_fakes import TOKENS_PER_STEP, FakePolicy, FakePRM, path_of, run, tree_step
+
+pytestmark = pytest.mark.anyio
+
+
+def particle(name: str, score: float | None) -> Candidate:
+    return Candidate(steps=(name,), step_scores=() if score is None else (score,))
+
+
+def test_weights_are_a_softmax_of_the_latest_step_score_over_the_temperature():
+    weights = resampling_weights([particle("a", 0.9), particle("b", 0.1)], temperature=0.2)
+    assert math.isclose(weights[0], 1 / (1 + math.exp(-4)))  # e**4.5 / (e**4.5 + e**0.5)
+    assert math.isclose(sum(weights), 1.0)
+    flat = resampling_weights([particle("a", 0.9), particle("b", None)], temperature=10.0)
+    assert math.isclose(flat[0] / flat[1], math.exp(0.09))  # hot: nearly uniform; unscored counts as 0
+
+
+def test_seeded_resampling_repeats_and_never_draws_a_weightless_particle():
+    particles = [particle(name, 0.5) for name in "abcd"]
+    weights = [0.5, 0.0, 0.25, 0.25]
+    first = resample(particles, weights, random.Random(7))
+    assert first == resample(particles, weights, random.Random(7))
+    assert len(first) == 4 and particles[1] not in first
+    draws = [p.steps[0] for _ in range(200) for p in resample(particles, weights, random.Random(_))]
+    assert 0.4 < draws.count("a") / len(draws) < 0.6  # 800 draws of a weight-0.5 particle
+    assert resample(particles, [0, 0, 1, 0], random.Random(1)) == [particles[2]] * 4
+
+
+async def test_particles_grow_one_step_per_round_and_end_finished():
+    config = ParticleFilteringConfig(n=4, seed=3, aggregation="prm_last_max")
+    policy, prm = FakePolicy(tree_step(eos_depth=3)), FakePRM(lambda step: 0.5)
+    result = await run("particle_filtering", config, policy, prm)
+    assert [(len(call["prefixes"]), call["n"]) for call in policy.calls] == [(4, 1)] * 3
+    assert len(prm.calls) == 3 and all(c.finished and len(c.steps) == 3 for c in result.candidates)
+    assert result.tokens_generated == 4 * 3 * TOKENS_PER_STEP
+    again = await run("particle_filtering", config, FakePolicy(tree_step(eos_depth=3)), FakePRM(lambda s: 0.5))
+    assert [c.steps for c in again.candidates] == [c.steps for c in result.candidates]
+
+
+async def test_resampling_moves_every_particle_onto_the_branch_the_prm_trusts():
+    config = ParticleFilteringConfig(n=4, resample_temperature=0.01, seed=0)
+    policy = FakePolicy(tree_step(eos_depth=3))
+    prm = FakePRM(lambda step: 1.0 if step.startswith("r.2") else 0.0)
+    await run("particle_filtering", config, policy, prm)
+    assert {path_of(prefix) for prefix in policy.calls[1]["prefixes"]} == {("r.2",)}
+
+
+@pytest.mark.parametrize(("options", "field"), [
+    ({"strategy": "particle_filtering", "resample_temperature": 0}, "resample_temperature"),
+    ({"strategy": "particle_filtering", "n": 0}, "n"),
+    ({"strategy": "particle_filtering", "beam_width": 2}, "beam_width"),
+])
+def test_bad_particle_options_are_named(options, field):
+    with pytest.raises(SearchConfigError) as err:
+        parse_search(options)
+    assert err.value.field == field
+
+
+# Beam search: identical beams collapse
+
+
+def test_distinct_paths_drops_repeats_up_to_whitespace_and_keeps_order():
+    a, a_spaced, b = Candidate(steps=("x", "y")), Candidate(steps=(" x", "y \n")), Candidate(steps=("x", "z"))
+    assert distinct_paths([a, a_spaced, b, a]) == [a, b]
+
+
+async def test_identical_samples_fill_one_beam_not_several():
+    def same_step(path: tuple[str, ...], sample_id: int) -> Step:
+        return Step(f"step {len(path)}", TOKENS_PER_STEP, "eos" if len(path) >= 1 else "step", -float(sample_id))
+
+    config = BeamSearchConfig(n=4, beam_width=2)
+    policy, prm = FakePolicy(same_step), FakePRM(lambda step: 0.5)
+    result = await run("beam_search", config, policy, prm)
+    assert len(policy.calls[1]["prefixes"]) == 1  # four identical first steps: one beam
+    assert policy.calls[1]["n"] == 4  # which gets both beams' samples (2 each)
+    assert len(result.candidates) == 1
