@@ -198,7 +198,7 @@ def write_report(out: Path, results: dict) -> None:
         axis.grid(alpha=0.3)
         axis.legend()
     figure.suptitle(f"GRPO, outcome reward, from {Path(results['policy']).name}: ours vs TRL GRPOTrainer "
-                    f"({results['machine']['cpu']}, {results['machine']['torch_threads']} threads)", fontsize=9)
+                    f"({results['machine']['cpu']}, torch threads: {results['machine']['torch_threads']})", fontsize=9)
     figure.tight_layout()
     figure.savefig(out / "curves.png", dpi=110)
 
