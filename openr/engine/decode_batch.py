@@ -32,13 +32,24 @@ class DecodeBatch:
     @classmethod
     def prefill(cls, model, rows: list, pad_id: int, device) -> tuple["DecodeBatch", torch.Tensor]:
         """A batch of `rows` (each with `prompt_ids`), left-padded, after its
-        prompt's forward pass; returns it and the logits of each row's next token."""
-        width = max(len(r.prompt_ids) for r in rows)
-        ids = torch.tensor([[pad_id] * (width - len(r.prompt_ids)) + r.prompt_ids for r in rows], device=device)
-        mask = torch.tensor([[0] * (width - len(r.prompt_ids)) + [1] * len(r.prompt_ids) for r in rows],
-                            device=device)
+        prompts' forward pass; returns it and the logits of each row's next token.
+        Rows with the same prompt (the n samples of a request, a search's
+        samples of one prefix) share one prefill: its cache is copied to each."""
+        slot: dict[tuple[int, ...], int] = {}
+        for r in rows:
+            slot.setdefault(tuple(r.prompt_ids), len(slot))
+        prompts = list(slot)
+        width = max(len(p) for p in prompts)
+        ids = torch.tensor([[pad_id] * (width - len(p)) + list(p) for p in prompts], device=device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
         batch = cls(model, rows, ids, mask, (mask.cumsum(-1) - 1).clamp(min=0))
-        return batch, batch.forward()
+        logits = batch.forward()
+        if len(prompts) < len(rows):
+            index = torch.tensor([slot[tuple(r.prompt_ids)] for r in rows], device=device)
+            batch.cache.batch_select_indices(index)
+            batch.ids, batch.mask, batch.positions = batch.ids[index], batch.mask[index], batch.positions[index]
+            logits = logits[index]
+        return batch, logits
 
     @property
     def width(self) -> int:

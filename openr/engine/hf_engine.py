@@ -170,7 +170,10 @@ class HFEngine(LocalTokenizerEngine):
                 live = [i for i, done in enumerate(finished) if not done]
                 if live and len(live) < len(batch.rows) * (1 - COMPACT_WHEN_DONE) + 1e-9:
                     batch.keep(live)
-                newcomers = self._take_pending(self.max_batch_size - len(live)) if live else []
+                # Finished rows hold their slots until the batch is compacted, so
+                # newcomers join in groups (one prefill and one cache merge each),
+                # not one at every step.
+                newcomers = self._take_pending(self.max_batch_size - len(batch.rows)) if live else []
                 if newcomers:
                     joining, first_logits = DecodeBatch.prefill(self.model, newcomers, self.pad_id, self.device)
                     self._choose(joining, first_logits)

@@ -59,3 +59,12 @@ async def test_rows_joining_and_leaving_keep_every_reply_exact(engine):
     together, _ = await replies(engine, QUESTIONS, max_tokens, delays)
     assert together == alone
     assert engine.active_sequences == 0
+
+
+async def test_samples_of_one_prompt_share_a_prefill_and_sample_as_alone(engine):
+    prompt = (await engine.prepare_chat([{"role": "user", "content": QUESTIONS[2]}])).text
+    configs = [SamplingConfig(60, temperature=1.0, seed=seed) for seed in (1, 2, 3, 4)]
+    alone = [(await engine.complete(prompt, config)).text for config in configs]
+    together = [d.text for d in await asyncio.gather(*(engine.complete(prompt, c) for c in configs))]
+    assert together == alone
+    assert len(set(alone)) > 1  # the seeds made different samples, from one shared prefill
