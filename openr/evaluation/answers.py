@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from openr.evaluation.settings import ARITH_DATASET, ARITH_DATASETS, Setting
 from openr.tasks import Problem, arith, load_problems
-from openr.tasks.grading import extract_answer, is_correct
+from openr.tasks.grading import extract_answer, final_answer, is_correct
 
 RESULTS_FILE = "results.jsonl"
 RUN_FILE = "run.json"  # model, dataset and settings the rows in OUT answer
@@ -62,13 +62,44 @@ def dataset_label(dataset: str) -> str:
     return dataset if dataset in ARITH_DATASETS else Path(dataset).name
 
 
-def record_run(out: Path, model: str, dataset: str, settings: list[Setting]) -> None:
-    """Write OUT/run.json, refusing to mix rows of another model, dataset or same-named setting."""
+@dataclass(frozen=True)
+class Grading:
+    """How a run asks and grades, the same for every row of OUT: the search
+    budgets sent with every search request (None: not sent) and whether an
+    answer without a stated final answer may still count (`--lenient`)."""
+
+    timeout_s: float | None = None
+    max_tokens_total: int | None = None
+    lenient: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"budgets": {"timeout_s": self.timeout_s, "max_tokens_total": self.max_tokens_total},
+                "grading": "lenient" if self.lenient else "final answer only"}
+
+    def search_request(self, request: dict[str, Any]) -> dict[str, Any]:
+        """`request` with the budgets and a trace (for stop_reason) in its search object."""
+        if "search" not in request and "reasoning_effort" not in request:
+            return request
+        budgets = {k: v for k, v in (("timeout_s", self.timeout_s), ("max_tokens_total", self.max_tokens_total))
+                   if v is not None}
+        return {**request, "search": {**request.get("search", {}), **budgets, "return_trace": True}}
+
+
+# What a run.json written before budgets and strict grading were recorded did.
+UNRECORDED = {"budgets": {"timeout_s": None, "max_tokens_total": None}, "grading": "lenient"}
+
+
+def record_run(out: Path, model: str, dataset: str, settings: list[Setting], grading: Grading = Grading()) -> None:
+    """Write OUT/run.json, refusing to mix rows of another model, dataset, grading,
+    budgets or same-named setting."""
     path = out / RUN_FILE
-    run = json.loads(path.read_text()) if path.exists() else {"model": model, "dataset": dataset, "settings": {}}
-    for field, value in (("model", model), ("dataset", dataset)):
+    run = json.loads(path.read_text()) if path.exists() else {"model": model, "dataset": dataset, "settings": {},
+                                                               **grading.to_json()}
+    run = {**UNRECORDED, **run}
+    for field, value in (("model", model), ("dataset", dataset), *grading.to_json().items()):
         if run[field] != value:
-            raise ValueError(f"{out} holds results for {field} {run[field]!r}, not {value!r}; use another --out")
+            raise ValueError(f"{out} holds results for {field} {run[field]!r}, not {value!r} (--timeout-s, "
+                             "--max-tokens-total and --lenient must match the run there); use another --out")
     for setting in settings:
         before = run["settings"].setdefault(setting.name, setting.to_json())
         if before != setting.to_json():
@@ -107,7 +138,7 @@ def pending_jobs(problems: list[Problem], settings: list[Setting], rows: dict[Ke
 
 
 async def run_jobs(client: openai.AsyncOpenAI, model: str, jobs: list[Job], results: Path, *,
-                   concurrency: int, max_tokens: int | None, bar: tqdm) -> None:
+                   concurrency: int, max_tokens: int | None, bar: tqdm, grading: Grading = Grading()) -> None:
     """Answer `jobs` with at most `concurrency` requests in flight, appending each row as it lands."""
     torn = _ends_mid_line(results)
     with open(results, "a", encoding="utf-8") as out:
@@ -119,7 +150,7 @@ async def run_jobs(client: openai.AsyncOpenAI, model: str, jobs: list[Job], resu
         async def worker() -> None:
             nonlocal errors
             for job in todo:
-                row = await answer(client, model, job, max_tokens)
+                row = await answer(client, model, job, max_tokens, grading)
                 out.write(json.dumps(row) + "\n")
                 out.flush()
                 if row["error"] is not None:
@@ -130,18 +161,23 @@ async def run_jobs(client: openai.AsyncOpenAI, model: str, jobs: list[Job], resu
         await asyncio.gather(*(worker() for _ in range(min(concurrency, len(jobs)))))
 
 
-async def answer(client: openai.AsyncOpenAI, model: str, job: Job, max_tokens: int | None) -> dict[str, Any]:
-    """One results row; a failed request becomes a row with `error` set, graded incorrect."""
+async def answer(client: openai.AsyncOpenAI, model: str, job: Job, max_tokens: int | None,
+                 grading: Grading = Grading()) -> dict[str, Any]:
+    """One results row; a failed request becomes a row with `error` set, graded incorrect.
+    The row says how the answer ended: `finish_reason`, the search's `stop_reason`
+    (tokens, prm_calls, time, context, confident; None when it simply finished or
+    was no search) and whether it states a final answer."""
     problem, setting = job.problem, job.setting
     row = {"problem_id": problem.id, "setting": setting.name, "strategy": setting.strategy,
            "budget": setting.budget, "answer": None, "extracted": None, "gold": problem.answer, "correct": False,
+           "final_answer": False, "finish_reason": None, "stop_reason": None,
            "completion_tokens": 0, "reasoning_tokens": 0, "latency_s": 0.0, "error": None}
     limit = {} if max_tokens is None else {"max_completion_tokens": max_tokens}
     start = time.perf_counter()
     try:
         reply = await client.chat.completions.create(
             model=model, messages=[{"role": "user", "content": problem.question}],
-            extra_body=setting.request, **limit)
+            extra_body=grading.search_request(setting.request), **limit)
     except openai.APIError as exc:
         reply, row["error"] = None, _describe(exc)
     row["latency_s"] = round(time.perf_counter() - start, 3)
@@ -150,7 +186,11 @@ async def answer(client: openai.AsyncOpenAI, model: str, job: Job, max_tokens: i
     text = reply.choices[0].message.content or ""
     usage = reply.usage
     details = usage.completion_tokens_details if usage else None
-    row.update(answer=text, extracted=extract_answer(text), correct=is_correct(text, problem.answer),
+    trace = (reply.model_extra or {}).get("search_trace") or {}
+    row.update(answer=text, extracted=extract_answer(text),
+               correct=is_correct(text, problem.answer, lenient=grading.lenient),
+               final_answer=final_answer(text) is not None, finish_reason=reply.choices[0].finish_reason,
+               stop_reason=trace.get("stop_reason"),
                completion_tokens=usage.completion_tokens if usage else 0,
                reasoning_tokens=(details.reasoning_tokens or 0) if details else 0)
     return row

@@ -13,12 +13,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from openr.server.settings import SearchLimits
 from openr.evaluation.settings import (
     ADAPTIVE_STRATEGIES, ARITH_DATASET, ARITH_DATASETS, ARITH_VALIDATION_DATASET, EFFORTS, STRATEGIES, build_grid,
 )
 
 if TYPE_CHECKING:
     from openr.evaluation.report import Summary
+    from openr.evaluation.answers import Grading
     from openr.evaluation.sweep import Sweep
 
 DEFAULT_STRATEGIES = ("cot", "majority_vote", "best_of_n", "beam_search")
@@ -27,6 +29,7 @@ DEFAULT_BEAM_WIDTH = 4
 DEFAULT_MCTS_SIMULATIONS = (4, 8)
 DEFAULT_CONCURRENCY = 8  # requests in flight
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"  # `openr serve` on its default port
+DEFAULT_TIMEOUT_S = SearchLimits.max_timeout_s  # the largest search time `openr serve` allows by default
 
 EXAMPLES = """\
 outputs (in --out DIR):
@@ -128,6 +131,17 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     grid.add_argument("--max-tokens", type=_positive, default=None,
                       help="max_completion_tokens: every token one request may generate, search included "
                            "(default: unset, so the budget alone decides, up to the server's ceiling)")
+    budgets = parser.add_argument_group("budgets and grading (recorded in OUT/run.json; a resumed run must match)")
+    budgets.add_argument("--timeout-s", type=float, default=DEFAULT_TIMEOUT_S,
+                         help="search.timeout_s sent with every search: a scaling-law run should measure the "
+                              "search, not the machine, so the default is the server's largest allowed "
+                              "(%(default)s s; `openr serve --search-max-timeout`), never its latency default; "
+                              "0 sends none (the server's default applies, as runs recorded before this flag did)")
+    budgets.add_argument("--max-tokens-total", type=_positive, default=None,
+                         help="search.max_tokens_total sent with every search (default: not sent)")
+    budgets.add_argument("--lenient", action="store_true",
+                         help="also grade answers that state no final answer (\\boxed{}, '#### X', 'The answer "
+                              "is X') by their last number; by default they count as wrong")
     server = parser.add_argument_group("server")
     server.add_argument("--base-url", default=DEFAULT_BASE_URL, help="the server's /v1 URL (default: %(default)s)")
     server.add_argument("--api-key", default=os.environ.get("OPENR_API_KEY", "none"),
@@ -153,6 +167,7 @@ def _positive(text: str) -> int:
 
 def sweep_from_args(args: argparse.Namespace) -> Sweep:
     """The validated run the flags describe; a grid the server would reject exits here, before any request."""
+    from openr.evaluation.answers import Grading
     from openr.evaluation.sweep import Sweep
 
     if args.dataset not in ARITH_DATASETS and not Path(args.dataset).is_file():
@@ -175,7 +190,9 @@ def sweep_from_args(args: argparse.Namespace) -> Sweep:
     return Sweep(dataset=args.dataset, limit=args.limit, seed=args.seed, settings=settings, base_url=args.base_url,
                  api_key=args.api_key, model=args.model, concurrency=args.concurrency, max_tokens=args.max_tokens,
                  out=Path(args.out), progress=not args.no_progress,
-                 fit_auto=Path(args.fit_auto) if args.fit_auto else None)
+                 fit_auto=Path(args.fit_auto) if args.fit_auto else None,
+                 grading=Grading(timeout_s=args.timeout_s or None, max_tokens_total=args.max_tokens_total,
+                                 lenient=args.lenient))
 
 
 def run(args: argparse.Namespace, command: list[str]) -> list[Summary]:

@@ -36,6 +36,9 @@ class Summary:
     mean_tokens: float  # generated per problem, search included
     mean_reasoning_tokens: float  # the part not in the answer
     mean_latency_s: float  # request sent to answer received: includes waiting in the server's queue
+    final_answers: float = 1.0  # share of answers that state a final answer
+    time_cuts: int = 0  # searches the time budget ended
+    budget_cuts: int = 0  # searches another budget (tokens, PRM calls, context) ended
 
 
 def summarize(rows: list[dict[str, Any]], settings: list[Setting]) -> list[Summary]:
@@ -50,17 +53,23 @@ def summarize(rows: list[dict[str, Any]], settings: list[Setting]) -> list[Summa
             accuracy=sum(bool(row["correct"]) for row in mine) / count,
             mean_tokens=sum(row["completion_tokens"] for row in mine) / count,
             mean_reasoning_tokens=sum(row["reasoning_tokens"] for row in mine) / count,
-            mean_latency_s=sum(row["latency_s"] for row in mine) / count))
+            mean_latency_s=sum(row["latency_s"] for row in mine) / count,
+            # rows written before these were recorded count as stating an answer and uncut
+            final_answers=sum(bool(row.get("final_answer", True)) for row in mine) / count,
+            time_cuts=sum(row.get("stop_reason") == "time" for row in mine),
+            budget_cuts=sum(row.get("stop_reason") in ("tokens", "prm_calls", "context") for row in mine)))
     return summaries
 
 
 def format_table(summaries: list[Summary]) -> str:
     header = ("| setting | strategy | budget | accuracy | mean tokens | mean reasoning tokens | mean latency (s) "
-              "| N | errors |")
+              "| N | errors | final answer stated | cut by time | cut by tokens/PRM/context |")
     lines = [header, "|" + " --- |" * (header.count("|") - 1)]
     for s in summaries:
-        lines.append(f"| {s.setting} | {s.strategy} | {s.budget} | {s.accuracy:.1%} | {s.mean_tokens:.1f} "
-                     f"| {s.mean_reasoning_tokens:.1f} | {s.mean_latency_s:.2f} | {s.n} | {s.errors} |")
+        mark = " ⚠ time cuts" if s.time_cuts else ""  # the machine, not only the search, shaped this row
+        lines.append(f"| {s.setting}{mark} | {s.strategy} | {s.budget} | {s.accuracy:.1%} | {s.mean_tokens:.1f} "
+                     f"| {s.mean_reasoning_tokens:.1f} | {s.mean_latency_s:.2f} | {s.n} | {s.errors} "
+                     f"| {s.final_answers:.0%} | {s.time_cuts} | {s.budget_cuts} |")
     return "\n".join(lines) + "\n"
 
 
@@ -88,7 +97,8 @@ def write_plot(summaries: list[Summary], path: Path, title: str) -> None:
         # side and colour it as its line, so overlapping points stay readable.
         side = 1 if index % 2 == 0 else -1
         for s in line:
-            ax.annotate(budget_label(s.strategy, s.budget), (s.mean_tokens, s.accuracy), color=drawn.get_color(),
+            label = budget_label(s.strategy, s.budget) + (f" ({s.time_cuts} cut by time)" if s.time_cuts else "")
+            ax.annotate(label, (s.mean_tokens, s.accuracy), color=drawn.get_color(),
                         textcoords="offset points", xytext=(5 * side, 4), fontsize=8,
                         ha="left" if side > 0 else "right")
     _scale_x(ax, [s.mean_tokens for s in points if s.mean_tokens > 0])

@@ -15,7 +15,7 @@ import openai
 from tqdm.auto import tqdm
 
 from openr.evaluation.answers import (
-    RESULTS_FILE, dataset_id, dataset_label, pending_jobs, read_rows, record_run, recorded_settings, run_jobs,
+    RESULTS_FILE, Grading, dataset_id, dataset_label, pending_jobs, read_rows, record_run, recorded_settings, run_jobs,
     select_problems,
 )
 from openr.evaluation.autofit import write_auto_table
@@ -47,6 +47,7 @@ class Sweep:
     out: Path
     progress: bool
     fit_auto: Path | None = None  # where to write auto's decision table fitted on this sweep
+    grading: Grading = Grading()  # budgets sent with every search, and how answers are graded
 
 
 def run(sweep: Sweep, command: list[str]) -> list[Summary]:
@@ -89,7 +90,7 @@ async def _ask_missing(sweep: Sweep, problems: list[Problem]) -> str:
     async with client:
         model = await _choose_model(client, sweep)
         try:
-            record_run(sweep.out, model, dataset_id(sweep.dataset), sweep.settings)
+            record_run(sweep.out, model, dataset_id(sweep.dataset), sweep.settings, sweep.grading)
         except ValueError as exc:
             raise SystemExit(f"openr eval: {exc}") from None
         jobs = pending_jobs(problems, sweep.settings, read_rows(sweep.out / RESULTS_FILE))
@@ -100,7 +101,7 @@ async def _ask_missing(sweep: Sweep, problems: list[Problem]) -> str:
         with tqdm(total=total, initial=total - len(jobs), desc="eval", unit="answer",
                   disable=not sweep.progress) as bar:
             await run_jobs(client, model, jobs, sweep.out / RESULTS_FILE, concurrency=sweep.concurrency,
-                           max_tokens=sweep.max_tokens, bar=bar)
+                           max_tokens=sweep.max_tokens, bar=bar, grading=sweep.grading)
     return model
 
 

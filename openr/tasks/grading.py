@@ -73,12 +73,10 @@ def boxed_answer(text: str) -> str | None:
     return boxed.strip() if boxed is not None else None
 
 
-def extract_answer(text: str) -> str | None:
-    """The final answer a solution gives, or None if it gives none.
-
-    In order of trust: the last \\boxed{...} (balanced braces), the last
-    "#### X" (GSM8K), the last "The answer is X", the last number in the text.
-    """
+def final_answer(text: str) -> str | None:
+    """The answer a solution states as final, or None: the last \\boxed{...}, the
+    last "#### X" (GSM8K) or the last "The answer is X"; never a stray number
+    (a solution cut off mid-way states none)."""
     boxed = _last_boxed(text)
     if boxed is not None:
         return boxed.strip()
@@ -86,6 +84,18 @@ def extract_answer(text: str) -> str | None:
         matches = pattern.findall(text)
         if matches and _clean(matches[-1]):
             return _clean(matches[-1])
+    return None
+
+
+def extract_answer(text: str) -> str | None:
+    """The final answer a solution gives, or None if it gives none.
+
+    In order of trust: the last \\boxed{...} (balanced braces), the last
+    "#### X" (GSM8K), the last "The answer is X", the last number in the text.
+    """
+    stated = final_answer(text)
+    if stated is not None:
+        return stated
     numbers = _NUMBER.findall(text)
     if numbers:
         return numbers[-1].replace(",", "")
@@ -146,9 +156,10 @@ def _fallback_equal(predicted: str, gold: str) -> bool:
     return predicted == gold
 
 
-def is_correct(prediction_text: str, gold_answer: str) -> bool:
-    """Whether the final answer in `prediction_text` equals `gold_answer`."""
-    predicted = extract_answer(prediction_text)
+def is_correct(prediction_text: str, gold_answer: str, lenient: bool = True) -> bool:
+    """Whether the final answer in `prediction_text` equals `gold_answer`; with
+    `lenient=False` only a stated final answer counts (no last-number fallback)."""
+    predicted = extract_answer(prediction_text) if lenient else final_answer(prediction_text)
     if predicted is None:
         return False
     gold_parsed, predicted_parsed = _parse(gold_answer), _parse(predicted)

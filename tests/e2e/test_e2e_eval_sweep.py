@@ -30,6 +30,11 @@ def test_tiny_sweep_against_a_real_server_then_resumes_with_nothing_to_ask(bundl
     assert len(rows) == 3 * 3 and all(row["error"] is None for row in rows), rows
     assert all(row["completion_tokens"] >= row["reasoning_tokens"] >= 0 for row in rows)
     assert all(row["reasoning_tokens"] > 0 for row in rows if row["budget"] == 2)  # the sample not chosen
+    assert all(row["finish_reason"] in ("stop", "length") and isinstance(row["final_answer"], bool) for row in rows)
+    assert all(row["final_answer"] for row in rows if row["correct"])  # graded only on a stated answer
+    assert {row["stop_reason"] for row in rows} <= {None, "tokens", "time", "prm_calls", "context", "confident"}
+    run = json.loads((out / "run.json").read_text())
+    assert run["budgets"]["timeout_s"] == 600.0 and run["grading"] == "final answer only"
     assert [(s.setting, s.n) for s in summaries] == [("cot", 3), ("majority_vote-n2", 3), ("best_of_n-n2", 3)]
     assert "| best_of_n-n2 | best_of_n | 2 |" in (out / "table.md").read_text()
     assert (out / "accuracy_vs_tokens.png").read_bytes().startswith(PNG_SIGNATURE)
@@ -38,6 +43,14 @@ def test_tiny_sweep_against_a_real_server_then_resumes_with_nothing_to_ask(bundl
     capsys.readouterr()
     commands.main(argv)
     assert "nothing to ask: all 9 problem x setting answers are in" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="must match"):  # a resumed run with other budgets would mix rows
+        commands.main(argv + ["--max-tokens-total", "8"])
+    tight = argv[:argv.index("--out")] + ["--out", str(tmp_path / "tight"), "--max-tokens-total", "8",
+                                           "--no-progress"]
+    commands.main(tight)
+    cut = [json.loads(line) for line in (tmp_path / "tight" / "results.jsonl").read_text().splitlines()]
+    assert {row["stop_reason"] for row in cut if row["strategy"] != "cot"} == {"tokens"}  # read from the trace
+    assert "| majority_vote-n2 |" in (tmp_path / "tight" / "table.md").read_text()
     assert len((out / "results.jsonl").read_text().splitlines()) == 9
 
 

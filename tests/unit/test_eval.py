@@ -80,10 +80,12 @@ def test_cli_registers_eval_and_reasoning_effort_replaces_default_strategies(tmp
     assert [s.strategy for s in commands.sweep_from_args(args).settings][:2] == ["cot", "majority_vote"]
 
 
-def _row(problem: str, setting: str, correct: bool, tokens: int, error: str | None = None) -> dict:
+def _row(problem: str, setting: str, correct: bool, tokens: int, error: str | None = None,
+         stop_reason: str | None = None, final_answer: bool = True) -> dict:
     return {"problem_id": problem, "setting": setting, "strategy": setting.split("-")[0], "budget": 1,
             "answer": "", "extracted": None, "gold": "1", "correct": correct, "completion_tokens": tokens,
-            "reasoning_tokens": tokens // 2, "latency_s": 0.5, "error": error}
+            "reasoning_tokens": tokens // 2, "latency_s": 0.5, "error": error, "stop_reason": stop_reason,
+            "final_answer": final_answer}
 
 
 def test_table_and_plot_from_rows(tmp_path):
@@ -95,7 +97,7 @@ def test_table_and_plot_from_rows(tmp_path):
         ("cot", 2, 0, 0.5, 20.0), ("majority_vote-n1", 0, 0, 0.0, 0.0), ("majority_vote-n64", 2, 1, 0.5, 1000.0)]
     table = format_table(summaries).splitlines()
     assert table[0].startswith("| setting | strategy | budget | accuracy | mean tokens")
-    assert table[2] == "| cot | cot | 1 | 50.0% | 20.0 | 10.0 | 0.50 | 2 | 0 |"
+    assert table[2] == "| cot | cot | 1 | 50.0% | 20.0 | 10.0 | 0.50 | 2 | 0 | 100% | 0 | 0 |"
     write_plot(summaries, tmp_path / "plot.png", title="synthetic")  # tokens span 100x: log x-axis
     assert (tmp_path / "plot.png").read_bytes().startswith(PNG_SIGNATURE)
 
@@ -230,3 +232,56 @@ def test_the_report_keeps_settings_an_earlier_command_added(tmp_path, monkeypatc
                                        progress=False), ["openr", "eval"])
     assert [(s.setting, s.n) for s in summaries] == [("cot", 1), ("majority_vote-n4", 0)]
     assert "| cot | cot |" in (tmp_path / "table.md").read_text()
+
+
+def test_rows_cut_by_a_budget_are_counted_and_time_cuts_marked():
+    settings = _grid(strategies=["cot", "majority_vote"], budgets=[4])
+    rows = [_row("p0", "cot", True, 10), _row("p1", "cot", False, 10, final_answer=False),
+            _row("p0", "majority_vote-n4", False, 90, stop_reason="time", final_answer=False),
+            _row("p1", "majority_vote-n4", True, 90, stop_reason="tokens")]
+    cot, vote = summarize(rows, settings)
+    assert (cot.final_answers, cot.time_cuts, cot.budget_cuts) == (0.5, 0, 0)
+    assert (vote.final_answers, vote.time_cuts, vote.budget_cuts) == (0.5, 1, 1)
+    table = format_table([cot, vote]).splitlines()
+    assert table[2].startswith("| cot | ") and table[3].startswith("| majority_vote-n4 ⚠ time cuts | ")
+    assert table[3].endswith("| 50% | 1 | 1 |")
+
+
+def test_strict_grading_needs_a_stated_final_answer():
+    from openr.tasks.grading import is_correct
+
+    cut_off = "12 + 5 = 17\n\n17 * 2 = 34"  # a search cut mid-way, its last number happening to be right
+    assert is_correct(cut_off, "34") and not is_correct(cut_off, "34", lenient=False)
+    assert is_correct("so \\boxed{34}", "34", lenient=False)
+    assert is_correct("#### 34", "34", lenient=False) and is_correct("The answer is 34.", "34", lenient=False)
+
+
+def test_budgets_and_trace_ride_on_search_requests_and_the_run_records_them(tmp_path):
+    from openr.evaluation.answers import Grading, record_run
+
+    grading = Grading(timeout_s=600.0, max_tokens_total=5000)
+    [cot, vote] = _grid(strategies=["cot", "majority_vote"], budgets=[4])
+    sent = grading.search_request(vote.request)
+    assert sent["search"] == {**vote.request["search"], "timeout_s": 600.0, "max_tokens_total": 5000,
+                              "return_trace": True}
+    assert vote.request["search"].get("timeout_s") is None  # the setting itself is unchanged
+    assert grading.search_request({"reasoning_effort": "low"})["search"]["timeout_s"] == 600.0
+    assert grading.search_request({}) == {}
+    record_run(tmp_path, "m", "arith", [cot, vote], grading)
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["budgets"] == {"timeout_s": 600.0, "max_tokens_total": 5000}
+    assert run["grading"] == "final answer only"
+    record_run(tmp_path, "m", "arith", [cot], grading)  # the same run resumes
+    for other in (Grading(timeout_s=120.0, max_tokens_total=5000), Grading(600.0, 5000, lenient=True)):
+        with pytest.raises(ValueError, match="must match"):
+            record_run(tmp_path, "m", "arith", [cot], other)
+
+
+def test_a_run_recorded_before_budgets_resumes_only_as_it_ran(tmp_path):
+    from openr.evaluation.answers import Grading, record_run
+
+    [cot] = _grid(strategies=["cot"], budgets=[1])
+    (tmp_path / "run.json").write_text(json.dumps({"model": "m", "dataset": "arith", "settings": {}}))
+    with pytest.raises(ValueError, match="lenient"):
+        record_run(tmp_path, "m", "arith", [cot], Grading(timeout_s=600.0))
+    record_run(tmp_path, "m", "arith", [cot], Grading(timeout_s=None, lenient=True))
