@@ -52,9 +52,10 @@ async def engine_replies(engine: Engine, questions: Sequence[str], temperature: 
 
 
 async def engine_grades(engine: Engine, problems: Sequence[Problem], progress: bool = True) -> list[bool]:
-    """Whether the engine's greedy reply to each problem has the gold answer."""
+    """Whether the engine's greedy reply to each problem states the gold answer as
+    its final answer (no last-number fallback, as `openr eval` grades by default)."""
     replies = await engine_replies(engine, [p.question for p in problems], progress=progress)
-    return [is_correct(reply, p.answer) for [reply], p in zip(replies, problems)]
+    return [is_correct(reply, p.answer, lenient=False) for [reply], p in zip(replies, problems)]
 
 
 def model_grades(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, problems: list[Problem],

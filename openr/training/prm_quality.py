@@ -152,7 +152,7 @@ def label_by_checking(problem: Problem, solution_text: str) -> list[bool]:
     labels, right, done = [], True, 0
     for step in split_steps(solution_text):
         if check_step(step) is None:
-            right = right and done == len(values) - 1 and is_correct(step, problem.answer)
+            right = right and done == len(values) - 1 and is_correct(step, problem.answer, lenient=False)
         else:
             right = right and done + 1 < len(values) and _moves(step, values[done], values[done + 1])
             done += 1

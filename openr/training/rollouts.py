@@ -158,7 +158,8 @@ class ProblemRollouts:
         # Grade the whole solution: a completion of a prefix that already holds the
         # answer may add nothing, and the last \boxed{} wins either way.
         text = STEP_SEPARATOR.join([*prefix_steps, out.text])
-        return Rollout(tuple(split_steps(out.text)), is_correct(text, self.problem.answer), out.num_tokens)
+        return Rollout(tuple(split_steps(out.text)), is_correct(text, self.problem.answer, lenient=False),
+                       out.num_tokens)
 
     async def solutions(self, n: int) -> list[Rollout]:
         """`n` whole solutions sampled from the question."""
