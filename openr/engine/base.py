@@ -92,6 +92,7 @@ class Engine(ABC):
     device: str = "cpu"
     max_model_len: int = 0
     vocab_size: int = 0  # 0: unknown (a remote backend checks token ids itself)
+    dtype: str = "unknown"  # the weights' dtype, as /version reports it
     # What the backend honours beyond plain sampling (the server refuses the rest):
     # "penalties", "logit_bias", "logprobs" (per-token text and top alternatives),
     # "json_output" (response_format json_object / json_schema).

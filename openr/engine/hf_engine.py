@@ -103,6 +103,7 @@ class HFEngine(LocalTokenizerEngine):
         self.max_model_len = min(self._max_model_len_arg or config_len, config_len)
         self.eos_ids = _eos_ids(self.model, self.tokenizer)
         self.vocab_size = min(len(self.tokenizer), self.model.config.vocab_size)
+        self.dtype = str(self.model.dtype).removeprefix("torch.")
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.eos_ids)
 
     async def close(self) -> None:

@@ -66,6 +66,7 @@ class VLLMEngine(LocalTokenizerEngine):
         self.llm = AsyncLLM.from_engine_args(args)
         self.max_model_len = self.llm.model_config.max_model_len
         self.vocab_size = min(len(self.tokenizer), self.llm.model_config.get_vocab_size())
+        self.dtype = str(self.llm.model_config.dtype).removeprefix("torch.")
         # The first request pays for one-off kernel set-up (~15 s on CPU); pay it
         # here, before /health reports ready, not on a user's request.
         await self.complete("Hello", SamplingConfig(max_tokens=2, temperature=0.0))

@@ -89,9 +89,11 @@ class Grading:
 UNRECORDED = {"budgets": {"timeout_s": None, "max_tokens_total": None}, "grading": "lenient"}
 
 
-def record_run(out: Path, model: str, dataset: str, settings: list[Setting], grading: Grading = Grading()) -> None:
+def record_run(out: Path, model: str, dataset: str, settings: list[Setting], grading: Grading = Grading(),
+               server: dict | None = None) -> None:
     """Write OUT/run.json, refusing to mix rows of another model, dataset, grading,
-    budgets or same-named setting."""
+    budgets or same-named setting; `server` (what its /version reports: machine,
+    engine, dtype, settings) joins the list of servers that answered for OUT."""
     path = out / RUN_FILE
     run = json.loads(path.read_text()) if path.exists() else {"model": model, "dataset": dataset, "settings": {},
                                                                **grading.to_json()}
@@ -105,6 +107,8 @@ def record_run(out: Path, model: str, dataset: str, settings: list[Setting], gra
         if before != setting.to_json():
             raise ValueError(f"{out} holds results for setting {setting.name} as {before}, "
                              f"not {setting.to_json()}; use another --out")
+    if server is not None and server not in run.setdefault("servers", []):
+        run["servers"].append(server)
     path.write_text(json.dumps(run, indent=2) + "\n")
 
 

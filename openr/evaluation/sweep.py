@@ -11,6 +11,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import openai
 from tqdm.auto import tqdm
 
@@ -90,7 +91,8 @@ async def _ask_missing(sweep: Sweep, problems: list[Problem]) -> str:
     async with client:
         model = await _choose_model(client, sweep)
         try:
-            record_run(sweep.out, model, dataset_id(sweep.dataset), sweep.settings, sweep.grading)
+            record_run(sweep.out, model, dataset_id(sweep.dataset), sweep.settings, sweep.grading,
+                       server=await _server_report(sweep))
         except ValueError as exc:
             raise SystemExit(f"openr eval: {exc}") from None
         jobs = pending_jobs(problems, sweep.settings, read_rows(sweep.out / RESULTS_FILE))
@@ -103,6 +105,19 @@ async def _ask_missing(sweep: Sweep, problems: list[Problem]) -> str:
             await run_jobs(client, model, jobs, sweep.out / RESULTS_FILE, concurrency=sweep.concurrency,
                            max_tokens=sweep.max_tokens, bar=bar, grading=sweep.grading)
     return model
+
+
+async def _server_report(sweep: Sweep) -> dict:
+    """What the server says about itself at `/version` (`openr serve`: engine, device,
+    dtype, machine, settings; vLLM: its version), or why it said nothing."""
+    root = sweep.base_url.rstrip("/").removesuffix("/v1")
+    try:
+        async with httpx.AsyncClient(timeout=30) as http:
+            response = await http.get(f"{root}/version", headers={"Authorization": f"Bearer {sweep.api_key}"})
+        response.raise_for_status()
+        return response.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        return {"unavailable": f"{root}/version: {type(exc).__name__}: {exc}"}
 
 
 async def _choose_model(client: openai.AsyncOpenAI, sweep: Sweep) -> str:

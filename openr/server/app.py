@@ -4,6 +4,7 @@ parts every route shares (request ids, auth, admission, disconnects, errors)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import logging
 import time
@@ -85,6 +86,25 @@ def build_app(engine: Engine, model_name: str, settings: ServerSettings = Server
         card = ModelCard(id=model_name, root=model_name, max_model_len=engine.max_model_len or None,
                          prm=prm_name if ctx.prm is not None else None)
         return ModelList(data=[card]).model_dump()
+
+    machine: dict = {}  # the serving machine, read once
+
+    @app.get("/version")
+    async def version():
+        """What answered: the server's version, model, engine, device and dtype, the
+        machine and the serving settings (no API key), as `openr eval` records them."""
+        from openr import __version__
+        from openr.training.hardware import machine_info
+
+        if not machine:
+            machine.update(await asyncio.to_thread(machine_info))
+        config = dataclasses.asdict(settings)
+        config.pop("api_key")
+        config["search"].pop("auto_table", None)
+        return {"version": __version__, "model": model_name, "engine": engine.name, "device": engine.device,
+                "dtype": engine.dtype, "max_model_len": engine.max_model_len,
+                "prm": prm_name if ctx.prm is not None else None, "machine": machine,
+                "settings": config}
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):

@@ -198,3 +198,14 @@ async def test_rewards_without_a_prm_is_400():
     async with serving() as (http, _, _):
         r = await http.post("/v1/rewards", json={"question": "q", "candidates": [["a"]]})
     assert r.status_code == 400 and r.json()["error"]["code"] == "prm_unavailable"
+
+
+async def test_version_reports_what_answered_and_never_the_api_key():
+    from openr.server.settings import ServerSettings
+
+    async with serving(settings=ServerSettings(api_key="s3cret", max_n=3)) as (http, _, _):
+        report = (await http.get("/version")).json()
+    assert report["model"] == MODEL and report["engine"] == "fake" and report["device"] == "cpu"
+    assert report["settings"]["max_n"] == 3 and "api_key" not in report["settings"]
+    assert "s3cret" not in str(report)
+    assert report["machine"]["cpu"] and report["machine"]["torch_threads"] >= 1

@@ -35,6 +35,9 @@ def test_tiny_sweep_against_a_real_server_then_resumes_with_nothing_to_ask(bundl
     assert {row["stop_reason"] for row in rows} <= {None, "tokens", "time", "prm_calls", "context", "confident"}
     run = json.loads((out / "run.json").read_text())
     assert run["budgets"]["timeout_s"] == 600.0 and run["grading"] == "final answer only"
+    [server] = run["servers"]  # what answered, as the server's /version reports it
+    assert (server["engine"], server["device"], server["dtype"]) == ("hf", "cpu", "float32")
+    assert server["machine"]["cpu"] and server["settings"]["search"]["max_timeout_s"] == 600.0
     assert [(s.setting, s.n) for s in summaries] == [("cot", 3), ("majority_vote-n2", 3), ("best_of_n-n2", 3)]
     assert "| best_of_n-n2 | best_of_n | 2 |" in (out / "table.md").read_text()
     assert (out / "accuracy_vs_tokens.png").read_bytes().startswith(PNG_SIGNATURE)
