@@ -173,6 +173,8 @@ def sweep_from_args(args: argparse.Namespace) -> Sweep:
     if args.dataset not in ARITH_DATASETS and not Path(args.dataset).is_file():
         raise SystemExit(f"openr eval: --dataset is neither one of {', '.join(ARITH_DATASETS)} nor a file: "
                          f"{args.dataset}")
+    if args.timeout_s < 0:
+        raise SystemExit(f"openr eval: --timeout-s must be >= 0 (0 sends none), got {args.timeout_s}")
     if args.fit_auto and args.dataset == ARITH_DATASET:
         raise SystemExit(f"openr eval: --fit-auto fits on a validation split, never the test split "
                          f"`{ARITH_DATASET}`: use --dataset {ARITH_VALIDATION_DATASET}")

@@ -285,3 +285,11 @@ def test_a_run_recorded_before_budgets_resumes_only_as_it_ran(tmp_path):
     with pytest.raises(ValueError, match="lenient"):
         record_run(tmp_path, "m", "arith", [cot], Grading(timeout_s=600.0))
     record_run(tmp_path, "m", "arith", [cot], Grading(timeout_s=None, lenient=True))
+
+
+def test_a_negative_time_budget_is_refused_before_any_request(tmp_path):
+    args = build_parser().parse_args(["eval", "--timeout-s", "-5", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="--timeout-s must be >= 0"):
+        commands.sweep_from_args(args)
+    args = build_parser().parse_args(["eval", "--timeout-s", "0", "--out", str(tmp_path)])
+    assert commands.sweep_from_args(args).grading.timeout_s is None  # 0: the server's default applies
