@@ -90,9 +90,14 @@ async def _ask_missing(sweep: Sweep, problems: list[Problem]) -> str:
                                 max_retries=REQUEST_RETRIES)
     async with client:
         model = await _choose_model(client, sweep)
+        server = await _server_report(sweep)
+        ceiling = server.get("settings", {}).get("search", {}).get("max_timeout_s")
+        if ceiling is not None and (sweep.grading.timeout_s or 0) > ceiling:
+            raise SystemExit(f"openr eval: --timeout-s {sweep.grading.timeout_s:g} is over this server's largest "
+                             f"search time, {ceiling:g} s (openr serve --search-max-timeout); every search "
+                             "would be refused")
         try:
-            record_run(sweep.out, model, dataset_id(sweep.dataset), sweep.settings, sweep.grading,
-                       server=await _server_report(sweep))
+            record_run(sweep.out, model, dataset_id(sweep.dataset), sweep.settings, sweep.grading, server=server)
         except ValueError as exc:
             raise SystemExit(f"openr eval: {exc}") from None
         jobs = pending_jobs(problems, sweep.settings, read_rows(sweep.out / RESULTS_FILE))

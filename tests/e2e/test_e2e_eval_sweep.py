@@ -46,6 +46,8 @@ def test_tiny_sweep_against_a_real_server_then_resumes_with_nothing_to_ask(bundl
     capsys.readouterr()
     commands.main(argv)
     assert "nothing to ask: all 9 problem x setting answers are in" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="over this server's largest search time"):  # read from /version
+        commands.main(argv[:argv.index("--out")] + ["--out", str(tmp_path / "slow"), "--timeout-s", "9000"])
     with pytest.raises(SystemExit, match="must match"):  # a resumed run with other budgets would mix rows
         commands.main(argv + ["--max-tokens-total", "8"])
     tight = argv[:argv.index("--out")] + ["--out", str(tmp_path / "tight"), "--max-tokens-total", "8",
