@@ -8,9 +8,19 @@ request's budget and a cheap, online estimate of how hard the question is.
    posterior, PRM-weighted) is the difficulty estimate.
 3. The decision (`decide`): a probe that is already settled answers at once
    (stop_reason "confident"); otherwise the table's tier for the budget names a
-   strategy and its options. A voting strategy continues the probe's waves; any
-   other runs after it, and the probe's solutions stay candidates for the final
-   answer. Nothing the probe paid for is thrown away.
+   strategy and its options.
+4. The hand-over, where the probe counts toward the tier's size, so a tier of n
+   solutions costs about n solutions in all, not n plus the probe (the table's
+   tiers were fitted on strategies run alone, at those costs):
+   - a voting strategy continues the probe's waves up to its `n`;
+   - particle_filtering starts with the probe's solutions among its `n`
+     particles (finished ones, resampled like its own) and grows the rest;
+   - best_of_n with another aggregation, beam_search and dvts run after the
+     probe with `n` less the probe's samples (never below their minimum: 1, or
+     one `beam_width`), and the probe's solutions stay final candidates;
+   - mcts and cot count no whole solutions, so they run in full after it.
+   The trace's `auto` entry says how the probe was reused (`probe_reused`) and
+   the options the strategy ran with (`ran_options`).
 
 The table is fitted offline by `openr eval --fit-auto` on a validation split
 (never the test split) and ships with the model bundle as `auto.json`; without
@@ -21,16 +31,17 @@ entry says what was chosen and why.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from openr.contracts import Policy, StepScorer
-from openr.search.adaptive import DEFAULT_CONFIDENCE, FIRST_WAVE_SAMPLES, WaveSampler
+from openr.search.adaptive import DEFAULT_CONFIDENCE, FIRST_WAVE_SAMPLES, SampledSolutionsConfig, WaveSampler
 from openr.search.aggregation import AGGREGATIONS
 from openr.search.budget import Budget
 from openr.search.candidates import SearchProblem, SearchResult
-from openr.search.config import DEFAULT_AGGREGATION, SearchConfig, SearchConfigError
+from openr.search.config import DEFAULT_AGGREGATION, GroupedSamplesConfig, SearchConfig, SearchConfigError
 from openr.search.metered import MeteredScorer, conclude
+from openr.search.particle_filtering import ParticleFilteringConfig, filter_from
 
 EFFORTS = ("low", "medium", "high")
 # Token budgets of the effort levels: on openr-arith (about 95 tokens a solution)
@@ -148,10 +159,34 @@ def _build(strategy: str, options: Mapping[str, Any]) -> SearchConfig:
     return build_config(strategy, options)
 
 
+def size_after_probe(strategy: str, config: SearchConfig, probe_samples: int) -> tuple[dict[str, Any], str]:
+    """The size options to run `config` with after a probe of `probe_samples`
+    whole solutions, so that the two together cost about what `config` costs
+    alone, and how the probe is reused, for the trace.
+
+    best_of_n and majority_vote sample `n` whole solutions; beam_search and dvts
+    sample `n` steps per depth, about `n` solutions' worth in all, in multiples
+    of `beam_width`. mcts's size counts tree expansions and cot's is one greedy
+    solution: no number of whole solutions to take the probe's from.
+    """
+    if isinstance(config, GroupedSamplesConfig):
+        multiple = config.beam_width
+    elif isinstance(config, SampledSolutionsConfig):
+        multiple = 1
+    else:
+        return {}, (f"as final candidates; {strategy} ran in full, as its size counts no whole "
+                    f"solutions that the probe's {probe_samples} could stand for")
+    n = max(multiple, (config.n - probe_samples) // multiple * multiple)
+    rule = f", a multiple of beam_width {multiple}" if multiple > 1 else ""
+    return {"n": n}, (f"as final candidates; {strategy} ran n={n} of its {config.n}: its n less the probe's "
+                      f"{probe_samples} samples, at least {multiple}{rule}")
+
+
 async def run(
     problem: SearchProblem, policy: Policy, prm: StepScorer | None, config: AutoConfig, budget: Budget
 ) -> SearchResult:
-    """Probe, decide, then continue the probe or run the chosen strategy after it."""
+    """Probe, decide, then hand over to the chosen strategy with the probe counted
+    toward its size (continued, as particles, or subtracted: see the module docstring)."""
     from openr.search.registry import STRATEGIES  # the registry imports this module
 
     table = config.table or DEFAULT_TABLE
@@ -174,11 +209,23 @@ async def run(
     chosen = _build(choice.strategy, {**sampling, **choice.options})
     final_aggregation = AGGREGATIONS[getattr(chosen, "aggregation", "majority_vote")]
     if choice.strategy in VOTING_STRATEGIES and final_aggregation is aggregation:
+        report |= {"probe_reused": f"as samples: its {probe.drawn} count toward {choice.strategy}'s n={chosen.n}, "
+                                   f"whose waves continue the probe's", "ran_options": choice.options}
         stop_reason = await probe.run(chosen.n, chosen.adaptive, chosen.confidence)
         return conclude(problem, probe.candidates, aggregation, budget, stop_reason, {"auto": report})
     if config.seed is not None:  # the chosen search's samples must not repeat the probe's seeds
-        chosen = _build(choice.strategy, {**sampling, **choice.options, "seed": config.seed + probe.drawn})
+        chosen = replace(chosen, seed=config.seed + probe.drawn)
+    solutions = [c.scored(list(c.step_scores), final_aggregation.score(c.step_scores)) for c in probe.candidates]
+    if isinstance(chosen, ParticleFilteringConfig):
+        grown = max(0, chosen.n - len(solutions))
+        report |= {"probe_reused": f"as particles: its {len(solutions)} solutions start particle_filtering's "
+                                   f"population (n={chosen.n}), the filter grows {grown} more",
+                   "ran_options": choice.options}
+        result = await filter_from(problem, policy, prm, chosen, budget, solutions)
+        return replace(result, decisions={**result.decisions, "auto": report})
+    resized, reuse = size_after_probe(choice.strategy, chosen, probe.drawn)
+    chosen = replace(chosen, **resized)
+    report |= {"probe_reused": reuse, "ran_options": {**choice.options, **resized}}
     result = await STRATEGIES[choice.strategy].run(problem, policy, prm, chosen, budget)
-    pool = [c.scored(list(c.step_scores), final_aggregation.score(c.step_scores)) for c in probe.candidates]
-    return conclude(problem, pool + list(result.candidates), final_aggregation, budget, result.stop_reason,
+    return conclude(problem, solutions + list(result.candidates), final_aggregation, budget, result.stop_reason,
                     {**result.decisions, "auto": report})

@@ -73,11 +73,26 @@ async def run(
     """Up to `max_steps` rounds of extend, score, resample; stops early once every
     particle has ended. Resampling draws from a generator seeded by `config.seed`,
     so a seeded search is reproducible."""
+    return await filter_from(problem, policy, prm, config, budget, ())
+
+
+async def filter_from(
+    problem: SearchProblem, policy: Policy, prm: StepScorer | None, config: ParticleFilteringConfig,
+    budget: Budget, start: Sequence[Candidate],
+) -> SearchResult:
+    """`run`, with the population starting from `start` (PRM-scored particles
+    sampled before the filter, e.g. auto's probe) and empty particles up to `n`.
+
+    Whole solutions in `start` are ended, so they are never extended, only
+    resampled like the filter's own finished particles: `start` takes the place
+    of samples the filter would otherwise draw, which is how auto makes its
+    probe count toward the filter's size instead of being paid on top of it.
+    """
     aggregation = AGGREGATIONS[config.aggregation]
     scorer = MeteredScorer(require_prm(prm, "particle_filtering"), problem.question, aggregation, budget)
     sampler = MeteredPolicy(policy, config, budget, problem.step_separator)
     rng = random.Random(config.seed)
-    particles = [problem.empty()] * config.n
+    particles = list(start) + [problem.empty()] * max(0, config.n - len(start))
     stop_reason: BudgetReason | None = None
     for _ in range(config.max_steps):
         growing = [i for i, particle in enumerate(particles) if not particle.ended]

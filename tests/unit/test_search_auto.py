@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import pytest
 
+from openr.contracts import Step
 from openr.search import parse_search
 from openr.search.auto import DEFAULT_TABLE, AutoConfig, AutoTable, AutoTier, decide
-from tests.support.search_fakes import FakePolicy, FakePRM, answer_steps, run
+from tests.support.search_fakes import TOKENS_PER_STEP, FakePolicy, FakePRM, answer_steps, run
 
 pytestmark = pytest.mark.anyio
 
 TABLE = AutoTable(tiers=(AutoTier(0, "best_of_n", {"n": 8, "adaptive": True}),
-                         AutoTier(1000, "particle_filtering", {"n": 4}),
+                         AutoTier(1000, "particle_filtering", {"n": 8}),
                          AutoTier(4000, "beam_search", {"n": 16, "beam_width": 4})),
                   settled_confidence=0.9, effort_tokens={"low": 300, "medium": 1000, "high": 5000}, source="test")
 
@@ -21,7 +22,7 @@ TABLE = AutoTable(tiers=(AutoTier(0, "best_of_n", {"n": 8, "adaptive": True}),
     (5000, 0.95, True, None, {}),                                           # settled: the probe answers
     (500, 0.6, True, "best_of_n", {"n": 8, "adaptive": True}),              # below the second tier
     (10, 0.6, True, "best_of_n", {"n": 8, "adaptive": True}),               # below every tier: the first
-    (1000, 0.89, True, "particle_filtering", {"n": 4}),                     # exactly the second tier
+    (1000, 0.89, True, "particle_filtering", {"n": 8}),                     # exactly the second tier
     (4000, 0.5, True, "beam_search", {"n": 16, "beam_width": 4}),
     (None, 0.5, True, "beam_search", {"n": 16, "beam_width": 4}),           # no budget: the top tier
     (4000, 0.5, False, "majority_vote", {"n": 16, "adaptive": True}),       # no PRM: voting at that size
@@ -54,10 +55,11 @@ async def test_an_unsettled_probe_hands_over_and_stays_a_candidate():
     policy, prm = FakePolicy(answer_steps([str(i) for i in range(40)])), FakePRM(lambda step: 0.5)
     result = await run("auto", AutoConfig(effort="medium", table=TABLE, seed=100), policy, prm)
     auto = result.decisions["auto"]
-    assert (auto["strategy"], auto["options"]) == ("particle_filtering", {"n": 4})
+    assert (auto["strategy"], auto["options"]) == ("particle_filtering", {"n": 8})
     assert policy.calls[0]["n"] == 4 and policy.calls[1]["stop"]  # the probe, then stepwise particles
+    assert len(policy.calls[1]["prefixes"]) == 8 - 4  # the probe's 4 solutions are particles already
     assert policy.calls[1]["seed"] == 104  # the particles do not reuse the probe's seeds
-    assert len(result.candidates) == 4 + 4  # probe solutions and particles
+    assert len(result.candidates) == 8  # the filter's population, the probe's solutions in it
 
 
 async def test_a_voting_tier_continues_the_probe_instead_of_starting_over():
@@ -65,6 +67,48 @@ async def test_a_voting_tier_continues_the_probe_instead_of_starting_over():
     result = await run("auto", AutoConfig(effort="low", table=TABLE), policy, prm)
     assert [call["n"] for call in policy.calls][:2] == [4, 2]  # probe, then adaptive best_of_n's next wave
     assert result.tokens_generated == sum(c.tokens for c in result.candidates)
+
+
+def one_solution_per_sample(path: tuple[str, ...], sample_id: int) -> Step:
+    """Every sample, whole or stepwise, is a one-step solution with its own answer:
+    solutions' worth = samples, and no probe settles."""
+    return Step(f"so \\boxed{{{sample_id}}}", TOKENS_PER_STEP, "eos", 0.0)
+
+
+def single_tier(strategy: str, options: dict) -> AutoTable:
+    return AutoTable(tiers=(AutoTier(0, strategy, options),), settled_confidence=0.9, source="test")
+
+
+@pytest.mark.parametrize(("strategy", "options", "size"), [
+    ("particle_filtering", {"n": 8}, 8),
+    ("particle_filtering", {"n": 4}, 4),  # the probe is the whole population: nothing left to grow
+    ("beam_search", {"n": 16, "beam_width": 4}, 16),
+    ("dvts", {"n": 8, "beam_width": 2}, 8),
+    ("best_of_n", {"n": 8}, 8),  # the probe's aggregation: its waves continue
+    ("best_of_n", {"n": 8, "aggregation": "prm_last_max"}, 8),  # another aggregation: runs after, smaller
+])
+async def test_a_tier_of_size_n_costs_about_n_solutions_with_the_probe_counted_in(strategy, options, size):
+    policy, prm = FakePolicy(one_solution_per_sample), FakePRM(lambda step: 0.5)
+    result = await run("auto", AutoConfig(table=single_tier(strategy, options), seed=100), policy, prm)
+    assert result.decisions["auto"]["strategy"] == strategy
+    assert policy.samples_drawn == size and result.tokens_generated == size * TOKENS_PER_STEP
+    seeds = sorted((c["seed"], c["seed"] + len(c["prefixes"]) * c["n"]) for c in policy.calls)
+    assert all(end <= start for (_, end), (start, _) in zip(seeds, seeds[1:]))  # no seed drawn twice
+
+
+@pytest.mark.parametrize(("strategy", "options", "ran_options", "reused"), [
+    ("particle_filtering", {"n": 8}, {"n": 8}, "as particles: its 4 solutions start"),
+    ("beam_search", {"n": 16, "beam_width": 4}, {"n": 12, "beam_width": 4}, "beam_search ran n=12 of its 16"),
+    ("beam_search", {"n": 4, "beam_width": 4}, {"n": 4, "beam_width": 4}, "at least 4, a multiple of beam_width"),
+    ("best_of_n", {"n": 8}, {"n": 8}, "as samples: its 4 count toward best_of_n's n=8"),
+    ("mcts", {"n_children": 2, "num_simulations": 2}, {"n_children": 2, "num_simulations": 2}, "ran in full"),
+])
+async def test_the_trace_says_how_the_probe_was_reused_and_what_size_ran(strategy, options, ran_options, reused):
+    policy, prm = FakePolicy(one_solution_per_sample), FakePRM(lambda step: 0.5)
+    result = await run("auto", AutoConfig(table=single_tier(strategy, options)), policy, prm)
+    auto = result.decisions["auto"]
+    assert (auto["options"], auto["ran_options"]) == (options, ran_options)
+    assert reused in auto["probe_reused"]
 
 
 def test_without_a_table_the_default_is_the_reasoning_effort_presets():

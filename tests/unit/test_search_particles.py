@@ -12,8 +12,9 @@ from openr.contracts import Step
 from openr.search import SearchConfigError, parse_search
 from openr.search.beam_search import BeamSearchConfig, distinct_paths
 from openr.search.candidates import Candidate
-from openr.search.particle_filtering import ParticleFilteringConfig, resample, resampling_weights
-from tests.support.search_fakes import TOKENS_PER_STEP, FakePolicy, FakePRM, path_of, run, tree_step
+from openr.search import Budget
+from openr.search.particle_filtering import ParticleFilteringConfig, filter_from, resample, resampling_weights
+from tests.support.search_fakes import PROBLEM, TOKENS_PER_STEP, FakePolicy, FakePRM, path_of, run, tree_step
 
 pytestmark = pytest.mark.anyio
 
@@ -58,6 +59,16 @@ async def test_resampling_moves_every_particle_onto_the_branch_the_prm_trusts():
     prm = FakePRM(lambda step: 1.0 if step.startswith("r.2") else 0.0)
     await run("particle_filtering", config, policy, prm)
     assert {path_of(prefix) for prefix in policy.calls[1]["prefixes"]} == {("r.2",)}
+
+
+async def test_a_start_population_takes_places_of_the_n_and_its_finished_particles_are_not_extended():
+    done = [Candidate(steps=(f"s{i}",), step_scores=(0.5,), tokens=TOKENS_PER_STEP, finished=True) for i in range(3)]
+    config = ParticleFilteringConfig(n=5, seed=3)
+    policy, prm = FakePolicy(tree_step(eos_depth=1)), FakePRM(lambda step: 0.5)
+    result = await filter_from(PROBLEM, policy, prm, config, Budget(), done)
+    assert [(len(call["prefixes"]), call["n"]) for call in policy.calls] == [(2, 1)]  # only the 2 empty places
+    assert result.tokens_generated == 2 * TOKENS_PER_STEP and len(result.candidates) == 5
+    assert all(c.finished and len(c.steps) == 1 for c in result.candidates)  # none grew past its end
 
 
 @pytest.mark.parametrize(("options", "field"), [
