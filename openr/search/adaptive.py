@@ -12,7 +12,15 @@ sampling stops once P(p > 1/2) >= `confidence`. How it departs from the paper:
   answer with its aggregated score (v1, v2 are then real numbers, and the Beta
   tail is the regularized incomplete beta function), and the leader is the
   answer the aggregation ranks first. A PRM that doubts every solution thus
-  keeps the search sampling, and one that trusts the leader settles it sooner.
+  keeps the search sampling, and one that trusts the leader settles it sooner;
+- with a PRM aggregation whose score is a probability (the `last`, `min` and
+  `prod` reductions of calibrated step scores, not `mean`), the leading
+  solution's own score also counts as its confidence: a verifier that gives
+  every step of it at least `confidence` settles the answer without waiting
+  for votes to agree. This is the verifier reading of the same question ("is
+  the answer already known?"), for policies whose samples rarely agree: on
+  openr-arith, where a sample is right about a third of the time, the vote
+  rule alone saved 12% of best-of-16's tokens.
 """
 
 from __future__ import annotations
@@ -67,17 +75,21 @@ def leader_stays_ahead(leader_votes: float, runner_up_votes: float) -> float:
 def leader_confidence(candidates: Sequence[Candidate], aggregation: Aggregation) -> float:
     """How settled the answer of `candidates` (answers read) is under `aggregation`:
     `leader_stays_ahead` over the (PRM-weighted, for PRM aggregations) votes of
-    the answer ranked first and of the strongest other answer. 0 with no answer."""
-    leader = next((answer_key(c.answer) for c in aggregation.rank_final(candidates) if c.answer is not None), None)
-    if leader is None:
+    the answer ranked first and of the strongest other answer, or the leading
+    solution's own score where that is a probability, whichever is higher.
+    0 with no answer."""
+    first = next((c for c in aggregation.rank_final(candidates) if c.answer is not None), None)
+    if first is None:
         return 0.0
+    leader = answer_key(first.answer)
+    verified = first.aggregate_score if aggregation.score_is_probability and first.finished else 0.0
     votes: dict[str, float] = {}
     for candidate in candidates:
         key = answer_key(candidate.answer)
         if key is not None:
             votes[key] = votes.get(key, 0.0) + (candidate.aggregate_score if aggregation.uses_prm else 1.0)
     runner_up = max((v for key, v in votes.items() if key != leader), default=0.0)
-    return leader_stays_ahead(votes[leader], runner_up)
+    return max(leader_stays_ahead(votes[leader], runner_up), verified)
 
 
 class WaveSampler:

@@ -76,6 +76,9 @@ class Aggregation:
     reduce: StepReduction
     rank: Ranking
     uses_prm: bool
+    # The score bounds the PRM's probability that every step is right (last, min,
+    # prod of calibrated step scores; a mean of them does not).
+    score_is_probability: bool = False
 
     def score(self, step_scores: Sequence[float]) -> float:
         """The candidate's aggregated score; 0 for a candidate the PRM never saw."""
@@ -100,7 +103,8 @@ _PRM_SELECTIONS: dict[str, Ranking] = {"max": rank_max, "vote": rank_vote}
 # The one registry of aggregation names. majority_vote keeps `last` so that,
 # when PRM scores exist, they still order candidates within one answer.
 AGGREGATIONS: dict[str, Aggregation] = {
-    f"prm_{reduction}_{selection}": Aggregation(f"prm_{reduction}_{selection}", reduce, rank, uses_prm=True)
+    f"prm_{reduction}_{selection}": Aggregation(f"prm_{reduction}_{selection}", reduce, rank, uses_prm=True,
+                                                score_is_probability=reduction != "mean")
     for reduction, reduce in _REDUCTIONS.items()
     for selection, rank in _PRM_SELECTIONS.items()
 }

@@ -82,6 +82,32 @@ async def test_best_of_n_weighs_votes_by_the_prm():
     assert trusted.decisions["adaptive"]["samples"] == 4
 
 
+def test_a_verified_leader_settles_without_agreeing_votes():
+    def solution(answer: str, score: float) -> Candidate:
+        return Candidate(steps=(f"\\boxed{{{answer}}}",), aggregate_score=score, finished=True, answer=answer)
+
+    pool = [solution("7", 0.97), solution("3", 0.2), solution("5", 0.2), solution("9", 0.2)]
+    # Votes alone: 0.97 against 0.2, Beta(1.97, 1.2): about 0.6; the leader's own score is 0.97.
+    assert math.isclose(leader_confidence(pool, AGGREGATIONS["prm_min_max"]), 0.97)
+    assert math.isclose(leader_confidence(pool, AGGREGATIONS["prm_prod_vote"]), 0.97)
+    assert leader_confidence(pool, AGGREGATIONS["prm_mean_max"]) < 0.7  # a mean of step scores is no probability
+    unfinished = [Candidate(steps=("\\boxed{7}",), aggregate_score=0.99, finished=False, answer="7")]
+    assert leader_confidence(unfinished, AGGREGATIONS["prm_min_max"]) < 0.9
+
+
+async def test_best_of_n_stops_once_the_prm_verifies_a_solution():
+    # Four different answers; every step of the solution answering 7 scores 0.97, the rest 0.2.
+    answers = ["3", "7", "5", "9"] * 4
+    scores = {"so \\boxed{7}": 0.97, "try 1": 0.97, "try 5": 0.97, "try 9": 0.97, "try 13": 0.97}
+    result = await run("best_of_n", BestOfNConfig(n=16, adaptive=True), FakePolicy(answer_steps(answers)),
+                       FakePRM(lambda step: scores.get(step, 0.2)))
+    assert result.stop_reason == "confident" and result.candidates[0].answer == "7"
+    assert result.decisions["adaptive"]["samples"] == FIRST_WAVE_SAMPLES
+    by_mean = await run("best_of_n", BestOfNConfig(n=16, adaptive=True, aggregation="prm_mean_max"),
+                        FakePolicy(answer_steps(answers)), FakePRM(lambda step: scores.get(step, 0.2)))
+    assert by_mean.decisions["adaptive"]["samples"] == 16 and by_mean.stop_reason is None
+
+
 @pytest.mark.parametrize(("options", "field"), [
     ({"strategy": "majority_vote", "adaptive": "yes"}, "adaptive"),
     ({"strategy": "best_of_n", "confidence": 0.5}, "confidence"),

@@ -63,7 +63,8 @@ async def test_an_unsettled_probe_hands_over_and_stays_a_candidate():
 
 
 async def test_a_voting_tier_continues_the_probe_instead_of_starting_over():
-    policy, prm = FakePolicy(answer_steps(["1", "2", "3", "4"] + ["5"] * 30)), FakePRM(lambda step: 0.9)
+    # Scores of 0.8 stay below the table's 0.9: the probe's leader is not verified, and its votes disagree.
+    policy, prm = FakePolicy(answer_steps(["1", "2", "3", "4"] + ["5"] * 30)), FakePRM(lambda step: 0.8)
     result = await run("auto", AutoConfig(effort="low", table=TABLE), policy, prm)
     assert [call["n"] for call in policy.calls][:2] == [4, 2]  # probe, then adaptive best_of_n's next wave
     assert result.tokens_generated == sum(c.tokens for c in result.candidates)
