@@ -1,7 +1,8 @@
 """Prometheus metrics, named and labelled the way vLLM's are (`vllm:` becomes `openr:`).
 
 Each app owns its registry, so several servers in one process (tests) do not
-collide and `/metrics` shows exactly this server.
+collide and `/metrics` shows exactly this server. Searches are timed by what
+they awaited (policy, PRM), so a slow loaded run says where its time went.
 """
 
 from __future__ import annotations
@@ -46,6 +47,10 @@ class ServerMetrics:
         self.prm_batch_latency = Histogram("openr:prm_batch_latency_seconds", "Wall time of one PRM batch.", labels,
                                            buckets=TTFT_BUCKETS_S, registry=reg)
         self.prm_queue = Gauge("openr:prm_queue_candidates", "Candidates waiting for the PRM.", labels, registry=reg)
+        self.search_policy_wait = Histogram("openr:search_policy_wait_seconds", "Time one search spent awaiting "
+                                            "the policy.", strategy, buckets=LATENCY_BUCKETS_S, registry=reg)
+        self.search_prm_wait = Histogram("openr:search_prm_wait_seconds", "Time one search spent awaiting the PRM "
+                                         "(its queue and scoring).", strategy, buckets=LATENCY_BUCKETS_S, registry=reg)
         self.model_name = model_name
 
     def prm_batch(self, size: int, seconds: float) -> None:

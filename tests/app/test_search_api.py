@@ -222,6 +222,19 @@ async def test_search_metrics_count_searches_and_prm_batches():
     assert metric_in(text, "openr:request_success_total") == 2
 
 
+async def test_the_trace_says_where_the_searchs_time_went():
+    async with serving(StepFakeEngine(delay_s=0.01), prm_factory=FakePRM) as (_, sdk, _):
+        beam = await search_call(sdk, {"strategy": "beam_search", "n": 2, "beam_width": 1, "return_trace": True})
+        vote = await search_call(sdk, {"strategy": "majority_vote", "n": 2, "return_trace": True})
+    beam_timing, vote_timing = (r.model_extra["search_trace"]["timing"] for r in (beam, vote))
+    assert beam_timing["policy_round_trips"] == beam_timing["prm_round_trips"] == 3  # one of each per step
+    assert (vote_timing["policy_round_trips"], vote_timing["prm_round_trips"], vote_timing["prm_seconds"]) == (1, 0, 0)
+    for timing in (beam_timing, vote_timing):
+        assert timing["policy_seconds"] > 0 and timing["policy_seconds"] + timing["prm_seconds"] <= timing["wall_seconds"]
+        assert timing["other_seconds"] == pytest.approx(
+            timing["wall_seconds"] - timing["policy_seconds"] - timing["prm_seconds"])
+
+
 async def test_micro_batcher_coalesces_concurrent_calls():
     prm = FakePRM()
     batcher = MicroBatchingScorer(prm, max_batch_size=64, max_wait_ms=20)
