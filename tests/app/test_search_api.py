@@ -235,6 +235,26 @@ async def test_the_trace_says_where_the_searchs_time_went():
             timing["wall_seconds"] - timing["policy_seconds"] - timing["prm_seconds"])
 
 
+async def test_engine_requests_and_searches_are_timed_on_metrics():
+    phases = [f"openr:request_{phase}_time_seconds" for phase in ("queue", "prefill", "decode", "inference")]
+    async with serving(StepFakeEngine(), prm_factory=FakePRM) as (http, sdk, _):
+        before = (await http.get("/metrics")).text
+        r = await search_call(sdk, {"strategy": "beam_search", "n": 2, "beam_width": 1, "return_trace": True})
+        searched = (await http.get("/metrics")).text
+        await sdk.chat.completions.create(model=MODEL, messages=MESSAGES, n=2, max_tokens=3)
+        after = (await http.get("/metrics")).text
+    timing = r.model_extra["search_trace"]["timing"]
+    for name in phases + ["openr:search_policy_wait_seconds", "openr:search_prm_wait_seconds"]:
+        assert f"# TYPE {name} histogram" in before and metric_in(before, f"{name}_count") == 0
+    for name in phases:  # one per search round, then one for the plain request's two samples
+        assert metric_in(searched, f"{name}_count") == timing["policy_round_trips"]
+        assert metric_in(after, f"{name}_count") == timing["policy_round_trips"] + 1
+    assert metric_in(searched, "openr:search_policy_wait_seconds_sum") == timing["policy_seconds"]
+    assert metric_in(searched, "openr:search_prm_wait_seconds_sum") == timing["prm_seconds"]
+    # the engine's phases of each call lie within the search's wait for it
+    assert sum(metric_in(searched, f"{name}_sum") for name in phases[:3]) <= timing["policy_seconds"]
+
+
 async def test_micro_batcher_coalesces_concurrent_calls():
     prm = FakePRM()
     batcher = MicroBatchingScorer(prm, max_batch_size=64, max_wait_ms=20)
