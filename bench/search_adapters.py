@@ -4,7 +4,7 @@ Recorders log the calls a real search makes so they can be replayed alone;
 `PerNodePolicy` and `PerCandidateScorer` serve the same search one tree node
 and one candidate per model call, as OpenR's reference loop does; and
 `CountingVLLMEngine` is the served vLLM engine with its prefix-cache statistics
-switched on. Each implements the same protocol as what it wraps, so the
+counted. Each implements the same protocol as what it wraps, so the
 strategies run unchanged.
 """
 
@@ -128,9 +128,8 @@ def prefix_cache_counter():
 class CountingVLLMEngine(VLLMEngine):
     """`VLLMEngine` whose AsyncLLM reports prefix-cache statistics to `self.prefix_cache`.
 
-    openr builds its AsyncLLM with `disable_log_stats=True`; handing
-    `from_engine_args` a custom stat logger is how vLLM turns statistics back
-    on for that logger alone. Patching that one call, rather than copying
+    Handing `from_engine_args` a custom stat logger is how vLLM reports its
+    statistics to our code. Patching that one call, rather than copying
     `VLLMEngine.start`, keeps every other engine setting exactly as served.
     """
 

@@ -42,9 +42,8 @@ OMP_NUM_THREADS=1 avoids that for the transformers models (both sides alike).
 4. Prefix-cache hit rate (vllm only): prompt tokens vLLM found cached over
    prompt tokens it looked up, during one pass of the `--problems` searches on
    an emptied cache, next to the most a perfect cache could have served
-   (repeated whole blocks; see `cacheable_tokens`). vLLM's statistics are off
-   as openr serves; here a custom stat logger switches them on (for every
-   figure of a vllm run).
+   (repeated whole blocks; see `cacheable_tokens`), counted by a custom vLLM
+   stat logger.
 
     python bench/search_bench.py --engine hf             # on the built-in openr-arith
     python bench/search_bench.py --model runs/arith --engine vllm --problems 4 --rounds 3

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Literal, Sequence
 
 from openr.contracts import Step
+from openr.engine.timing import CallTiming, SampleTiming, call_timing
 
 # Why a sample ended: its EOS token, one of the stop strings, or max_tokens.
 Finish = Literal["eos", "stop", "length"]
@@ -55,12 +58,14 @@ class TokenLogprob:
 class Delta:
     """New output of one sample: text, one log-probability per new token, and
     `finish` on the last delta. The stop string that ended a sample is never part
-    of `text`. `tokens` is filled only when the sample's `top_logprobs` asked for it."""
+    of `text`. `tokens` is filled only when the sample's `top_logprobs` asked for it;
+    `timing` only on the last delta, by backends that time their samples (hf, vllm)."""
 
     text: str
     token_logprobs: list[float] = field(default_factory=list)
     finish: Finish | None = None
     tokens: list[TokenLogprob] | None = None
+    timing: SampleTiming | None = None
 
     @property
     def num_tokens(self) -> int:
@@ -97,6 +102,9 @@ class Engine(ABC):
     # "penalties", "logit_bias", "logprobs" (per-token text and top alternatives),
     # "json_output" (response_format json_object / json_schema).
     features: frozenset[str] = frozenset()
+    # Told how each call (`generate_steps`, `stream_many`) spent its time, when
+    # the backend timed all its samples; the server's metrics set it.
+    on_call_timed: Callable[[CallTiming], None] | None = None
 
     @abstractmethod
     async def start(self) -> None:
@@ -138,7 +146,9 @@ class Engine(ABC):
             except Exception as exc:
                 queue.put_nowait((index, exc))
 
+        submitted = time.monotonic()
         tasks = [asyncio.create_task(pump(i, c)) for i, c in enumerate(configs)]
+        timings = []
         try:
             running = len(tasks)
             while running:
@@ -146,7 +156,10 @@ class Engine(ABC):
                 if isinstance(item, Exception):
                     raise item
                 yield index, item
-                running -= item.finish is not None
+                if item.finish is not None:
+                    running -= 1
+                    timings.append(item.timing)
+            self._report_call(submitted, timings)
         finally:
             for task in tasks:
                 task.cancel()
@@ -154,12 +167,13 @@ class Engine(ABC):
 
     async def complete(self, prompt: str, params: SamplingConfig) -> Delta:
         """One whole sample: all deltas joined."""
-        text, logprobs, finish = [], [], None
+        text, logprobs, finish, timing = [], [], None, None
         async for delta in self.stream(prompt, params):
             text.append(delta.text)
             logprobs.extend(delta.token_logprobs)
             finish = delta.finish or finish
-        return Delta("".join(text), logprobs, finish or "length")
+            timing = delta.timing or timing
+        return Delta("".join(text), logprobs, finish or "length", timing=timing)
 
     async def generate_steps(
         self,
@@ -179,12 +193,20 @@ class Engine(ABC):
             for prefix in prefixes
             for _ in range(n)
         ]
+        submitted = time.monotonic()
         done = await asyncio.gather(*jobs)
+        self._report_call(submitted, [d.timing for d in done])
         steps = [
             Step(d.text, d.num_tokens, "step" if d.finish == "stop" else d.finish, sum(d.token_logprobs))
             for d in done
         ]
         return [steps[i * n : (i + 1) * n] for i in range(len(prefixes))]
+
+    def _report_call(self, submitted: float, timings: Sequence[SampleTiming | None]) -> None:
+        """Tell `on_call_timed` how a call sent at `submitted` spent its time; a
+        call with an untimed sample (a remote backend's) is not told of."""
+        if self.on_call_timed is not None and timings and all(t is not None for t in timings):
+            self.on_call_timed(call_timing(submitted, timings))
 
 
 class StopStringMatcher:

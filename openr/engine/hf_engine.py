@@ -13,11 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import AsyncIterator
 
 from openr.engine.checkpoints import materialize
 from openr.engine.base import Delta, LocalTokenizerEngine, SamplingConfig, StopStringMatcher, TokenLogprob
+from openr.engine.timing import SampleTiming
 
 logger = logging.getLogger(__name__)
 
@@ -47,14 +49,18 @@ class _Row:
     pending_logprobs: list[float] = field(default_factory=list)
     pending_tokens: list[TokenLogprob] = field(default_factory=list)  # with params.top_logprobs only
     done: bool = False
+    started: float = 0.0  # time.monotonic() when its prefill began
+    first_token_at: float = 0.0  # ... and when its first token was chosen
 
     def push(self, delta: Delta) -> None:
         self.loop.call_soon_threadsafe(self.queue.put_nowait, delta)
 
     def flush(self, text: str, finish: str | None = None) -> None:
-        """Send `text` with the tokens generated since the last delta."""
+        """Send `text` with the tokens generated since the last delta (and, on
+        the last, how the sample's time went)."""
         tokens = self.pending_tokens if self.params.top_logprobs is not None else None
-        self.push(Delta(text, self.pending_logprobs, finish, tokens))
+        timing = SampleTiming(self.started, self.first_token_at - self.started, time.monotonic()) if finish else None
+        self.push(Delta(text, self.pending_logprobs, finish, tokens, timing))
         self.pending_logprobs, self.pending_tokens = [], []
 
 
@@ -161,11 +167,8 @@ class HFEngine(LocalTokenizerEngine):
         the batch at a step boundary while it has room (`DecodeBatch`)."""
         import torch
 
-        from openr.engine.decode_batch import DecodeBatch
-
         with torch.inference_mode():
-            batch, logits = DecodeBatch.prefill(self.model, rows, self.pad_id, self.device)
-            self._choose(batch, logits)
+            batch = self._prefill(rows)
             while True:
                 finished = [r.done or r.cancelled.is_set() for r in batch.rows]
                 live = [i for i, done in enumerate(finished) if not done]
@@ -176,19 +179,35 @@ class HFEngine(LocalTokenizerEngine):
                 # not one at every step.
                 newcomers = self._take_pending(self.max_batch_size - len(batch.rows)) if live else []
                 if newcomers:
-                    joining, first_logits = DecodeBatch.prefill(self.model, newcomers, self.pad_id, self.device)
-                    self._choose(joining, first_logits)
-                    batch.join(joining)
+                    batch.join(self._prefill(newcomers))
                 if all(r.done or r.cancelled.is_set() for r in batch.rows):
                     return
                 self._choose(batch, batch.forward())
 
-    def _choose(self, batch, logits) -> None:
-        """Pick each row's next token, advance the rows, and queue the tokens as the batch's next input."""
+    def _prefill(self, rows: list[_Row]):
+        """A `DecodeBatch` of `rows` with their first tokens chosen; each row
+        notes when its prefill began and when its first token came (its timing)."""
+        from openr.engine.decode_batch import DecodeBatch
+
+        started = time.monotonic()
+        for row in rows:
+            row.started = started
+        batch, logits = DecodeBatch.prefill(self.model, rows, self.pad_id, self.device)
+        self._choose(batch, logits, first=True)
+        return batch
+
+    def _choose(self, batch, logits, first: bool = False) -> None:
+        """Pick each row's next token (`first`: the rows' first), advance the
+        rows, and queue the tokens as the batch's next input."""
         from openr.engine.sampling import next_tokens
 
         chosen, logprobs, tops = next_tokens(logits, [r.params for r in batch.rows], [r.token_ids for r in batch.rows])
-        for row, token, logprob, top in zip(batch.rows, chosen.tolist(), logprobs.tolist(), tops):
+        tokens, token_logprobs = chosen.tolist(), logprobs.tolist()  # waits for the device: the step is done
+        if first:
+            chosen_at = time.monotonic()
+            for row in batch.rows:
+                row.first_token_at = chosen_at
+        for row, token, logprob, top in zip(batch.rows, tokens, token_logprobs, tops):
             if not row.done:
                 self._advance(row, token, logprob, top)
                 if not row.done and len(row.prompt_ids) + len(row.token_ids) >= self.max_model_len:

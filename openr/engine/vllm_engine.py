@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 import uuid
 from typing import AsyncIterator
 
 from openr.engine.checkpoints import materialize
 from openr.engine.base import Delta, EngineError, LocalTokenizerEngine, SamplingConfig, TokenLogprob
+from openr.engine.timing import SampleTiming
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +63,9 @@ class VLLMEngine(LocalTokenizerEngine):
             enable_prefix_caching=True,
             max_model_len=self._max_model_len_arg,
             seed=self._seed,
-            disable_log_stats=True,
+            # With statistics on (vLLM's default), every RequestOutput carries the
+            # request's timestamps (`metrics`), which become its `SampleTiming`.
+            disable_log_stats=False,
         )
         self.llm = AsyncLLM.from_engine_args(args)
         self.max_model_len = self.llm.model_config.max_model_len
@@ -128,13 +132,29 @@ class VLLMEngine(LocalTokenizerEngine):
                                                                      for token, entry in entries]
                 if tokens and finish == "eos":  # the end-of-text token is counted, not shown (as on hf)
                     tokens.pop()
-                yield Delta(sample.text, logprobs, finish, tokens)
+                timing = sample_timing(out.metrics, time.monotonic()) if out.finished else None
+                yield Delta(sample.text, logprobs, finish, tokens, timing)
         except Exception as exc:
             if type(exc).__name__ in ("EngineDeadError", "EngineGenerateError"):
                 raise EngineError(str(exc)) from exc
             raise
         finally:
             self._active -= 1
+
+
+def sample_timing(stats, received: float) -> SampleTiming | None:
+    """A finished request's `SampleTiming` from vLLM's own stamps (`RequestOutput.metrics`,
+    a RequestStateStats: scheduled, first token, last token), or None without them.
+
+    Those are the engine core's clock, which vLLM says not to compare across
+    processes; so they are moved onto ours by taking the last token to have
+    come when its output arrived (`received`): the hop between processes then
+    counts as queue, where it was spent waiting.
+    """
+    if stats is None or not stats.scheduled_ts or not stats.first_token_ts:
+        return None
+    shift = received - stats.last_token_ts
+    return SampleTiming(stats.scheduled_ts + shift, stats.first_token_ts - stats.scheduled_ts, received)
 
 
 def _token(token: int, entry: dict, top: int) -> TokenLogprob:

@@ -18,16 +18,20 @@ Units:
   the deadline is cancelled (its engine requests and PRM calls with it) and the
   search answers with the candidates of its last finished round, which
   strategies report with `record_progress`.
+
+It also notes where the seconds went (`policy_wait`, `prm_wait`), for the
+trace: a search that is slow under load is slow for a reason it can name.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from openr.search.config import check_float, check_int
-from openr.search.candidates import BudgetReason, Candidate
+from openr.search.candidates import BudgetReason, Candidate, SearchTiming
 
 if TYPE_CHECKING:
     from openr.search.aggregation import Aggregation
@@ -37,6 +41,26 @@ if TYPE_CHECKING:
 MAX_TOKENS_TOTAL = 10_000_000
 MAX_PRM_CALLS = 1_000_000
 MAX_SECONDS = 3600.0
+
+
+class Awaited:
+    """Seconds a search spent awaiting one service (the policy, the PRM) and
+    the calls it made to it; calls never overlap, as strategies await each."""
+
+    def __init__(self, clock: Callable[[], float]):
+        self._clock = clock
+        self.seconds = 0.0
+        self.calls = 0
+
+    @contextmanager
+    def timed(self) -> Iterator[None]:
+        """Count the block as one call; a call cut off (cancelled at the deadline) counts too."""
+        started = self._clock()
+        try:
+            yield
+        finally:
+            self.seconds += self._clock() - started
+            self.calls += 1
 
 
 class Budget:
@@ -66,10 +90,17 @@ class Budget:
         self.cut_reason: BudgetReason | None = None
         # What the search would answer if stopped now, and how it ranks it.
         self.progress: tuple[list[Candidate], Aggregation] | None = None
+        self.policy_wait = Awaited(clock)
+        self.prm_wait = Awaited(clock)
 
     @property
     def elapsed_seconds(self) -> float:
         return self._clock() - self._started
+
+    def timing(self) -> SearchTiming:
+        """Where the seconds spent so far went."""
+        return SearchTiming(self.elapsed_seconds, self.policy_wait.seconds, self.prm_wait.seconds,
+                            self.policy_wait.calls, self.prm_wait.calls)
 
     def seconds_left(self) -> float | None:
         """Wall-clock seconds before the time limit (None: no limit)."""

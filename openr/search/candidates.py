@@ -112,6 +112,25 @@ def answer_key(answer: str | None) -> str | None:
 
 
 @dataclass(frozen=True)
+class SearchTiming:
+    """Where a search's wall time went, in seconds: awaiting the policy (the
+    engine's queue, prefill and decode, and the trip there and back), awaiting
+    the PRM (its queue and scoring), and the rest (the strategy's own work and
+    the event loop serving other requests meanwhile); and the round trips to
+    each (not `prm_calls`, which counts candidates scored)."""
+
+    wall_seconds: float = 0.0
+    policy_seconds: float = 0.0
+    prm_seconds: float = 0.0
+    policy_round_trips: int = 0
+    prm_round_trips: int = 0
+
+    @property
+    def other_seconds(self) -> float:
+        return max(0.0, self.wall_seconds - self.policy_seconds - self.prm_seconds)
+
+
+@dataclass(frozen=True)
 class SearchResult:
     """The outcome of one search.
 
@@ -120,7 +139,7 @@ class SearchResult:
     cut the search short, "confident" when adaptive stopping found the answer
     settled, or is None when the search ran to completion. `decisions` says what
     the search decided along the way (adaptive waves, what `auto` chose and
-    why), for the trace.
+    why), for the trace; `timing` where its time went.
     """
 
     candidates: tuple[Candidate, ...]
@@ -128,6 +147,7 @@ class SearchResult:
     prm_calls: int
     stop_reason: StopReason | None
     decisions: dict[str, Any] = field(default_factory=dict)
+    timing: SearchTiming = field(default_factory=SearchTiming)
 
     @property
     def answer_text(self) -> str:

@@ -2,8 +2,8 @@
 
 Strategies never touch `Budget` arithmetic or sampling settings directly; these
 wrappers apply the config's sampling settings, cap each call by what the budget
-has left, hand out seeds, and count what was spent. `conclude` turns the
-candidates a strategy ends with into its `SearchResult`.
+has left, hand out seeds, and count what was spent, seconds awaited included.
+`conclude` turns the candidates a strategy ends with into its `SearchResult`.
 """
 
 from __future__ import annotations
@@ -52,10 +52,11 @@ class MeteredPolicy:
         seed = self._next_seed
         if seed is not None:
             self._next_seed = seed + samples
-        rows = await self._policy.generate_steps(
-            prefixes, n, stop, cap, self._config.temperature if temperature is None else temperature,
-            self._config.top_p, seed
-        )
+        with self._budget.policy_wait.timed():
+            rows = await self._policy.generate_steps(
+                prefixes, n, stop, cap, self._config.temperature if temperature is None else temperature,
+                self._config.top_p, seed
+            )
         self._budget.charge_tokens(sum(step.num_tokens for row in rows for step in row))
         if cap < max_tokens and any(step.finish_reason == "length" for row in rows for step in row):
             self._budget.record_cut("tokens")
@@ -86,7 +87,7 @@ class MeteredScorer:
         scores: list[list[float] | None] = []
         if to_score:
             try:
-                scores = await self._prm.score(self._question, [list(candidates[i].steps) for i in to_score])
+                scores = await self._scored([list(candidates[i].steps) for i in to_score])
             except ScorerInputTooLong:
                 # Some candidate outgrew the PRM's context: score each alone, drop those that do not fit.
                 scores = [await self._score_alone(candidates[i]) for i in to_score]
@@ -100,10 +101,14 @@ class MeteredScorer:
 
     async def _score_alone(self, candidate: Candidate) -> list[float] | None:
         try:
-            [step_scores] = await self._prm.score(self._question, [list(candidate.steps)])
+            [step_scores] = await self._scored([list(candidate.steps)])
         except ScorerInputTooLong:
             return None
         return step_scores
+
+    async def _scored(self, steps: list[list[str]]) -> list[list[float]]:
+        with self._budget.prm_wait.timed():
+            return await self._prm.score(self._question, steps)
 
 
 def require_prm(prm: StepScorer | None, strategy: str) -> StepScorer:
@@ -134,5 +139,6 @@ def conclude(
         prm_calls=budget.prm_calls,
         stop_reason=stop_reason,
         decisions=dict(decisions or {}),
+        timing=budget.timing(),
     )
 

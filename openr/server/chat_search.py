@@ -10,6 +10,7 @@ Usage: `completion_tokens` is every token the search generated;
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from typing import AsyncIterator
 
@@ -144,6 +145,7 @@ def trace_of(strategy: str, result: SearchResult) -> dict:
     return {
         "strategy": strategy, "stop_reason": result.stop_reason, "tokens_generated": result.tokens_generated,
         "prm_calls": result.prm_calls, **result.decisions,
+        "timing": {**dataclasses.asdict(result.timing), "other_seconds": result.timing.other_seconds},
         "candidates": [{"steps": list(c.steps), "step_scores": list(c.step_scores), "aggregate_score": c.aggregate_score,
                         "tokens": c.tokens, "finished": c.finished, "answer": c.answer} for c in result.candidates],
     }
@@ -154,6 +156,8 @@ def _record(ctx: ServingContext, strategy: str, result: SearchResult, tally: Tal
     m.searches.labels(name, strategy, result.stop_reason or "completed").inc()
     m.search_latency.labels(name, strategy).observe(time.perf_counter() - tally.started)
     m.search_tokens.labels(name, strategy).observe(result.tokens_generated)
+    m.search_policy_wait.labels(name, strategy).observe(result.timing.policy_seconds)
+    m.search_prm_wait.labels(name, strategy).observe(result.timing.prm_seconds)
     tally.completion_tokens = result.tokens_generated
     tally.finish([result.finish_reason])
 

@@ -1,7 +1,9 @@
 """Prometheus metrics, named and labelled the way vLLM's are (`vllm:` becomes `openr:`).
 
 Each app owns its registry, so several servers in one process (tests) do not
-collide and `/metrics` shows exactly this server.
+collide and `/metrics` shows exactly this server. Engine requests are timed
+by phase (queue, prefill, decode) as vLLM times its requests, and searches by
+what they awaited (policy, PRM), so a slow loaded run says where its time went.
 """
 
 from __future__ import annotations
@@ -13,6 +15,12 @@ LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0
 TOKEN_BUCKETS = (64, 256, 1024, 4096, 16384, 65536, 262144)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 TTFT_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0)
+ENGINE_PHASES = {
+    "queue": "Time an engine request waited for its samples to enter the running batch (its prefills aside).",
+    "prefill": "Time the prefills of an engine request's samples ran.",
+    "decode": "Time an engine request decoded once all its samples had started.",
+    "inference": "Time an engine request spent in the running batch (prefill + decode).",
+}
 
 
 class ServerMetrics:
@@ -46,6 +54,14 @@ class ServerMetrics:
         self.prm_batch_latency = Histogram("openr:prm_batch_latency_seconds", "Wall time of one PRM batch.", labels,
                                            buckets=TTFT_BUCKETS_S, registry=reg)
         self.prm_queue = Gauge("openr:prm_queue_candidates", "Candidates waiting for the PRM.", labels, registry=reg)
+        self.search_policy_wait = Histogram("openr:search_policy_wait_seconds", "Time one search spent awaiting "
+                                            "the policy.", strategy, buckets=LATENCY_BUCKETS_S, registry=reg)
+        self.search_prm_wait = Histogram("openr:search_prm_wait_seconds", "Time one search spent awaiting the PRM "
+                                         "(its queue and scoring).", strategy, buckets=LATENCY_BUCKETS_S, registry=reg)
+        # One engine request is one `generate_steps` call (a search round) or one request's n samples.
+        self.engine_phases = {phase: Histogram(f"openr:request_{phase}_time_seconds", doc, labels,
+                                               buckets=TTFT_BUCKETS_S, registry=reg)
+                              for phase, doc in ENGINE_PHASES.items()}
         self.model_name = model_name
 
     def prm_batch(self, size: int, seconds: float) -> None:
@@ -57,6 +73,12 @@ class ServerMetrics:
 
     def bind(self, engine) -> None:
         self.engine_sequences.labels(self.model_name).set_function(lambda: engine.active_sequences)
+        engine.on_call_timed = self.engine_call
+
+    def engine_call(self, timing) -> None:
+        """Observe one engine request's phases (an `openr.engine.timing.CallTiming`)."""
+        for phase, histogram in self.engine_phases.items():
+            histogram.labels(self.model_name).observe(getattr(timing, f"{phase}_s"))
 
     def bind_prm(self, scorer) -> None:
         """PRM prefix-cache counters, read off an in-process PRM (a remote one has none)."""

@@ -222,6 +222,40 @@ async def test_search_metrics_count_searches_and_prm_batches():
     assert metric_in(text, "openr:request_success_total") == 2
 
 
+async def test_the_trace_says_where_the_searchs_time_went():
+    async with serving(StepFakeEngine(delay_s=0.01), prm_factory=FakePRM) as (_, sdk, _):
+        beam = await search_call(sdk, {"strategy": "beam_search", "n": 2, "beam_width": 1, "return_trace": True})
+        vote = await search_call(sdk, {"strategy": "majority_vote", "n": 2, "return_trace": True})
+    beam_timing, vote_timing = (r.model_extra["search_trace"]["timing"] for r in (beam, vote))
+    assert beam_timing["policy_round_trips"] == beam_timing["prm_round_trips"] == 3  # one of each per step
+    assert (vote_timing["policy_round_trips"], vote_timing["prm_round_trips"], vote_timing["prm_seconds"]) == (1, 0, 0)
+    for timing in (beam_timing, vote_timing):
+        assert timing["policy_seconds"] > 0
+        assert timing["policy_seconds"] + timing["prm_seconds"] <= timing["wall_seconds"]
+        assert timing["other_seconds"] == pytest.approx(
+            timing["wall_seconds"] - timing["policy_seconds"] - timing["prm_seconds"])
+
+
+async def test_engine_requests_and_searches_are_timed_on_metrics():
+    phases = [f"openr:request_{phase}_time_seconds" for phase in ("queue", "prefill", "decode", "inference")]
+    async with serving(StepFakeEngine(), prm_factory=FakePRM) as (http, sdk, _):
+        before = (await http.get("/metrics")).text
+        r = await search_call(sdk, {"strategy": "beam_search", "n": 2, "beam_width": 1, "return_trace": True})
+        searched = (await http.get("/metrics")).text
+        await sdk.chat.completions.create(model=MODEL, messages=MESSAGES, n=2, max_tokens=3)
+        after = (await http.get("/metrics")).text
+    timing = r.model_extra["search_trace"]["timing"]
+    for name in phases + ["openr:search_policy_wait_seconds", "openr:search_prm_wait_seconds"]:
+        assert f"# TYPE {name} histogram" in before and metric_in(before, f"{name}_count") == 0
+    for name in phases:  # one per search round, then one for the plain request's two samples
+        assert metric_in(searched, f"{name}_count") == timing["policy_round_trips"]
+        assert metric_in(after, f"{name}_count") == timing["policy_round_trips"] + 1
+    assert metric_in(searched, "openr:search_policy_wait_seconds_sum") == timing["policy_seconds"]
+    assert metric_in(searched, "openr:search_prm_wait_seconds_sum") == timing["prm_seconds"]
+    # the engine's phases of each call lie within the search's wait for it
+    assert sum(metric_in(searched, f"{name}_sum") for name in phases[:3]) <= timing["policy_seconds"]
+
+
 async def test_micro_batcher_coalesces_concurrent_calls():
     prm = FakePRM()
     batcher = MicroBatchingScorer(prm, max_batch_size=64, max_wait_ms=20)

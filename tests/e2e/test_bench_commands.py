@@ -1,6 +1,7 @@
 """Every benchmark the README shows runs as written, at its smallest setting
 (each prints its table; a bench that fails to start is a failing test)."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +32,15 @@ def test_search_bench_smallest():
     for figure in ("| 1. search tok/s", "| 2. PRM steps/s", "| 2b. PRM tok/s", "| 3. per-node serving"):
         assert figure in table  # each figure measured, not skipped
         assert "skipped" not in next(line for line in table.splitlines() if line.startswith(figure))
+
+
+def test_search_profile_smallest(tmp_path):
+    out = run_bench("search_profile.py", "--problems", "2", "--in-flight", "2", "--n", "2", "--beam-width", "1",
+                    "--max-steps", "2", "--json", str(tmp_path / "profile.json"))
+    assert "| beam_search-n2-bw1 | 2 |" in out and "| best_of_n-n2 | 2 |" in out
+    for row in json.loads((tmp_path / "profile.json").read_text())["rows"]:
+        assert row["engine_requests"] == row["policy_round_trips"] > 0  # the engine timed each of its requests
+        assert row["policy_s"] + row["prm_s"] <= row["wall_s"]
 
 
 def test_train_step_smallest():

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from contextlib import aclosing
 from typing import AsyncIterator
 
 from openr.engine.base import Delta, Engine, PreparedPrompt, SamplingConfig, StopStringMatcher, TokenLogprob
+from openr.engine.timing import SampleTiming
 
 WORDS = ["alpha", " beta", " gamma", " delta", " epsilon", " zeta", " eta", " theta"]
 
@@ -13,7 +16,8 @@ WORDS = ["alpha", " beta", " gamma", " delta", " epsilon", " zeta", " eta", " th
 class FakeEngine(Engine):
     """Emits WORDS cyclically, one token each, `delay_s` apart; honours stop
     strings and max_tokens like a real backend, and reports each word (with
-    the next two words as alternatives) when asked for logprobs. Counts live samples."""
+    the next two words as alternatives) when asked for logprobs. Counts live
+    samples, and times each as the hf engine does (prefill: to its first token)."""
 
     name = "fake"
     features = frozenset({"logprobs"})
@@ -46,6 +50,16 @@ class FakeEngine(Engine):
         return " ".join("x" for _ in token_ids)
 
     async def stream(self, prompt: str, params: SamplingConfig) -> AsyncIterator[Delta]:
+        started, first_token_at = time.monotonic(), None
+        async with aclosing(self.deltas(prompt, params)) as deltas:  # closing this sample closes them at once
+            async for delta in deltas:
+                first_token_at = first_token_at or time.monotonic()
+                if delta.finish:
+                    delta.timing = SampleTiming(started, first_token_at - started, time.monotonic())
+                yield delta
+
+    async def deltas(self, prompt: str, params: SamplingConfig) -> AsyncIterator[Delta]:
+        """The sample's deltas, untimed."""
         matcher = StopStringMatcher(params.stop)
         self.params.append(params)
         self.live += 1
@@ -94,7 +108,7 @@ class StepFakeEngine(FakeEngine):
         super().__init__(*args, **kwargs)
         self.separator = separator
 
-    async def stream(self, prompt: str, params: SamplingConfig) -> AsyncIterator[Delta]:
+    async def deltas(self, prompt: str, params: SamplingConfig) -> AsyncIterator[Delta]:
         done = prompt.split("<assistant>")[-1].count(self.separator)
         answer = (params.seed or 0) % 3
         words = self.separator.join(self.STEPS[done:]).format(answer=answer).split(" ")

@@ -1,12 +1,17 @@
-"""Engine building blocks that need no model: stop strings, sampling, the Policy contract."""
+"""Engine building blocks that need no model: stop strings, sampling, the
+Policy contract, the timing of engine calls."""
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from openr.engine.base import SamplingConfig, StopStringMatcher
 from openr.engine.sampling import _top_p, next_tokens
+from openr.engine.timing import CallTiming, SampleTiming, call_timing
+from openr.engine.vllm_engine import sample_timing
 from tests.support.fake_engine import FakeEngine
 
 
@@ -96,3 +101,37 @@ async def test_generate_steps_returns_n_steps_per_prefix_split_at_the_stop():
     assert first.text == "alpha beta" and first.finish_reason == "step" and first.num_tokens == 3
     long = await engine.generate_steps(["p"], n=1, stop=["never"], max_tokens=2, temperature=1.0)
     assert long[0][0].finish_reason == "length" and long[0][0].num_tokens == 2
+
+
+def test_a_calls_phases_add_up_and_a_late_samples_wait_is_queue():
+    # sent at 0; sample A prefills 1-1.5, sample B waits for room until 2, prefills 2-2.25; the last ends at 4
+    timing = call_timing(0.0, [SampleTiming(1.0, 0.5, 3.0), SampleTiming(2.0, 0.25, 4.0)])
+    assert timing == CallTiming(queue_s=1.5, prefill_s=0.75, decode_s=1.75)
+    assert timing.queue_s + timing.inference_s == 4.0
+
+
+def test_overlapping_prefills_count_once():
+    timing = call_timing(0.0, [SampleTiming(1.0, 0.5, 3.0), SampleTiming(1.25, 0.5, 3.0)])
+    assert timing == CallTiming(queue_s=1.0, prefill_s=0.75, decode_s=1.25)
+
+
+def test_vllm_request_stamps_move_onto_our_clock_at_arrival():
+    stats = SimpleNamespace(scheduled_ts=100.0, first_token_ts=100.5, last_token_ts=102.0)
+    assert sample_timing(stats, received=7.0) == SampleTiming(5.0, 0.5, 7.0)
+    assert sample_timing(None, received=7.0) is None  # vLLM kept no statistics
+
+
+class UntimedEngine(FakeEngine):
+    """A backend that keeps no time (as the remote one)."""
+
+    stream = FakeEngine.deltas
+
+
+@pytest.mark.anyio
+async def test_a_timed_backends_calls_are_reported_and_untimed_ones_are_not():
+    seen = []
+    for engine in (FakeEngine(delay_s=0.01), UntimedEngine()):
+        engine.on_call_timed = seen.append
+        await engine.generate_steps(["p1", "p2"], n=2, stop=[], max_tokens=3, temperature=1.0)
+    [timing] = seen
+    assert min(timing.queue_s, timing.prefill_s, timing.decode_s) >= 0.0

@@ -4,7 +4,7 @@ interrupts a round in flight, the PRM's context drops what it cannot read."""
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pytest
 
@@ -86,6 +86,30 @@ async def test_the_deadline_cancels_a_round_in_flight_and_answers_with_the_last_
     assert result.candidates and all(len(c.steps) == 2 for c in result.candidates[:1])
     assert result.tokens_generated == sum(len(call.get("prefixes", [])) * call.get("n", 0)
                                           for call in policy.calls) * TOKENS_PER_STEP
+    assert result.timing.policy_round_trips == len(policy.calls)  # the call cut off counts too
+
+
+@dataclass
+class TickingPRM(FakePRM):
+    """A FakePRM each of whose calls takes `seconds` on `clock`."""
+
+    clock: FakeClock = field(default_factory=FakeClock)
+    seconds: float = 0.25
+
+    async def score(self, question, candidates):
+        self.clock.advance(self.seconds)
+        return await super().score(question, candidates)
+
+
+async def test_a_search_counts_the_seconds_it_awaited_the_policy_and_the_prm():
+    clock = FakeClock()
+    policy = FakePolicy(tree_step(eos_depth=3), on_call=clock.advance)  # 1 s per call
+    prm = TickingPRM(score_by_last_id, clock=clock)
+    result = await run("beam_search", BeamSearchConfig(n=4, beam_width=2), policy, prm, Budget(clock=clock))
+    timing = result.timing
+    assert (timing.policy_round_trips, timing.prm_round_trips) == (len(policy.calls), len(prm.calls)) == (3, 3)
+    assert (timing.policy_seconds, timing.prm_seconds) == (3.0, 0.75)
+    assert timing.wall_seconds == 3.75 and timing.other_seconds == 0.0  # nothing else moved the clock
 
 
 async def test_without_a_time_limit_run_strategy_just_runs():
