@@ -23,7 +23,7 @@ import random
 import statistics
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -43,6 +43,10 @@ from openr.training.hardware import TimeCap, choose_dtype, machine_info
 
 ROUND_SEED_STRIDE = 1_000_003  # per-round seeds: seed * stride + round
 SEED_SPACE = 2**31  # round seeds stay here, so every seed derived from them fits torch's 64 bits
+
+# The two hooks of RLRun for ablations (bench/rl_ablations.py); `openr train rl` sets neither.
+OptimizerFactory = Callable[[torch.nn.Module, RLConfig], torch.optim.Optimizer]
+AdvantageTransform = Callable[[list[Episode], list[list[float]]], list[list[float]]]
 
 
 def round_seed(config: RLConfig, iteration: int) -> int:
@@ -85,11 +89,25 @@ def step_advantages(config: RLConfig, episodes: list[Episode],
 
 class RLRun:
     """One training run: the policy, its reference and value head, the optimizer,
-    and the state a resume needs."""
+    and the state a resume needs.
+
+    Two optional hooks let an ablation swap one piece and keep the rest of the
+    loop: `make_optimizer(model, config)` replaces the AdamW over the policy
+    (anything with torch's `param_groups`, `zero_grad` and `step`; warmup
+    scales each group's own starting learning rate), and
+    `advantage_transform(episodes, advantages)` rewrites the per-step
+    advantages before the update (e.g. keeps only the positive ones). Neither
+    is in the saved config, so a resume must pass the same ones; PPO keeps the
+    default optimizer, which also holds its value head."""
 
     def __init__(self, config: RLConfig, policy_dir: str | Path, prm_dir: str | Path | None, out_dir: str | Path,
-                 train_pool: Sequence[Problem], eval_set: Sequence[Problem]):
+                 train_pool: Sequence[Problem], eval_set: Sequence[Problem],
+                 make_optimizer: OptimizerFactory | None = None,
+                 advantage_transform: AdvantageTransform | None = None):
+        if make_optimizer is not None and config.algo == "ppo":
+            raise ValueError("a custom optimizer covers the policy only: PPO's value head needs the default one")
         self.config, self.out = config, Path(out_dir)
+        self.advantage_transform = advantage_transform
         self.train_pool, self.eval_set = list(train_pool), list(eval_set)
         if not self.train_pool or not self.eval_set:
             raise ValueError("RL needs at least one training and one held-out problem")
@@ -100,10 +118,15 @@ class RLRun:
         self.model = AutoModelForCausalLM.from_pretrained(policy_dir, dtype=torch.float32)
         self.reference = copy.deepcopy(self.model).eval().requires_grad_(False) if config.kl_coef else None
         self.value_head = ValueHead(self.model.config.hidden_size) if config.algo == "ppo" else None
-        groups = [{"params": list(self.model.parameters()), "lr": config.learning_rate}]
-        if self.value_head is not None:
-            groups.append({"params": list(self.value_head.parameters()), "lr": config.value_learning_rate})
-        self.optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.99), weight_decay=0.0)
+        if make_optimizer is not None:
+            self.optimizer = make_optimizer(self.model, config)
+        else:
+            groups = [{"params": list(self.model.parameters()), "lr": config.learning_rate}]
+            if self.value_head is not None:
+                groups.append({"params": list(self.value_head.parameters()), "lr": config.value_learning_rate})
+            self.optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.99), weight_decay=0.0)
+        # read before a resume loads the optimizer's state, whose rates are the warmed-up ones
+        self.base_lrs = [group["lr"] for group in self.optimizer.param_groups]
         self.state = RunState()
         self.scorer = None
         if EnvConfig(reward=config.reward).uses_prm:
@@ -129,8 +152,12 @@ class RLRun:
         return VectorReasoningEnv([ReasoningEnv(self.train_pool, env_config, self.scorer, prompt_for, count_tokens)
                                    for _ in range(count)])
 
-    async def rollout(self, engine: HFEngine, iteration: int) -> list[Episode]:
-        problems = draw_problems(self.train_pool, self.config, iteration)
+    async def rollout(self, engine: HFEngine, iteration: int,
+                      problems: Sequence[Problem] | None = None) -> list[Episode]:
+        """`group_size` episodes of each of the round's questions: `problems` when
+        given (an ablation choosing its own), else the round's seeded draw."""
+        if problems is None:
+            problems = draw_problems(self.train_pool, self.config, iteration)
         envs = self.make_envs(len(problems) * self.config.group_size)
         envs.reset([p for p in problems for _ in range(self.config.group_size)])
         self.model.eval()
@@ -157,13 +184,14 @@ class RLRun:
                 for row, value in zip(rows.tolist(), old[-1].values or []):
                     values[row] = value
         advantages, returns = step_advantages(config, episodes, values)
+        if self.advantage_transform is not None:
+            advantages = self.advantage_transform(episodes, advantages)
         generator = torch.Generator().manual_seed(round_seed(config, iteration))
         self.model.train()
         warmup = min(1.0, (iteration + 1) / max(config.warmup_iterations, 1))
         lr = config.learning_rate * warmup
-        self.optimizer.param_groups[0]["lr"] = lr
-        if self.value_head is not None:
-            self.optimizer.param_groups[1]["lr"] = config.value_learning_rate * warmup
+        for group, base_lr in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = base_lr * warmup
         logs: dict[str, list[float]] = {}
         for _ in range(config.update_epochs):
             for k in torch.randperm(len(chunks), generator=generator).tolist():
