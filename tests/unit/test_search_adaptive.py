@@ -71,9 +71,10 @@ async def test_an_unsettled_vote_spends_all_n_and_seeds_never_repeat():
 
 async def test_best_of_n_weighs_votes_by_the_prm():
     # Every step scores 0.5: four agreeing solutions weigh 2 votes (Beta(3, 1): 0.875),
-    # six weigh 3 (0.9375), eight weigh 4 (0.96875), which settles it.
+    # six weigh 3 (0.9375), eight weigh 4 (0.96875), which settles it. (prm_mean_max:
+    # its scores are no probability, so the votes alone decide.)
     policy, prm = FakePolicy(answer_steps(["7"] * 16)), FakePRM(lambda step: 0.5)
-    result = await run("best_of_n", BestOfNConfig(n=16, adaptive=True), policy, prm)
+    result = await run("best_of_n", BestOfNConfig(n=16, adaptive=True, aggregation="prm_mean_max"), policy, prm)
     assert [call["n"] for call in policy.calls] == [4, 2, 2]
     assert len(prm.calls) == 3 and result.prm_calls == 8
     assert result.stop_reason == "confident"
@@ -82,30 +83,39 @@ async def test_best_of_n_weighs_votes_by_the_prm():
     assert trusted.decisions["adaptive"]["samples"] == 4
 
 
-def test_a_verified_leader_settles_without_agreeing_votes():
-    def solution(answer: str, score: float) -> Candidate:
-        return Candidate(steps=(f"\\boxed{{{answer}}}",), aggregate_score=score, finished=True, answer=answer)
+def solution(answer: str, score: float, finished: bool = True) -> Candidate:
+    return Candidate(steps=(f"\\boxed{{{answer}}}",), aggregate_score=score, finished=finished, answer=answer)
 
-    pool = [solution("7", 0.97), solution("3", 0.2), solution("5", 0.2), solution("9", 0.2)]
-    # Votes alone: 0.97 against 0.2, Beta(1.97, 1.2): about 0.6; the leader's own score is 0.97.
-    assert math.isclose(leader_confidence(pool, AGGREGATIONS["prm_min_max"]), 0.97)
-    assert math.isclose(leader_confidence(pool, AGGREGATIONS["prm_prod_vote"]), 0.97)
-    assert leader_confidence(pool, AGGREGATIONS["prm_mean_max"]) < 0.7  # a mean of step scores is no probability
-    unfinished = [Candidate(steps=("\\boxed{7}",), aggregate_score=0.99, finished=False, answer="7")]
+
+def test_agreeing_solutions_the_prm_believes_settle_the_answer_without_a_vote_majority():
+    two_sound = [solution("7", 0.85), solution("7", 0.85), solution("3", 0.02), solution("5", 0.3)]
+    # 1 - 0.15 * 0.15 = 0.9775; votes alone (1.7 against 0.3, Beta(2.7, 1.3)) give about 0.8.
+    assert math.isclose(leader_confidence(two_sound, AGGREGATIONS["prm_min_max"]), 1 - 0.15**2)
+    assert math.isclose(leader_confidence(two_sound, AGGREGATIONS["prm_prod_vote"]), 1 - 0.15**2)
+    assert leader_confidence(two_sound, AGGREGATIONS["prm_mean_max"]) < 0.9  # a mean of step scores is no probability
+    one_sound = [solution("7", 0.85), solution("3", 0.02)]
+    assert math.isclose(leader_confidence(one_sound, AGGREGATIONS["prm_min_max"]), 0.85)
+    # another answer the PRM believes (above 1/2) takes the verification away; the votes remain
+    contested = two_sound + [solution("3", 0.6)]
+    assert leader_confidence(contested, AGGREGATIONS["prm_min_max"]) == pytest.approx(
+        leader_stays_ahead(1.7, 0.62), rel=1e-9)
+    unfinished = [solution("7", 0.99, finished=False), solution("7", 0.99, finished=False)]
     assert leader_confidence(unfinished, AGGREGATIONS["prm_min_max"]) < 0.9
 
 
-async def test_best_of_n_stops_once_the_prm_verifies_a_solution():
-    # Four different answers; every step of the solution answering 7 scores 0.97, the rest 0.2.
-    answers = ["3", "7", "5", "9"] * 4
-    scores = {"so \\boxed{7}": 0.97, "try 1": 0.97, "try 5": 0.97, "try 9": 0.97, "try 13": 0.97}
+async def test_best_of_n_stops_once_the_prm_verifies_two_agreeing_solutions():
+    # Answers 3, 7, 5, 7, ...: the solutions answering 7 score 0.85 at every step, the rest 0.2.
+    answers = ["3", "7", "5", "7"] * 4
+    sound = {f"try {i}" for i, a in enumerate(answers) if a == "7"} | {"so \\boxed{7}"}
+    def scores(step):
+        return 0.85 if step in sound else 0.2
     result = await run("best_of_n", BestOfNConfig(n=16, adaptive=True), FakePolicy(answer_steps(answers)),
-                       FakePRM(lambda step: scores.get(step, 0.2)))
+                       FakePRM(scores))
     assert result.stop_reason == "confident" and result.candidates[0].answer == "7"
     assert result.decisions["adaptive"]["samples"] == FIRST_WAVE_SAMPLES
     by_mean = await run("best_of_n", BestOfNConfig(n=16, adaptive=True, aggregation="prm_mean_max"),
-                        FakePolicy(answer_steps(answers)), FakePRM(lambda step: scores.get(step, 0.2)))
-    assert by_mean.decisions["adaptive"]["samples"] == 16 and by_mean.stop_reason is None
+                        FakePolicy(answer_steps(answers)), FakePRM(scores))
+    assert by_mean.decisions["adaptive"]["samples"] > FIRST_WAVE_SAMPLES
 
 
 @pytest.mark.parametrize(("options", "field"), [
