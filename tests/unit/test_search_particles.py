@@ -1,5 +1,5 @@
 """Particle filtering (weights, seeded resampling, the search) and beam search's
-collapsing of identical beams, against a fake policy and a fake PRM."""
+sampling of identical beams as one prefix, against a fake policy and a fake PRM."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from openr.contracts import Step
 from openr.search import SearchConfigError, parse_search
-from openr.search.beam_search import BeamSearchConfig, distinct_paths
+from openr.search.beam_search import BeamSearchConfig, collapse
 from openr.search.candidates import Candidate
 from openr.search import Budget
 from openr.search.particle_filtering import ParticleFilteringConfig, filter_from, resample, resampling_weights
@@ -85,18 +85,39 @@ def test_bad_particle_options_are_named(options, field):
 # Beam search: identical beams collapse
 
 
-def test_distinct_paths_drops_repeats_up_to_whitespace_and_keeps_order():
+def test_collapse_counts_repeats_up_to_whitespace_and_keeps_order():
     a, a_spaced, b = Candidate(steps=("x", "y")), Candidate(steps=(" x", "y \n")), Candidate(steps=("x", "z"))
-    assert distinct_paths([a, a_spaced, b, a]) == [a, b]
+    assert collapse([a, a_spaced, b, a]) == [(a, 3), (b, 1)]
 
 
-async def test_identical_samples_fill_one_beam_not_several():
-    def same_step(path: tuple[str, ...], sample_id: int) -> Step:
-        return Step(f"step {len(path)}", TOKENS_PER_STEP, "eos" if len(path) >= 1 else "step", -float(sample_id))
+def first_steps(path: tuple[str, ...], sample_id: int) -> Step:
+    """Depth 0: samples 0-2 write "good", 3 writes "ok", the rest "bad <id>"; then every path ends."""
+    if path:
+        return Step("done", TOKENS_PER_STEP, "eos", 0.0)
+    text = "good" if sample_id < 3 else "ok" if sample_id == 3 else f"bad {sample_id}"
+    return Step(text, TOKENS_PER_STEP, "step", 0.0)
 
-    config = BeamSearchConfig(n=4, beam_width=2)
-    policy, prm = FakePolicy(same_step), FakePRM(lambda step: 0.5)
-    result = await run("beam_search", config, policy, prm)
-    assert len(policy.calls[1]["prefixes"]) == 1  # four identical first steps: one beam
-    assert policy.calls[1]["n"] == 4  # which gets both beams' samples (2 each)
-    assert len(result.candidates) == 1
+
+SCORES = {"good": 0.9, "ok": 0.8, "done": 0.9}
+
+
+async def test_identical_beams_are_one_prefix_with_the_samples_of_all_their_copies():
+    # 8 first steps, 4 beams of 2 samples each: the best 4 are good, good, good, ok.
+    policy = FakePolicy(first_steps)
+    result = await run("beam_search", BeamSearchConfig(n=8, beam_width=4), policy,
+                       FakePRM(lambda step: SCORES.get(step, 0.1)))
+    # good's 3 copies are one prefix sampled 3 x 2 times; ok is sampled twice: as many
+    # samples per prefix as keeping the copies, each prefix sent once.
+    calls = [(call["prefixes"], call["n"]) for call in policy.calls[1:]]
+    assert [(len(prefixes), n) for prefixes, n in calls] == [(1, 6), (1, 2)]
+    assert calls[0][0][0].endswith("good\n\n") and calls[1][0][0].endswith("ok\n\n")
+    assert result.candidates[0].steps == ("good", "done")
+
+
+async def test_the_copies_of_the_best_step_keep_their_slots():
+    # Forcing distinct beams would keep good, ok, bad 4, bad 5 and spend half the samples on bad steps.
+    policy = FakePolicy(first_steps)
+    await run("beam_search", BeamSearchConfig(n=8, beam_width=4), policy, FakePRM(lambda step: SCORES.get(step, 0.1)))
+    prefixes = [prefix for call in policy.calls[1:] for prefix in call["prefixes"]]
+    assert not any("bad" in prefix for prefix in prefixes)
+    assert sum(len(call["prefixes"]) * call["n"] for call in policy.calls[1:]) == 8
