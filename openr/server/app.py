@@ -29,9 +29,13 @@ from openr.server.errors import APIError, bad_request, error_body, error_respons
 from openr.server.metrics import ServerMetrics
 from openr.server.settings import ServerSettings
 from openr.server.protocol import (
-    ChatCompletionRequest, CompletionRequest, DetokenizeRequest, ModelCard, ModelList, RewardRequest,
+    ChatCompletionRequest,
+    CompletionRequest,
+    DetokenizeRequest,
+    RewardRequest,
     TokenizeRequest,
 )
+from openr.server.responses import ModelCard, ModelList
 
 logger = logging.getLogger(__name__)
 

@@ -16,9 +16,18 @@ from openr.server.base import (
 )
 from openr.server.chat_search import create_search_completion, wants_search
 from openr.server.errors import APIError, bad_request
-from openr.server.protocol import (
-    AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChoiceLogprobs,
-    ChunkChoice, DeltaMessage, Usage, new_id, now,
+from openr.server.protocol import ChatCompletionRequest
+from openr.server.responses import (
+    AssistantMessage,
+    ChatChoice,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChoiceLogprobs,
+    ChunkChoice,
+    DeltaMessage,
+    Usage,
+    new_id,
+    now,
 )
 from openr.server.refusals import check_chat_fields
 

@@ -17,9 +17,17 @@ from typing import AsyncIterator
 from openr.search import SearchConfigError, SearchPlan, SearchProblem, SearchResult, parse_search, run_strategy
 from openr.server.base import ServingContext, Tally, check_model, check_n, sse_stream
 from openr.server.errors import bad_request
-from openr.server.protocol import (
-    AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChunkChoice,
-    DeltaMessage, Usage, new_id, now,
+from openr.server.protocol import ChatCompletionRequest
+from openr.server.responses import (
+    AssistantMessage,
+    ChatChoice,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChunkChoice,
+    DeltaMessage,
+    Usage,
+    new_id,
+    now,
 )
 from openr.server.settings import SearchLimits
 from openr.tasks.grading import extract_answer

@@ -15,11 +15,8 @@ from openr.server.base import (
 )
 from openr.server.errors import bad_request
 from openr.server.refusals import check_sampling_fields
-from openr.server.protocol import (
-    Completion, CompletionChoice, CompletionLogprobs, CompletionRequest, DetokenizeRequest, TokenizeRequest,
-    Usage,
-    new_id, now,
-)
+from openr.server.protocol import CompletionRequest, DetokenizeRequest, TokenizeRequest
+from openr.server.responses import Completion, CompletionChoice, CompletionLogprobs, Usage, new_id, now
 
 
 async def create_completion(ctx: ServingContext, request: CompletionRequest):

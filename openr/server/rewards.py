@@ -7,7 +7,8 @@ from __future__ import annotations
 from openr.contracts import ScorerInputTooLong
 from openr.server.base import ServingContext, check_model
 from openr.server.errors import bad_request
-from openr.server.protocol import RewardRequest, RewardResponse
+from openr.server.protocol import RewardRequest
+from openr.server.responses import RewardResponse
 
 
 async def score_steps(ctx: ServingContext, request: RewardRequest) -> RewardResponse:
