@@ -46,7 +46,8 @@ async def _http(client, model: str, batch: int, max_tokens: int) -> tuple[float,
     return time.perf_counter() - start, sum(o.usage.completion_tokens for o in outs)
 
 
-async def bench_engine(kind: str, model: str, batches: list[int], rounds: int, max_tokens: int) -> list[dict]:
+async def bench_engine(kind: str, model: str, batches: list[int], rounds: int, max_tokens: int,
+                       max_model_len: int | None = None) -> list[dict]:
     import openai
     import uvicorn
 
@@ -55,7 +56,7 @@ async def bench_engine(kind: str, model: str, batches: list[int], rounds: int, m
     from openr.server.app import build_app
 
     _, device, _ = choose_engine(kind)
-    engine = make_engine(kind, split_bundle(model)[0], device, max_model_len=2048)  # a bundle's policy
+    engine = make_engine(kind, split_bundle(model)[0], device, max_model_len=max_model_len)  # a bundle's policy
     await engine.start()
     app = build_app(engine, "bench", start_engine=False)
     port = _free_port()
@@ -97,10 +98,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8], help="concurrent requests per round")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per setting (median is kept)")
     parser.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS)
+    parser.add_argument("--max-model-len", type=int, default=None,
+                        help="context length of the engine (default: the model's own; vLLM refuses more, and "
+                             "2048 keeps a long-context model's KV cache small)")
     args = parser.parse_args(argv)
     rows = []
     for kind in args.engines:
-        rows += asyncio.run(bench_engine(kind, args.model, args.batches, args.rounds, args.max_tokens))
+        rows += asyncio.run(bench_engine(kind, args.model, args.batches, args.rounds, args.max_tokens,
+                                         args.max_model_len))
     print("\n| engine | batch | direct tok/s | HTTP tok/s | HTTP/direct latency | tokens (direct, HTTP) |")
     print("| --- | --- | --- | --- | --- | --- |")
     for r in rows:

@@ -25,6 +25,14 @@ def test_serve_overhead_on_the_default_model():
     assert row.endswith("| (4, 4) |")  # both paths generated the 4 tokens asked for
 
 
+@pytest.mark.vllm
+def test_serve_overhead_on_the_default_model_with_vllm():
+    # the README's command runs both engines; vLLM refuses a context longer than the model's (768 here)
+    out = run_bench("serve_overhead.py", "--engines", "vllm", "--batches", "1", "--rounds", "1", "--max-tokens", "4")
+    row = next(line for line in out.splitlines() if line.startswith("| vllm | 1 |"))
+    assert row.endswith("| (4, 4) |")
+
+
 def test_search_bench_smallest():
     out = run_bench("search_bench.py", "--engine", "hf", "--rounds", "1", "--problems", "1", "--searches", "2",
                     "--n", "2", "--beam-width", "1", "--max-steps", "1", "--max-step-tokens", "8")
