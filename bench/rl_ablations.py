@@ -39,12 +39,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rl_baseline import Clock  # noqa: E402  (bench/, the script's own directory)
+from rl_baseline import training_curve  # noqa: E402  (bench/, the script's own directory)
 from openr.contracts import Step  # noqa: E402
 from openr.engine.checkpoints import materialize, split_bundle  # noqa: E402
 from openr.engine.hf_engine import HFEngine  # noqa: E402
@@ -196,31 +195,10 @@ def sft_round(run: RLRun, iteration: int) -> tuple[int, int]:
 
 
 async def train_variant(run: RLRun, variant: Variant, rounds: int, eval_every: int) -> list[dict]:
-    engine = HFEngine.for_model(run.model, run.tokenizer,
-                                max_batch_size=run.config.questions_per_iteration * run.config.group_size)
-    await engine.start()
-    clock, curve, samples, steps = Clock(), [], 0, 0
-    bar = tqdm(total=rounds, desc=variant.name)
+    async def train_round(engine: HFEngine, iteration: int) -> tuple[int, int]:
+        return sft_round(run, iteration) if variant.sft else await rl_round(run, engine, variant, iteration)
 
-    async def record(iteration: int):
-        curve.append({"round": iteration, "steps": steps, "samples": samples, "minutes": clock.minutes,
-                      "accuracy": await run.evaluate(engine)})
-        bar.set_postfix(acc=f"{curve[-1]['accuracy']:.3f}")
-
-    try:
-        await record(0)
-        for iteration in range(rounds):
-            clock.start()
-            done = sft_round(run, iteration) if variant.sft else await rl_round(run, engine, variant, iteration)
-            clock.stop()
-            samples, steps = samples + done[0], steps + done[1]
-            bar.update(1)
-            if (iteration + 1) % eval_every == 0 or iteration + 1 == rounds:
-                await record(iteration + 1)
-    finally:
-        bar.close()
-        await engine.close()
-    return curve
+    return await training_curve(run, variant.name, rounds, eval_every, train_round)
 
 
 def run_variant(variant: Variant, args: argparse.Namespace, policy: Path, prm: str | None, pool,

@@ -33,12 +33,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -75,33 +77,49 @@ class Clock:
         return (self.spent + running) / 60
 
 
+async def training_curve(run: RLRun, label: str, rounds: int, eval_every: int, train_round) -> list[dict]:
+    """Held-out accuracy of `run`'s policy before training and every
+    `eval_every` rounds (and after the last), with the clock paused while it is
+    measured. `await train_round(engine, iteration)` trains one round and
+    returns (samples, optimizer steps); the engine samples from the weights
+    being trained. Both RL benches train through this loop."""
+    engine = HFEngine.for_model(run.model, run.tokenizer,
+                                max_batch_size=run.config.questions_per_iteration * run.config.group_size)
+    await engine.start()
+    clock, curve, samples, steps = Clock(), [], 0, 0
+    bar = tqdm(total=rounds, desc=label)
+
+    async def record(iteration: int):
+        curve.append({"round": iteration, "steps": steps, "samples": samples, "minutes": clock.minutes,
+                      "accuracy": await run.evaluate(engine)})
+        bar.set_postfix(acc=f"{curve[-1]['accuracy']:.3f}")
+
+    try:
+        await record(0)
+        for iteration in range(rounds):
+            clock.start()
+            done = await train_round(engine, iteration)
+            clock.stop()
+            samples, steps = samples + done[0], steps + done[1]
+            bar.update(1)
+            if (iteration + 1) % eval_every == 0 or iteration + 1 == rounds:
+                await record(iteration + 1)
+    finally:
+        bar.close()
+        await engine.close()
+    return curve
+
+
 def run_ours(config: RLConfig, policy: Path, pool, held_out, rounds: int, eval_every: int) -> list[dict]:
-    curve, clock = [], Clock()
     with tempfile.TemporaryDirectory() as out:
         run = RLRun(config, policy, None, out, pool, held_out)
 
-        async def record(engine: HFEngine, iteration: int):
-            curve.append({"round": iteration, "samples": iteration * config.questions_per_iteration *
-                          config.group_size, "minutes": clock.minutes, "accuracy": await run.evaluate(engine)})
-            print(f"ours round {iteration}: {curve[-1]}", flush=True)
+        async def train_round(engine: HFEngine, iteration: int) -> tuple[int, int]:
+            episodes = await run.rollout(engine, iteration)
+            run.update(episodes, iteration)
+            return len(episodes), math.ceil(len(episodes) / config.minibatch_size) * config.update_epochs
 
-        async def train():
-            engine = HFEngine.for_model(run.model, run.tokenizer,
-                                        max_batch_size=config.questions_per_iteration * config.group_size)
-            await engine.start()
-            try:
-                await record(engine, 0)
-                for iteration in range(rounds):
-                    clock.start()
-                    run.update(await run.rollout(engine, iteration), iteration)
-                    clock.stop()
-                    if (iteration + 1) % eval_every == 0 or iteration + 1 == rounds:
-                        await record(engine, iteration + 1)
-            finally:
-                await engine.close()
-
-        asyncio.run(train())
-    return curve
+        return asyncio.run(training_curve(run, "ours", rounds, eval_every, train_round))
 
 
 def outcome_rewards(run: RLRun, problems_by_id: dict):
