@@ -9,6 +9,7 @@ backends stay small and behave the same.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import time
 from abc import ABC, abstractmethod
@@ -38,6 +39,10 @@ class SamplingConfig:
     top_logprobs: int | None = None  # report each token (and this many alternatives); None: don't
     json_object: bool = False  # the output must be one JSON object
     json_schema: str | None = None  # ... valid under this JSON schema (as JSON text)
+    # Deliver the text as it is generated; False: one delta when the sample ends
+    # (non-streamed responses and searches). Not sampling, but it saves the
+    # event loop a wake-up and a queue hop per token.
+    stream: bool = True
 
     @property
     def penalised(self) -> bool:
@@ -168,7 +173,7 @@ class Engine(ABC):
     async def complete(self, prompt: str, params: SamplingConfig) -> Delta:
         """One whole sample: all deltas joined."""
         text, logprobs, finish, timing = [], [], None, None
-        async for delta in self.stream(prompt, params):
+        async for delta in self.stream(prompt, dataclasses.replace(params, stream=False)):
             text.append(delta.text)
             logprobs.extend(delta.token_logprobs)
             finish = delta.finish or finish

@@ -24,9 +24,10 @@ from openr.engine.timing import SampleTiming
 logger = logging.getLogger(__name__)
 
 DEFAULT_DECODE_BATCH_SIZE = 16  # samples decoded together in one batch
-# After the first request of a batch arrives, wait this long for others: the
-# requests of one burst (n samples, a search step, concurrent clients) then
-# share one batch instead of the first running alone while the rest queue.
+# A batch starts this long after its oldest request arrived (or when it is
+# full): the requests of one burst (n samples, a search step, concurrent
+# clients) then share one batch instead of the first running alone while the
+# rest queue.
 BATCH_WINDOW_S = 0.01
 # Rows that finished (a stop string, EOS, a hang-up) leave the decode batch once
 # this share of it has: every later forward pass is then that much smaller,
@@ -49,6 +50,7 @@ class _Row:
     pending_logprobs: list[float] = field(default_factory=list)
     pending_tokens: list[TokenLogprob] = field(default_factory=list)  # with params.top_logprobs only
     done: bool = False
+    arrived: float = field(default_factory=time.monotonic)
     started: float = 0.0  # time.monotonic() when its prefill began
     first_token_at: float = 0.0  # ... and when its first token was chosen
 
@@ -145,8 +147,7 @@ class HFEngine(LocalTokenizerEngine):
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
-            if len(self._pending) < self.max_batch_size:
-                await asyncio.sleep(BATCH_WINDOW_S)
+            await self._batch_window()
             while self._pending:
                 self._running = []
                 batch = self._take_pending(self.max_batch_size)
@@ -161,6 +162,16 @@ class HFEngine(LocalTokenizerEngine):
                             row.push(exc)
                 finally:
                     self._running = []
+
+    async def _batch_window(self) -> None:
+        """Wait until the oldest waiting request has waited `BATCH_WINDOW_S`, or
+        the batch is full (a wake-up left over from requests that joined the
+        last batch finds none waiting, and waits for nothing)."""
+        while 0 < len(self._pending) < self.max_batch_size:
+            left = self._pending[0].arrived + BATCH_WINDOW_S - time.monotonic()
+            if left <= 0:
+                return
+            await asyncio.sleep(left)
 
     def _run_batch(self, rows: list[_Row]) -> None:
         """Decode `rows` until all are done; requests that arrive meanwhile join
@@ -245,7 +256,7 @@ class HFEngine(LocalTokenizerEngine):
             self._finish(row, "stop")
         elif len(row.token_ids) >= row.params.max_tokens:
             self._finish(row, "length")
-        elif not row.text.endswith("\ufffd"):  # wait for a whole multi-byte character
+        elif row.params.stream and not row.text.endswith("\ufffd"):  # wait for a whole multi-byte character
             safe = matcher.safe_length(row.text)
             if safe > row.emitted:
                 row.flush(row.text[row.emitted:safe])

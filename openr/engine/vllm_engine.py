@@ -118,7 +118,7 @@ class VLLMEngine(LocalTokenizerEngine):
             logit_bias=dict(params.logit_bias) or None,
             logprobs=params.top_logprobs or 0,
             structured_outputs=structured,
-            output_kind=RequestOutputKind.DELTA,
+            output_kind=RequestOutputKind.DELTA if params.stream else RequestOutputKind.FINAL_ONLY,
         )
         ids = await self.tokenize(prompt)
         self._active += 1

@@ -107,7 +107,7 @@ class SamplingFields(OpenAIModel):
         seed = None if self.seed is None else self.seed + index
         return SamplingConfig(max_tokens, self.temperature, self.top_p, self.stop_strings(), seed,
                               self.presence_penalty, self.frequency_penalty, self.bias_table(),
-                              self.wanted_top_logprobs())
+                              self.wanted_top_logprobs(), stream=self.stream)
 
 
 class JSONSchemaFormat(OpenAIModel):

@@ -68,3 +68,13 @@ async def test_samples_of_one_prompt_share_a_prefill_and_sample_as_alone(engine)
     together = [d.text for d in await asyncio.gather(*(engine.complete(prompt, c) for c in configs))]
     assert together == alone
     assert len(set(alone)) > 1  # the seeds made different samples, from one shared prefill
+
+
+async def test_a_sample_not_streamed_comes_as_one_delta_with_the_streamed_text(engine):
+    prompt = (await engine.prepare_chat([{"role": "user", "content": QUESTIONS[3]}])).text
+    streamed = [d async for d in engine.stream(prompt, SamplingConfig(80, temperature=0.0, stop=("\n\n",)))]
+    whole = [d async for d in engine.stream(prompt, SamplingConfig(80, temperature=0.0, stop=("\n\n",), stream=False))]
+    assert len(streamed) > 3 and len(whole) == 1
+    assert whole[0].text == "".join(d.text for d in streamed)
+    assert whole[0].finish == streamed[-1].finish
+    assert whole[0].token_logprobs == [x for d in streamed for x in d.token_logprobs]
