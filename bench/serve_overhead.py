@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default=None, help="model or bundle, as `openr serve --model` takes it "
                                                       "(default: the server's default, openr-arith)")
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8], help="concurrent requests per round")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per setting (median is kept)")
+    parser.add_argument("--rounds", type=int, default=15, help="alternating rounds per setting (median is kept)")
     parser.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS)
     parser.add_argument("--max-model-len", type=int, default=None,
                         help="context length of the engine (default: the model's own; vLLM refuses more, and "

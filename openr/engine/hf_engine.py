@@ -33,6 +33,16 @@ BATCH_WINDOW_S = 0.01
 # this share of it has: every later forward pass is then that much smaller,
 # and the cache copy that removing them costs is paid rarely.
 COMPACT_WHEN_DONE = 0.25
+# On a CPU, a model this small decodes on one torch thread, unless
+# OMP_NUM_THREADS says otherwise. Its operations are too small to split, and a
+# second OpenMP thread only waits for work: once that thread has gone to sleep,
+# every operation pays to wake it. Measured on an AMD EPYC with 2 cores
+# (bench/README.md):
+# - openr-arith (0.8M parameters), 8 greedy requests: 2,700 tok/s on 1 thread,
+#   against 1,000-2,700 tok/s on 2;
+# - 16 beam searches in flight: p50 10.3 s on 1 thread, 12.2 s on 2;
+# - SmolLM2-135M is 12% faster on 2 threads, so it keeps them.
+ONE_THREAD_BELOW_PARAMETERS = 10_000_000
 
 
 @dataclass
@@ -104,6 +114,7 @@ class HFEngine(LocalTokenizerEngine):
         dtype = torch.float32 if self.device == "cpu" else torch.float16
         self._adopt(AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=dtype).to(self.device).eval(),
                     AutoTokenizer.from_pretrained(self.model_dir))
+        _size_threads(self.model, self.device)
 
     def _adopt(self, model, tokenizer) -> None:
         self.model, self.tokenizer = model, tokenizer
@@ -269,6 +280,21 @@ class HFEngine(LocalTokenizerEngine):
 
     def _token_text(self, token: int) -> str:
         return self.tokenizer.decode([token])
+
+
+def _size_threads(model, device: str) -> None:
+    """One torch thread for a small model on a CPU (see ONE_THREAD_BELOW_PARAMETERS)."""
+    import os
+
+    import torch
+
+    parameters = sum(p.numel() for p in model.parameters())
+    if device != "cpu" or "OMP_NUM_THREADS" in os.environ or parameters >= ONE_THREAD_BELOW_PARAMETERS:
+        return
+    if torch.get_num_threads() != 1:
+        logger.info("hf engine: 1 torch thread for this %.1fM-parameter model (OMP_NUM_THREADS overrides)",
+                    parameters / 1e6)
+        torch.set_num_threads(1)
 
 
 def _eos_ids(model, tokenizer) -> set[int]:

@@ -78,3 +78,18 @@ async def test_a_sample_not_streamed_comes_as_one_delta_with_the_streamed_text(e
     assert whole[0].text == "".join(d.text for d in streamed)
     assert whole[0].finish == streamed[-1].finish
     assert whole[0].token_logprobs == [x for d in streamed for x in d.token_logprobs]
+
+
+def test_a_small_model_decodes_on_one_torch_thread_unless_omp_num_threads_says_otherwise():
+    import os
+    import subprocess
+    import sys
+
+    code = ("import asyncio, torch; from openr.engine.hf_engine import HFEngine; torch.set_num_threads(2); "
+            f"e = HFEngine({str(POLICY)!r}); asyncio.run(e.start()); print(torch.get_num_threads())")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    chosen = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert chosen.stdout.split()[-1] == "1", chosen.stderr[-2000:]
+    told = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_NUM_THREADS": "2"}, capture_output=True,
+                          text=True, timeout=300)
+    assert told.stdout.split()[-1] == "2", told.stderr[-2000:]
