@@ -19,6 +19,10 @@ request's budget and a cheap, online estimate of how hard the question is.
      probe with `n` less the probe's samples (never below their minimum: 1, or
      one `beam_width`), and the probe's solutions stay final candidates;
    - mcts and cot count no whole solutions, so they run in full after it.
+   A tier no larger than the probe (beam_search n=4 after a probe of 4, say)
+   would be replaced by the probe, or added to it at twice its cost: such a
+   tier runs alone, with no probe (`probe_samples` 0), unless its waves would
+   continue the probe's anyway.
    The trace's `auto` entry says how the probe was reused (`probe_reused`) and
    the options the strategy ran with (`ran_options`).
 
@@ -159,6 +163,17 @@ def _build(strategy: str, options: Mapping[str, Any]) -> SearchConfig:
     return build_config(strategy, options)
 
 
+def _no_larger_than_the_probe(strategy: str, config: SearchConfig, probe_aggregation) -> bool:
+    """Whether `config` samples no more whole solutions than the probe, and
+    would not simply continue the probe's waves (a voting strategy under the
+    probe's aggregation does: its first wave is the probe)."""
+    if not isinstance(config, (SampledSolutionsConfig, GroupedSamplesConfig, ParticleFilteringConfig)):
+        return False  # mcts and cot: no whole solutions to compare
+    continues = (strategy in VOTING_STRATEGIES
+                 and AGGREGATIONS[getattr(config, "aggregation", "majority_vote")] is probe_aggregation)
+    return not continues and config.n <= FIRST_WAVE_SAMPLES
+
+
 def size_after_probe(strategy: str, config: SearchConfig, probe_samples: int) -> tuple[dict[str, Any], str]:
     """The size options to run `config` with after a probe of `probe_samples`
     whole solutions, so that the two together cost about what `config` costs
@@ -197,6 +212,17 @@ async def run(
     stop_reason = budget.exhausted()
     if stop_reason is not None:
         return conclude(problem, [], aggregation, budget, stop_reason)
+    sampling = {f.name: getattr(config, f.name) for f in fields(SearchConfig)}
+    unprobed = decide(table, tokens, 0.0, prm is not None)  # what an unsettled probe would hand over to
+    alone = _build(unprobed.strategy, {**sampling, **unprobed.options})
+    if _no_larger_than_the_probe(unprobed.strategy, alone, aggregation):
+        budget_text = "no token budget" if tokens is None else f"a budget of {tokens} tokens"
+        report = {"table": table.source, "budget_tokens": tokens, "probe_samples": 0,
+                  "strategy": unprobed.strategy, "options": unprobed.options, "ran_options": unprobed.options,
+                  "why": f"{budget_text} affords {unprobed.strategy} with n={alone.n}, no more than the probe's "
+                         f"{FIRST_WAVE_SAMPLES} solutions: a probe would take its place, so it runs alone"}
+        result = await STRATEGIES[unprobed.strategy].run(problem, policy, prm, alone, budget)
+        return replace(result, decisions={**result.decisions, "auto": report})
     await probe.wave(FIRST_WAVE_SAMPLES)
     confidence = probe.confidence()
     choice = decide(table, tokens, confidence, prm is not None)
@@ -205,7 +231,6 @@ async def run(
               "options": choice.options, "why": choice.why}
     if choice.strategy is None:
         return conclude(problem, probe.candidates, aggregation, budget, "confident", {"auto": report})
-    sampling = {f.name: getattr(config, f.name) for f in fields(SearchConfig)}
     chosen = _build(choice.strategy, {**sampling, **choice.options})
     final_aggregation = AGGREGATIONS[getattr(chosen, "aggregation", "majority_vote")]
     if choice.strategy in VOTING_STRATEGIES and final_aggregation is aggregation:

@@ -100,7 +100,7 @@ async def test_a_tier_of_size_n_costs_about_n_solutions_with_the_probe_counted_i
 @pytest.mark.parametrize(("strategy", "options", "ran_options", "reused"), [
     ("particle_filtering", {"n": 8}, {"n": 8}, "as particles: its 4 solutions start"),
     ("beam_search", {"n": 16, "beam_width": 4}, {"n": 12, "beam_width": 4}, "beam_search ran n=12 of its 16"),
-    ("beam_search", {"n": 4, "beam_width": 4}, {"n": 4, "beam_width": 4}, "at least 4, a multiple of beam_width"),
+    ("beam_search", {"n": 6, "beam_width": 3}, {"n": 3, "beam_width": 3}, "at least 3, a multiple of beam_width 3"),
     ("best_of_n", {"n": 8}, {"n": 8}, "as samples: its 4 count toward best_of_n's n=8"),
     ("mcts", {"n_children": 2, "num_simulations": 2}, {"n_children": 2, "num_simulations": 2}, "ran in full"),
 ])
@@ -117,3 +117,23 @@ def test_without_a_table_the_default_is_the_reasoning_effort_presets():
     assert plan.config.table is None
     assert [t.strategy for t in DEFAULT_TABLE.tiers] == ["best_of_n", "beam_search", "beam_search"]
     assert parse_search({"strategy": "auto"}, auto_table=TABLE).config.table is TABLE
+
+
+@pytest.mark.parametrize(("strategy", "options"), [
+    ("beam_search", {"n": 4, "beam_width": 4}),
+    ("particle_filtering", {"n": 4}),
+    ("best_of_n", {"n": 4, "aggregation": "prm_last_max"}),
+])
+async def test_a_tier_no_larger_than_the_probe_runs_alone_without_one(strategy, options):
+    policy, prm = FakePolicy(one_solution_per_sample), FakePRM(lambda step: 0.5)
+    result = await run("auto", AutoConfig(table=single_tier(strategy, options), seed=100), policy, prm)
+    auto = result.decisions["auto"]
+    assert (auto["strategy"], auto["probe_samples"], auto["ran_options"]) == (strategy, 0, options)
+    assert "runs alone" in auto["why"]
+    assert policy.samples_drawn == 4  # the tier's 4, not a probe's 4 plus more
+
+
+async def test_a_voting_tier_no_larger_than_the_probe_is_the_probe():
+    policy, prm = FakePolicy(one_solution_per_sample), FakePRM(lambda step: 0.5)
+    result = await run("auto", AutoConfig(table=single_tier("best_of_n", {"n": 4})), policy, prm)
+    assert result.decisions["auto"]["probe_samples"] == 4 and policy.samples_drawn == 4
