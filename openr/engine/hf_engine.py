@@ -24,11 +24,12 @@ from openr.engine.timing import SampleTiming
 logger = logging.getLogger(__name__)
 
 DEFAULT_DECODE_BATCH_SIZE = 16  # samples decoded together in one batch
-# A batch starts this long after its oldest request arrived (or when it is
-# full): the requests of one burst (n samples, a search step, concurrent
-# clients) then share one batch instead of the first running alone while the
-# rest queue.
+# A batch waits for the rest of a burst (n samples, a search step, concurrent
+# clients), so the burst shares it instead of the first request running alone
+# while the rest queue. It starts once no request has arrived for
+# BATCH_QUIET_S, at most BATCH_WINDOW_S after its oldest request, or when full.
 BATCH_WINDOW_S = 0.01
+BATCH_QUIET_S = 0.002
 # Rows that finished (a stop string, EOS, a hang-up) leave the decode batch once
 # this share of it has: every later forward pass is then that much smaller,
 # and the cache copy that removing them costs is paid rarely.
@@ -175,11 +176,13 @@ class HFEngine(LocalTokenizerEngine):
                     self._running = []
 
     async def _batch_window(self) -> None:
-        """Wait until the oldest waiting request has waited `BATCH_WINDOW_S`, or
-        the batch is full (a wake-up left over from requests that joined the
-        last batch finds none waiting, and waits for nothing)."""
+        """Wait while requests keep arriving (see BATCH_QUIET_S), up to
+        BATCH_WINDOW_S after the oldest, or until the batch is full. A wake-up
+        left over from requests that joined the last batch finds none waiting,
+        and waits for nothing."""
         while 0 < len(self._pending) < self.max_batch_size:
-            left = self._pending[0].arrived + BATCH_WINDOW_S - time.monotonic()
+            now = time.monotonic()
+            left = min(self._pending[0].arrived + BATCH_WINDOW_S, self._pending[-1].arrived + BATCH_QUIET_S) - now
             if left <= 0:
                 return
             await asyncio.sleep(left)
