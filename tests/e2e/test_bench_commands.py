@@ -62,3 +62,16 @@ def test_train_step_smallest():
 def test_label_cost_smallest():
     out = run_bench("label_cost.py", "--problems", "1", "--k", "2", "--omegaprm-budget", "4")
     assert '"math_shepherd"' in out and '"omegaprm"' in out
+
+
+def test_adaptive_replay_smallest(tmp_path):
+    cache = tmp_path / "samples.json"
+    out = run_bench("adaptive_replay.py", "--limit", "1", "--samples", str(cache))
+    [row] = json.loads(cache.read_text()).values()
+    assert len(row["samples"]) == 16 and all(s["tokens"] > 0 for s in row["samples"])
+    rates = {line.split(" | ")[1]: line.split(" | ")[2:4] for line in out.splitlines()
+             if line.startswith("| prm_min_max |")}
+    assert rates["n=16"][1] == "1.00x |"
+    # the oracle answers right whenever any wave does, n=16's answer included
+    assert float(rates["oracle"][0].rstrip("%")) >= float(rates["n=16"][0].rstrip("%"))
+    assert run_bench("adaptive_replay.py", "--samples", str(cache)).endswith(out.split("\n", 1)[1])  # replays the cache
