@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -287,8 +288,6 @@ class HFEngine(LocalTokenizerEngine):
 
 def _size_threads(model, device: str) -> None:
     """One torch thread for a small model on a CPU (see ONE_THREAD_BELOW_PARAMETERS)."""
-    import os
-
     import torch
 
     parameters = sum(p.numel() for p in model.parameters())
