@@ -44,11 +44,28 @@ async def engine():
 
 
 async def test_a_request_arriving_mid_batch_joins_it_and_decodes_as_alone(engine):
-    alone = [(await replies(engine, [q], [max_tokens], [0.0]))[0][0]
-             for q, max_tokens in zip(QUESTIONS[:2], (240, 12))]
-    # the long request starts alone; the short one arrives while it decodes
-    together, finished = await replies(engine, QUESTIONS[:2], [240, 12], [0.0, 0.3])
-    assert together == alone
+    lengths = (400, 12)
+    alone = [(await replies(engine, [q], [m], [0.0]))[0][0] for q, m in zip(QUESTIONS[:2], lengths)]
+    no_end = tuple((token, -100.0) for token in sorted(engine.eos_ids))
+    prompts = [(await engine.prepare_chat([{"role": "user", "content": q}])).text for q in QUESTIONS[:2]]
+    decoding, finished = asyncio.Event(), []
+
+    async def long_one() -> str:  # streamed, so its first token says it is decoding
+        text = ""
+        async for delta in engine.stream(prompts[0], SamplingConfig(lengths[0], temperature=0.0, logit_bias=no_end)):
+            text += delta.text
+            decoding.set()
+        finished.append(0)
+        return text
+
+    async def short_one() -> str:  # sent while the long one decodes
+        await decoding.wait()
+        text = (await engine.complete(prompts[1], SamplingConfig(lengths[1], temperature=0.0, logit_bias=no_end))).text
+        finished.append(1)
+        return text
+
+    together = await asyncio.gather(long_one(), short_one())
+    assert list(together) == alone
     assert finished == [1, 0]  # it joined the running batch instead of waiting for its end
 
 
