@@ -51,7 +51,7 @@ ONE_THREAD_BELOW_PARAMETERS = 10_000_000
 class _Row:
     """One sample in flight; the worker thread writes, the event loop reads."""
 
-    prompt_ids: list[int]
+    prompt_ids: tuple[int, ...]
     params: SamplingConfig
     queue: asyncio.Queue
     loop: asyncio.AbstractEventLoop
@@ -137,8 +137,7 @@ class HFEngine(LocalTokenizerEngine):
 
     async def stream(self, prompt: str, params: SamplingConfig) -> AsyncIterator[Delta]:
         loop = asyncio.get_running_loop()
-        ids = self.tokenizer.encode(prompt, add_special_tokens=False)
-        row = _Row(ids, params, asyncio.Queue(), loop)
+        row = _Row(self.prompt_ids(prompt), params, asyncio.Queue(), loop)
         with self._lock:
             self._pending.append(row)
         self._wakeup.set()

@@ -120,7 +120,7 @@ class VLLMEngine(LocalTokenizerEngine):
             structured_outputs=structured,
             output_kind=RequestOutputKind.DELTA if params.stream else RequestOutputKind.FINAL_ONLY,
         )
-        ids = await self.tokenize(prompt)
+        ids = list(self.prompt_ids(prompt))
         self._active += 1
         try:
             async for out in self.llm.generate(TokensPrompt(prompt_token_ids=ids), sampling, uuid.uuid4().hex):

@@ -110,3 +110,35 @@ def test_a_small_model_decodes_on_one_torch_thread_unless_omp_num_threads_says_o
     told = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_NUM_THREADS": "2"}, capture_output=True,
                           text=True, timeout=300)
     assert told.stdout.split()[-1] == "2", told.stderr[-2000:]
+
+
+async def test_prompts_are_encoded_once_and_as_the_template_would(engine, monkeypatch):
+    messages = [{"role": "user", "content": "What is 3 + 4 * 2? café"}]  # é is not in its vocabulary
+    ids = engine.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                               return_dict=False)
+    prompt = await engine.prepare_chat(messages)
+    assert prompt.num_tokens == len(ids) and engine.prompt_ids(prompt.text) == tuple(ids)
+    encodes = []
+    backend = engine.tokenizer.backend_tokenizer
+    monkeypatch.setattr(engine.tokenizer, "_tokenizer", _Counting(backend, encodes))
+    await engine.complete(prompt.text, SamplingConfig(4, temperature=0.0))
+    assert encodes == []  # the sample reused the ids its prompt was counted with
+    engine.PROMPT_CACHE_SIZE = 2
+    for text in ("a", "b", "c"):
+        engine.prompt_ids(text)
+    assert encodes == ["a", "b", "c"]
+    assert list(engine._prompt_cache) == ["b", "c"]  # the least recently used went first
+
+
+class _Counting:
+    """A tokenizer backend that notes each text it encodes."""
+
+    def __init__(self, backend, seen: list):
+        self.backend, self.seen = backend, seen
+
+    def encode(self, text, **kwargs):
+        self.seen.append(text)
+        return self.backend.encode(text, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.backend, name)
