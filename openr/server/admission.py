@@ -61,6 +61,4 @@ class Admission:
             self._free.notify()
 
     def _publish(self) -> None:
-        name = self._metrics.model_name
-        self._metrics.running.labels(name).set(self.running)
-        self._metrics.waiting.labels(name).set(self.waiting)
+        self._metrics.admission(self.running, self.waiting)

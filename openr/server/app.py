@@ -209,7 +209,7 @@ async def _serve(request: Request, handler: Callable[[], Awaitable]) -> Response
         raise
     if isinstance(result, BaseModel):
         slot.release()
-        return JSONResponse(result.model_dump())
+        return Response(result.model_dump_json(), media_type="application/json")  # pydantic's serializer, in Rust
     # Streaming: the slot is held until the stream ends or the client leaves.
     return StreamingResponse(_release_after(result, slot), media_type="text/event-stream",
                              background=BackgroundTask(slot.release))

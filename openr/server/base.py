@@ -48,17 +48,14 @@ class Tally:
     def add(self, delta: Delta) -> None:
         if delta.num_tokens and not self.first_token_seen:
             self.first_token_seen = True
-            self.metrics.ttft.labels(self.metrics.model_name).observe(time.perf_counter() - self.started)
+            self.metrics.first_token(time.perf_counter() - self.started)
         self.completion_tokens += delta.num_tokens
 
     def finish(self, finish_reasons: list[str]) -> None:
         """Count one finished request; its reason is `length` if any choice was cut short."""
-        name = self.metrics.model_name
-        self.metrics.e2e_latency.labels(name).observe(time.perf_counter() - self.started)
-        self.metrics.prompt_tokens.labels(name).inc(self.prompt_tokens)
-        self.metrics.generation_tokens.labels(name).inc(self.completion_tokens)
         reason = "length" if "length" in finish_reasons else "stop"
-        self.metrics.request_success.labels(name, reason).inc()
+        self.metrics.request_done(time.perf_counter() - self.started, self.prompt_tokens, self.completion_tokens,
+                                  reason)
 
 
 def check_model(ctx: ServingContext, model: str | None) -> None:

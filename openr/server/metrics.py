@@ -63,6 +63,31 @@ class ServerMetrics:
                                                buckets=TTFT_BUCKETS_S, registry=reg)
                               for phase, doc in ENGINE_PHASES.items()}
         self.model_name = model_name
+        # The children every request touches, bound to this server's model name
+        # once: a `labels()` call takes a lock and a lookup, and each request
+        # made about fifteen of them.
+        self._running, self._waiting = self.running.labels(model_name), self.waiting.labels(model_name)
+        self._ttft, self._e2e = self.ttft.labels(model_name), self.e2e_latency.labels(model_name)
+        self._prompt_tokens = self.prompt_tokens.labels(model_name)
+        self._generation_tokens = self.generation_tokens.labels(model_name)
+        self._phases = {phase: h.labels(model_name) for phase, h in self.engine_phases.items()}
+        self._success: dict = {}  # finish reason -> child, made on first use
+
+    def admission(self, running: int, waiting: int) -> None:
+        self._running.set(running)
+        self._waiting.set(waiting)
+
+    def first_token(self, seconds: float) -> None:
+        self._ttft.observe(seconds)
+
+    def request_done(self, seconds: float, prompt_tokens: int, generated_tokens: int, reason: str) -> None:
+        """Count one finished request: its latency, tokens and finish reason."""
+        self._e2e.observe(seconds)
+        self._prompt_tokens.inc(prompt_tokens)
+        self._generation_tokens.inc(generated_tokens)
+        if reason not in self._success:
+            self._success[reason] = self.request_success.labels(self.model_name, reason)
+        self._success[reason].inc()
 
     def prm_batch(self, size: int, seconds: float) -> None:
         self.prm_batch_size.labels(self.model_name).observe(size)
@@ -77,8 +102,8 @@ class ServerMetrics:
 
     def engine_call(self, timing) -> None:
         """Observe one engine request's phases (an `openr.engine.timing.CallTiming`)."""
-        for phase, histogram in self.engine_phases.items():
-            histogram.labels(self.model_name).observe(getattr(timing, f"{phase}_s"))
+        for phase, histogram in self._phases.items():
+            histogram.observe(getattr(timing, f"{phase}_s"))
 
     def bind_prm(self, scorer) -> None:
         """PRM prefix-cache counters, read off an in-process PRM (a remote one has none)."""
