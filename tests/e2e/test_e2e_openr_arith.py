@@ -236,3 +236,13 @@ def test_vllm_engine_serves_openr_arith_and_searches():
                                                          "return_trace": True}})
         assert r.model_extra["search_trace"]["prm_calls"] > 0
         assert is_correct(r.choices[0].message.content, problem.answer)
+
+
+def test_access_log_is_on_by_default_and_the_vllm_flag_turns_it_off(server, client):
+    ask(client, EASY[0], max_tokens=4, temperature=0)
+    assert '"POST /v1/chat/completions HTTP/1.1" 200' in server.output()
+    with ServerProcess(["--engine", "hf", "--disable-uvicorn-access-log"]) as quiet:
+        quiet_client = openai.OpenAI(base_url=quiet.base_url, api_key=API_KEY, max_retries=0, timeout=300)
+        assert ask(quiet_client, EASY[0], max_tokens=4, temperature=0).usage.completion_tokens == 4
+        log = quiet.output()
+    assert "POST /v1/chat/completions" not in log and "ready" in log  # the server logged, just not each request
