@@ -10,16 +10,22 @@ shares the machine's cores, not the server's event loop). `--client
 in-process` runs the SDK in the server's event loop instead: then the server
 pays for the client's work too.
 
-Two HTTP figures, each over the direct side's latency (goal <= 1.10):
-- client: the round as the SDK times it, the client's own work included (the
-  SDK prepares and parses each request in Python: on an AMD EPYC core about
-  10 ms before the first of 8 concurrent requests reaches the server, and
-  5 ms after the last answer leaves it);
-- server: from the first request's arrival at the server to its last answer
-  sent (timed by an ASGI wrapper around the app), i.e. what serving over HTTP
-  adds to the engine: parsing, validation, the chat template, queueing and
-  the answer's JSON. Requests the client sends late stretch it too.
-Prints, per engine and batch size: tokens/s of each path and both ratios.
+Each round runs the direct side, then the HTTP side with each client, and
+three HTTP figures are kept, each over the direct side's latency (goal <= 1.10):
+- sdk: the round as the OpenAI SDK times it, the client's own work included
+  (the SDK prepares and parses each request in Python: on an AMD EPYC core
+  about 1 ms per request, so 8 concurrent requests reach the server over
+  ~6 ms, and their answers take it ~4 ms more to parse);
+- sdk, server span: in those same rounds, from the first request's arrival at
+  the server to its last answer sent (timed by an ASGI wrapper around the
+  app). Requests the SDK sends late stretch it too;
+- raw: a client that costs next to nothing, timing the round itself: each
+  request's bytes are built once, written on kept-alive connections all at
+  once, and only the answer's length and usage are read. This is what serving
+  over HTTP adds to the engine: uvicorn, routing, parsing and validation, the
+  chat template, queueing and the answer's JSON.
+Prints, per engine and batch size: tokens/s of the direct and sdk paths and
+the three ratios.
 
     python bench/serve_overhead.py --engines hf vllm --batches 1 8
 """
@@ -28,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import multiprocessing
 import socket
 import statistics
@@ -35,6 +42,7 @@ import time
 
 MESSAGES = [{"role": "user", "content": "Write a short poem about the sea."}]
 DEFAULT_MAX_TOKENS = 48
+SIDES = ("direct", "sdk", "raw")
 
 
 def _free_port() -> int:
@@ -60,15 +68,56 @@ async def _http(client, model: str, batch: int, max_tokens: int) -> tuple[float,
     return time.perf_counter() - start, sum(o.usage.completion_tokens for o in outs)
 
 
+class _RawClient:
+    """An HTTP client that costs next to nothing, so that a round's time is the
+    server's: each request is built as bytes once, a round writes them on
+    kept-alive connections all at once, and each answer is read by its
+    Content-Length. No library does that (each builds every request anew);
+    that work is the SDK's cost, which the `sdk` figure keeps."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.connections: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+
+    async def run(self, batch: int, max_tokens: int) -> tuple[float, int]:
+        self.connections = [c for c in self.connections if not c[0].at_eof()]  # the server closed idle ones
+        while len(self.connections) < batch:
+            self.connections.append(await asyncio.open_connection("127.0.0.1", self.port))
+        body = json.dumps({"model": "bench", "messages": MESSAGES, "max_tokens": max_tokens,
+                           "temperature": 0}).encode()
+        request = (b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+                   b"content-length: %d\r\n\r\n%s" % (len(body), body))
+        start = time.perf_counter()
+        for _, writer in self.connections[:batch]:
+            writer.write(request)
+        answers = await asyncio.gather(*[_read_answer(reader) for reader, _ in self.connections[:batch]])
+        return time.perf_counter() - start, sum(a["usage"]["completion_tokens"] for a in answers)
+
+
+async def _read_answer(reader: asyncio.StreamReader) -> dict:
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").lower()
+    length = int(head.split("content-length:", 1)[1].split("\r\n", 1)[0])
+    body = await reader.readexactly(length)
+    if not head.startswith("http/1.1 200"):
+        raise RuntimeError(f"the server answered {head.splitlines()[0]}: {body[:300]!r}")
+    return json.loads(body)
+
+
 def _client_process(port: int, conn) -> None:
-    """The HTTP side's client, in its own process: runs each (batch, max_tokens)
-    it is sent through the OpenAI SDK and sends back (seconds, tokens)."""
+    """The HTTP side's clients, in their own process: runs each (client, batch,
+    max_tokens) it is sent, on the OpenAI SDK or the raw client, and sends back
+    (seconds, tokens)."""
     import openai
 
     async def serve_commands() -> None:
-        client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0)
+        sdk = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0)
+        raw = _RawClient(port)
         while (command := await asyncio.to_thread(conn.recv)) is not None:
-            conn.send(await _http(client, "bench", *command))
+            kind, batch, max_tokens = command
+            if kind == "sdk":
+                conn.send(await _http(sdk, "bench", batch, max_tokens))
+            else:
+                conn.send(await raw.run(batch, max_tokens))
 
     asyncio.run(serve_commands())
 
@@ -103,24 +152,26 @@ class _ServerSpan:
 
 
 class _Client:
-    """The HTTP side: an SDK client in a process of its own (the default) or in this event loop."""
+    """The HTTP side's clients: in a process of their own (the default) or in this event loop."""
 
     def __init__(self, port: int, where: str):
         import openai
 
-        self.process = self.conn = self.client = None
+        self.process = self.conn = self.client = self.raw = None
         if where == "in-process":
             self.client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0)
+            self.raw = _RawClient(port)
             return
         self.conn, theirs = multiprocessing.Pipe()
         self.process = multiprocessing.get_context("spawn").Process(target=_client_process, args=(port, theirs),
                                                                     daemon=True)
         self.process.start()
 
-    async def run(self, batch: int, max_tokens: int) -> tuple[float, int]:
+    async def run(self, kind: str, batch: int, max_tokens: int) -> tuple[float, int]:
         if self.client is not None:
-            return await _http(self.client, "bench", batch, max_tokens)
-        self.conn.send((batch, max_tokens))
+            return await (_http(self.client, "bench", batch, max_tokens) if kind == "sdk"
+                          else self.raw.run(batch, max_tokens))
+        self.conn.send((kind, batch, max_tokens))
         return await asyncio.to_thread(self.conn.recv)
 
     def close(self) -> None:
@@ -142,7 +193,9 @@ async def bench_engine(kind: str, model: str, batches: list[int], rounds: int, m
     await engine.start()
     app = _ServerSpan(build_app(engine, "bench", start_engine=False))
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    # As `openr serve` runs it, with its access log off (--disable-uvicorn-access-log; each line costs ~75 us)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           timeout_keep_alive=30))
     serving = asyncio.create_task(server.serve())
     while not server.started:
         await asyncio.sleep(0.05)
@@ -150,17 +203,22 @@ async def bench_engine(kind: str, model: str, batches: list[int], rounds: int, m
     prompt = (await engine.prepare_chat(MESSAGES)).text
     rows = []
     try:
-        for batch in batches:  # warm both paths, and open the client's connections
+        for batch in batches:  # warm every path, and open the clients' connections
             await _direct(engine, prompt, batch, 4)
-            await client.run(batch, 4)
+            await client.run("sdk", batch, 4)
+            await client.run("raw", batch, 4)
         for batch in batches:
-            direct, http, served = [], [], []
-            for _ in range(rounds):
-                direct.append(await _direct(engine, prompt, batch, max_tokens))
-                app.reset()
-                http.append(await client.run(batch, max_tokens))
-                served.append(app.seconds)
-            rows.append(_summarise(kind, batch, direct, http, served))
+            times: dict[str, list] = {"direct": [], "sdk": [], "served": [], "raw": []}
+            for i in range(rounds):
+                for side in SIDES[i % 3:] + SIDES[:i % 3]:  # each side goes first, second and third in turn
+                    if side == "direct":
+                        times["direct"].append(await _direct(engine, prompt, batch, max_tokens))
+                        continue
+                    app.reset()
+                    times[side].append(await client.run(side, batch, max_tokens))
+                    if side == "sdk":
+                        times["served"].append(app.seconds)
+            rows.append(_summarise(kind, batch, **times))
     finally:
         client.close()
         server.should_exit = True
@@ -169,12 +227,22 @@ async def bench_engine(kind: str, model: str, batches: list[int], rounds: int, m
     return rows
 
 
-def _summarise(kind: str, batch: int, direct: list, http: list, served: list[float]) -> dict:
+def _serving_loop():
+    """The event loop `openr serve` runs on: uvicorn's choice (uvloop where it is installed)."""
+    import uvicorn
+
+    return uvicorn.Config(app=None).get_loop_factory()
+
+
+def _summarise(kind: str, batch: int, direct: list, sdk: list, served: list[float], raw: list) -> dict:
     d_time = statistics.median(t for t, _ in direct)
-    h_time = statistics.median(t for t, _ in http)
-    return {"engine": kind, "batch": batch, "direct_tok_s": direct[0][1] / d_time, "http_tok_s": http[0][1] / h_time,
-            "ratio": h_time / d_time, "server_ratio": statistics.median(served) / d_time,
-            "tokens": (direct[0][1], http[0][1])}
+    s_time = statistics.median(t for t, _ in sdk)
+    return {"engine": kind, "batch": batch, "direct_tok_s": direct[0][1] / d_time, "http_tok_s": sdk[0][1] / s_time,
+            "ratio": s_time / d_time, "server_ratio": statistics.median(served) / d_time,
+            "raw_ratio": statistics.median(t for t, _ in raw) / d_time,
+            "overhead_ms": {"sdk": 1000 * (s_time - d_time),
+                            "raw": 1000 * (statistics.median(t for t, _ in raw) - d_time)},
+            "tokens": (direct[0][1], sdk[0][1], raw[0][1])}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -194,14 +262,16 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     rows = []
     for kind in args.engines:
-        rows += asyncio.run(bench_engine(kind, args.model, args.batches, args.rounds, args.max_tokens,
-                                         args.max_model_len, args.client))
-    print("\n| engine | batch | direct tok/s | HTTP tok/s | HTTP/direct latency, client | server | "
-          "tokens (direct, HTTP) |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+        with asyncio.Runner(loop_factory=_serving_loop()) as runner:
+            rows += runner.run(bench_engine(kind, args.model, args.batches, args.rounds, args.max_tokens,
+                                            args.max_model_len, args.client))
+    print("\n| engine | batch | direct tok/s | sdk tok/s | HTTP/direct latency: sdk | sdk, server span | raw | "
+          "added ms: sdk, raw | tokens (direct, sdk, raw) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         print(f"| {r['engine']} | {r['batch']} | {r['direct_tok_s']:.1f} | {r['http_tok_s']:.1f} | "
-              f"{r['ratio']:.3f} | {r['server_ratio']:.3f} | {r['tokens']} |")
+              f"{r['ratio']:.3f} | {r['server_ratio']:.3f} | {r['raw_ratio']:.3f} | "
+              f"{r['overhead_ms']['sdk']:.1f}, {r['overhead_ms']['raw']:.1f} | {r['tokens']} |")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ def run_bench(script: str, *args: str) -> str:
 def test_serve_overhead_on_the_default_model():
     out = run_bench("serve_overhead.py", "--engines", "hf", "--batches", "1", "--rounds", "1", "--max-tokens", "4")
     row = next(line for line in out.splitlines() if line.startswith("| hf | 1 |"))
-    assert row.endswith("| (4, 4) |")  # both paths generated the 4 tokens asked for
+    assert row.endswith("| (4, 4, 4) |")  # the direct, SDK and raw paths each generated the 4 tokens asked for
 
 
 @pytest.mark.vllm
@@ -30,14 +30,15 @@ def test_serve_overhead_on_the_default_model_with_vllm():
     # the README's command runs both engines; vLLM refuses a context longer than the model's (768 here)
     out = run_bench("serve_overhead.py", "--engines", "vllm", "--batches", "1", "--rounds", "1", "--max-tokens", "4")
     row = next(line for line in out.splitlines() if line.startswith("| vllm | 1 |"))
-    assert row.endswith("| (4, 4) |")
+    assert row.endswith("| (4, 4, 4) |")
 
 
 def test_search_bench_smallest():
     out = run_bench("search_bench.py", "--engine", "hf", "--rounds", "1", "--problems", "1", "--searches", "2",
                     "--n", "2", "--beam-width", "1", "--max-steps", "1", "--max-step-tokens", "8")
     table = out[out.rindex("| figure |"):]
-    for figure in ("| 1. search tok/s", "| 2. PRM steps/s", "| 2b. PRM tok/s", "| 3. per-node serving"):
+    for figure in ("| 1. search tok/s", "| 2. PRM steps/s", "| 2b. PRM tok/s", "| 3. per-node serving",
+                   "| 5. beam search p50 / best-of-N p50, 2 in flight"):
         assert figure in table  # each figure measured, not skipped
         assert "skipped" not in next(line for line in table.splitlines() if line.startswith(figure))
 
