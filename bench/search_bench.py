@@ -1,4 +1,4 @@
-"""What search costs on top of the engine, and what batching buys: four figures,
+"""What search costs on top of the engine, and what batching buys: five figures,
 each a ratio of two sides measured side by side in one run.
 
 Both sides of a figure share this process, the loaded models and the machine's
@@ -39,6 +39,9 @@ OMP_NUM_THREADS=1 avoids that for the transformers models (both sides alike).
    logged candidates in forward passes of 64 rows, divided by passes of 1 row.
    Batching can only pay where a larger pass costs less per token; on a GPU
    it does, by far; on a small CPU it may not at all.
+5. Beam search under load (goal <= 1.5x): beam search's p50 latency over
+   best-of-N's at equal generated tokens, `--searches` searches in flight at
+   once (see search_latency.py).
 4. Prefix-cache hit rate (vllm only): prompt tokens vLLM found cached over
    prompt tokens it looked up, during one pass of the `--problems` searches on
    an emptied cache, next to the most a perfect cache could have served
@@ -57,6 +60,7 @@ import statistics
 import time
 from dataclasses import dataclass, replace
 
+from search_latency import in_flight_latencies, latency_ratio
 from search_adapters import (
     CountingVLLMEngine,
     PerCandidateScorer,
@@ -90,6 +94,7 @@ SEED = 0
 EFFICIENCY_GOAL = 0.85  # search tokens/s over raw engine tokens/s, at least
 BATCHING_GOAL = 4.0  # batched over unbatched PRM steps/s, at least
 PER_NODE_GOAL = 3.0  # per-node over batched wall time per problem, at least
+LATENCY_GOAL = 1.5  # beam search p50 over best-of-N p50 under load, at most
 FORWARD_SIZES = (1, 4, 16, 64)  # rows per PRM forward pass compared in figure 2b
 SCALING_CANDIDATES = 128  # logged candidates figure 2b scores at each size
 
@@ -103,11 +108,13 @@ class Figure:
     goal: float | None
     unit: str
     detail: str
+    at_most: bool = False  # the goal is a ceiling, not a floor
 
     def line(self) -> str:
         value = "skipped" if self.value is None else f"{self.value:.2f}{self.unit}"
-        goal = "-" if self.goal is None else f">= {self.goal:g}{self.unit}"
-        met = "-" if self.value is None or self.goal is None else ("yes" if self.value >= self.goal else "no")
+        goal = "-" if self.goal is None else f"{'<=' if self.at_most else '>='} {self.goal:g}{self.unit}"
+        met = "-" if self.value is None or self.goal is None else (
+            "yes" if (self.value <= self.goal if self.at_most else self.value >= self.goal) else "no")
         return f"| {self.name} | {value} | {goal} | {met} | {self.detail} |"
 
 
@@ -325,9 +332,12 @@ async def bench(args: argparse.Namespace) -> list[Figure]:
         report(await prefix_cache_figure(engine, prm, problems, config))
         for figure in await search_figures(engine, prm, openr_prm, problems, config, args.rounds):
             report(figure)
-        for figure in await prm_batching_figure(engine, prm, openr_prm, await prepare(engine, args.searches), config,
-                                                args.rounds):
+        in_flight = await prepare(engine, args.searches)
+        for figure in await prm_batching_figure(engine, prm, openr_prm, in_flight, config, args.rounds):
             report(figure)
+        ratio, detail = latency_ratio(await in_flight_latencies(engine, prm, in_flight, config, args.rounds))
+        report(Figure(f"5. beam search p50 / best-of-N p50, {len(in_flight)} in flight", ratio, LATENCY_GOAL, "x",
+                      detail, at_most=True))
     finally:
         await engine.close()
     print(f"\n{config}; engine {args.engine}; model {args.model}\n")
@@ -353,7 +363,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--problems", type=int, default=DEFAULT_PROBLEMS,
                         help="test-split problems searched one after another in figures 1, 3 and 4")
     parser.add_argument("--searches", type=int, default=DEFAULT_SEARCHES,
-                        help="concurrent searches (test-split problems) sharing the PRM in figure 2")
+                        help="concurrent searches (test-split problems) sharing the PRM in figure 2, and in "
+                             "flight per side in figure 5")
     parser.add_argument("--prm-max-batch", type=int, default=PRM_FORWARD_BATCH,
                         help="PRM rows per forward pass (default: as served); the batcher's batches of "
                              f"up to {BATCHER_MAX_BATCH} candidates are cut into forwards of this size")
