@@ -39,14 +39,15 @@ OMP_NUM_THREADS=1 avoids that for the transformers models (both sides alike).
    logged candidates in forward passes of 64 rows, divided by passes of 1 row.
    Batching can only pay where a larger pass costs less per token; on a GPU
    it does, by far; on a small CPU it may not at all.
-5. Beam search under load (goal <= 1.5x): beam search's p50 latency over
-   best-of-N's at equal generated tokens, `--searches` searches in flight at
-   once (see search_latency.py).
 4. Prefix-cache hit rate (vllm only): prompt tokens vLLM found cached over
    prompt tokens it looked up, during one pass of the `--problems` searches on
    an emptied cache, next to the most a perfect cache could have served
    (repeated whole blocks; see `cacheable_tokens`), counted by a custom vLLM
    stat logger.
+5. Beam search under load (goal <= 1.5x): beam search's p50 latency over
+   best-of-N's at equal generated tokens, `--searches` searches in flight
+   over twice as many problems, each run to the end of its solutions (the
+   default step limits, not --max-steps; see search_latency.py).
 
     python bench/search_bench.py --engine hf             # on the built-in openr-arith
     python bench/search_bench.py --model runs/arith --engine vllm --problems 4 --rounds 3
@@ -335,8 +336,10 @@ async def bench(args: argparse.Namespace) -> list[Figure]:
         in_flight = await prepare(engine, args.searches)
         for figure in await prm_batching_figure(engine, prm, openr_prm, in_flight, config, args.rounds):
             report(figure)
-        ratio, detail = latency_ratio(await in_flight_latencies(engine, prm, in_flight, config, args.rounds))
-        report(Figure(f"5. beam search p50 / best-of-N p50, {len(in_flight)} in flight", ratio, LATENCY_GOAL, "x",
+        loaded = await in_flight_latencies(engine, prm, await prepare(engine, 2 * args.searches), config,
+                                           args.rounds, args.searches)
+        ratio, detail = latency_ratio(loaded)
+        report(Figure(f"5. beam search p50 / best-of-N p50, {args.searches} in flight", ratio, LATENCY_GOAL, "x",
                       detail, at_most=True))
     finally:
         await engine.close()

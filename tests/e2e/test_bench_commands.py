@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.servers import ServerProcess
+
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -76,3 +78,14 @@ def test_adaptive_replay_smallest(tmp_path):
     # the oracle answers right whenever any wave does, n=16's answer included
     assert float(rates["oracle"][0].rstrip("%")) >= float(rates["n=16"][0].rstrip("%"))
     assert run_bench("adaptive_replay.py", "--samples", str(cache)).endswith(out.split("\n", 1)[1])  # replays the cache
+
+
+def test_bad_input_against_the_default_server(tmp_path):
+    # the README's command, against `openr serve` on its default model (no API key, as there)
+    with ServerProcess(["--engine", "hf"], api_key=None) as server:
+        out = run_bench("bad_input.py", "--base-url", server.base_url, "--model", "openr-arith",
+                        "--out", str(tmp_path / "bad.json"))
+    summary = json.loads((tmp_path / "bad.json").read_text())
+    assert summary["cases"] >= 50 and len(summary["results"]) == summary["cases"]
+    assert summary["server_errors"] == summary["accepted_but_due_refusal"] == summary["follow_ups_failed"] == []
+    assert '"other_4xx_than_due": []' in out
