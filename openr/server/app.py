@@ -278,7 +278,10 @@ def _add_error_handlers(app: FastAPI) -> None:
 
 class RequestIdAndAuth:
     """Pure ASGI middleware (it must not buffer streams): echoes or creates
-    X-Request-Id on every response, and guards /v1/* with the API key."""
+    X-Request-Id on every response, guards /v1/* with the API key, and answers
+    an unexpected error with an OpenAI-shaped 500 itself. (Starlette's handler
+    for `Exception` sends its answer and then re-raises, and uvicorn then
+    drops the connection, failing the client's next request on it too.)"""
 
     def __init__(self, app, api_key: str | None):
         self.app = app
@@ -290,8 +293,12 @@ class RequestIdAndAuth:
         headers = dict(scope["headers"])
         request_id = headers.get(REQUEST_ID_HEADER.encode(), b"").decode() or uuid.uuid4().hex
 
+        started = False
+
         async def send_with_id(message):
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 message.setdefault("headers", [])
                 message["headers"] = list(message["headers"]) + [(REQUEST_ID_HEADER.encode(), request_id.encode())]
             await send(message)
@@ -300,7 +307,12 @@ class RequestIdAndAuth:
             response = JSONResponse(error_body(401, "invalid or missing API key: send 'Authorization: Bearer "
                                                     "<key>'", code="invalid_api_key"), status_code=401)
             return await response(scope, receive, send_with_id)
-        return await self.app(scope, receive, send_with_id)
+        try:
+            return await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            if started:  # the answer is half sent: only dropping the connection can tell the client
+                raise
+            await error_response(exc)(scope, receive, send_with_id)  # logs it as an internal error
 
     def _authorized(self, headers: dict[bytes, bytes]) -> bool:
         value = headers.get(b"authorization", b"")
