@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from typing import AsyncIterator
 
 from openr.engine.checkpoints import materialize
-from openr.engine.base import Delta, LocalTokenizerEngine, SamplingConfig, StopStringMatcher, TokenLogprob
+from openr.engine.base import (
+    Delta, EngineRequestError, LocalTokenizerEngine, SamplingConfig, StopStringMatcher, TokenLogprob,
+)
 from openr.engine.timing import SampleTiming
 
 logger = logging.getLogger(__name__)
@@ -137,7 +139,10 @@ class HFEngine(LocalTokenizerEngine):
 
     async def stream(self, prompt: str, params: SamplingConfig) -> AsyncIterator[Delta]:
         loop = asyncio.get_running_loop()
-        row = _Row(self.prompt_ids(prompt), params, asyncio.Queue(), loop)
+        ids = self.prompt_ids(prompt)
+        if not ids:  # refused here: a row without a prompt would fail the whole batch it joined
+            raise EngineRequestError(400, "the prompt is empty: there is nothing to generate from", "prompt")
+        row = _Row(ids, params, asyncio.Queue(), loop)
         with self._lock:
             self._pending.append(row)
         self._wakeup.set()

@@ -14,7 +14,7 @@ from openr.server.base import (
     FINISH_REASONS, ServingContext, Tally, check_model, check_n, resolve_max_tokens, sse_stream,
 )
 from openr.server.errors import bad_request
-from openr.server.refusals import check_sampling_fields
+from openr.server.refusals import check_completion_fields, check_sampling_fields
 from openr.server.protocol import CompletionRequest, DetokenizeRequest, TokenizeRequest
 from openr.server.responses import Completion, CompletionChoice, CompletionLogprobs, Usage, new_id, now
 
@@ -24,7 +24,10 @@ async def create_completion(ctx: ServingContext, request: CompletionRequest):
     check_model(ctx, request.model)
     check_n(ctx, request)
     check_sampling_fields(request, ctx.engine)
+    check_completion_fields(request)
     prompt_tokens = len(await ctx.engine.tokenize(request.prompt))
+    if not prompt_tokens:
+        raise bad_request("prompt: it is empty (no tokens); there is nothing to generate from", "prompt")
     max_tokens = resolve_max_tokens(ctx, prompt_tokens, request.max_tokens, "max_tokens")
     configs = [request.to_sampling_config(max_tokens, i) for i in range(request.n)]
     tally = Tally(ctx.metrics, prompt_tokens)
@@ -93,4 +96,9 @@ async def tokenize(ctx: ServingContext, request: TokenizeRequest) -> dict:
 
 async def detokenize(ctx: ServingContext, request: DetokenizeRequest) -> dict:
     check_model(ctx, request.model)
+    vocab = getattr(ctx.engine, "vocab_size", None)
+    for i, token in enumerate(request.tokens):
+        if token < 0 or (vocab and token >= vocab):
+            limit = f"ids 0..{vocab - 1}" if vocab else "ids are not negative"
+            raise bad_request(f"tokens.{i}: token id {token} is outside the vocabulary ({limit})", f"tokens.{i}")
     return {"prompt": await ctx.engine.detokenize(request.tokens)}

@@ -195,9 +195,12 @@ class CompletionRequest(SamplingFields):
 
     model: str | None = None
     prompt: str
+    best_of: int | None = Field(None, ge=1)
+    echo: bool = False
     max_tokens: int = Field(16, ge=1)
     # Only the sampled token's log-probability (0) is supported, not alternatives.
     logprobs: int | None = Field(None, ge=0, le=0)
+    suffix: str | None = None
     # -- vLLM extensions, accepted so vLLM clients (and `--engine openai`) work
     # unchanged. Prompts are always used exactly as given (no BOS is added) and
     # special tokens are never emitted, so both must stay at these values.

@@ -1,4 +1,4 @@
-"""Every standard chat-completions field is honoured or refused, never ignored.
+"""Every standard chat- and text-completions field is honoured or refused, never ignored.
 
 The request types (`protocol.py`) check each field's type and range. This
 module decides, for a well-formed request, what this server and its engine
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from openr.engine.base import Engine
 from openr.server.errors import APIError
-from openr.server.protocol import ChatCompletionRequest, SamplingFields
+from openr.server.protocol import ChatCompletionRequest, CompletionRequest, SamplingFields
 
 
 def unsupported(param: str, what: str) -> APIError:
@@ -69,6 +69,17 @@ def check_sampling_fields(request: SamplingFields, engine: Engine) -> None:
             if outside:
                 raise APIError(400, f"logit_bias: token id {outside[0]} is outside the vocabulary "
                                     f"(ids 0..{engine.vocab_size - 1})", "logit_bias", "invalid_value")
+
+
+def check_completion_fields(request: CompletionRequest) -> None:
+    """`/v1/completions`' own fields that this server cannot honour."""
+    if request.echo:
+        raise unsupported("echo", "this server does not return the prompt with its completion")
+    if request.suffix:
+        raise unsupported("suffix", "this server does not insert text before a suffix")
+    if request.best_of is not None and request.best_of != request.n:
+        raise unsupported("best_of", "this server returns every sample it draws: ask for n; to keep the best of "
+                                     "several by a reward model, use /v1/chat/completions with a search")
 
 
 def _check_output_fields(request: ChatCompletionRequest, engine: Engine) -> None:

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from openr.engine.base import SamplingConfig
+from openr.engine.base import EngineRequestError, SamplingConfig
 from openr.engine.checkpoints import split_bundle
 from openr.engine.hf_engine import HFEngine
 
@@ -142,3 +142,12 @@ class _Counting:
 
     def __getattr__(self, name):
         return getattr(self.backend, name)
+
+
+async def test_an_empty_prompt_is_refused_without_failing_the_batch_beside_it(engine):
+    prompt = await engine.prepare_chat([{"role": "user", "content": QUESTIONS[0]}])
+    running = asyncio.create_task(engine.complete(prompt.text, SamplingConfig(8, temperature=0.0)))
+    await asyncio.sleep(0)
+    with pytest.raises(EngineRequestError, match="empty"):
+        await engine.complete("", SamplingConfig(4, temperature=0.0))
+    assert (await running).num_tokens > 0
