@@ -64,6 +64,7 @@ def _top_p(probs: torch.Tensor, top_p: float) -> torch.Tensor:
     sorted_probs, order = torch.sort(probs, descending=True)
     # keep the smallest set of tokens whose mass reaches top_p (always at least one)
     outside = sorted_probs.cumsum(-1) - sorted_probs >= top_p
+    outside[..., 0] = False  # a top_p below float32's smallest number compares as 0, which would drop them all
     sorted_probs[outside] = 0.0
     kept = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
     return kept / kept.sum()

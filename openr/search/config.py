@@ -7,6 +7,8 @@ so the server can answer HTTP 400 with `param: "search.<field>"`.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 from openr.contracts import MAX_TEMPERATURE
@@ -48,6 +50,8 @@ def check_float(field: str, value: object, low: float, high: float, *, low_open:
     """Raise unless `value` is a number in [low, high] (or (low, high] with `low_open`)."""
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         raise SearchConfigError(field, f"{field} must be a number, got {value!r}")
+    if not math.isfinite(value):  # NaN passes every comparison below
+        raise SearchConfigError(field, f"{field} must be a finite number, got {value!r}")
     too_low = value <= low if low_open else value < low
     if too_low or value > high:
         bracket = "(" if low_open else "["

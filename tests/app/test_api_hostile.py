@@ -187,3 +187,61 @@ async def test_search_takes_top_level_sampling_knobs_and_refuses_per_sample_ones
                              ("logit_bias", {"1": 2}), ("response_format", {"type": "json_object"})):
             error = error_of(await post(http, chat(reasoning_effort="low", **{field: value})))
             assert error["param"] == field, error
+
+
+async def post_to(http: httpx.AsyncClient, path: str, body) -> httpx.Response:
+    data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+    return await http.post(path, content=data, headers={"content-type": "application/json"})
+
+
+COMPLETION_REFUSED = [
+    ({"prompt": ""}, "prompt"),  # no tokens: nothing to generate from
+    ({"prompt": "a b", "echo": True}, "echo"),
+    ({"prompt": "a b", "suffix": "c"}, "suffix"),
+    ({"prompt": "a b", "best_of": 3}, "best_of"),
+    ({"prompt": "a b", "best_of": 0}, "best_of"),
+    ({"prompt": "a b", "echo": "yes"}, "echo"),
+]
+
+
+@pytest.mark.parametrize("overrides,param", COMPLETION_REFUSED, ids=[str(o) for o, _ in COMPLETION_REFUSED])
+async def test_completion_fields_that_cannot_be_honoured_are_400s(overrides, param):
+    async with serving() as (http, _, engine):
+        error = error_of(await post_to(http, "/v1/completions", {"model": MODEL, "max_tokens": 2, **overrides}))
+        assert error["param"] == param, error
+        assert engine.params == []  # refused before anything was generated
+        fine = {"model": MODEL, "prompt": "a b", "max_tokens": 2, "n": 2, "best_of": 2, "echo": False, "suffix": None}
+        assert len((await post_to(http, "/v1/completions", fine)).json()["choices"]) == 2
+
+
+@pytest.mark.parametrize("tokens,bad", [([-1], 0), ([3, 2**40], 1), ([2**70], 0), ([5, 99], 1)])
+async def test_detokenize_refuses_ids_outside_the_vocabulary(tokens, bad):
+    async with serving(FakeEngine(vocab_size=50)) as (http, _, _):
+        error = error_of(await post_to(http, "/detokenize", {"model": MODEL, "tokens": tokens}))
+        assert error["param"] == f"tokens.{bad}" and "outside the vocabulary" in error["message"]
+        assert (await post_to(http, "/detokenize", {"tokens": [0, 49]})).json() == {"prompt": "x x"}
+
+
+@pytest.mark.parametrize("option", ["timeout_s", "temperature", "top_p", "confidence"])
+@pytest.mark.parametrize("value", [b"NaN", b"Infinity", b"-Infinity"])
+async def test_search_numbers_that_are_not_finite_are_400s(option, value):
+    async with serving(StepFakeEngine(), prm_factory=FakePRM) as (http, _, _):
+        search = {"strategy": "best_of_n", "n": 2, "adaptive": True} if option == "confidence" else \
+            {"strategy": "best_of_n", "n": 2}
+        body = json.dumps(chat(search=search))[:-2] + f', "{option}": '.encode().decode() + value.decode() + "}}"
+        error = error_of(await post(http, body))
+        assert error["param"] == f"search.{option}", error
+
+
+async def test_an_unexpected_failure_is_a_json_500_and_the_app_goes_on():
+    class Failing(FakeEngine):
+        async def deltas(self, prompt, params):
+            if "fail" in prompt:
+                raise RuntimeError("boom")
+            async for delta in super().deltas(prompt, params):
+                yield delta
+
+    async with serving(Failing()) as (http, _, _):  # the ASGI transport re-raises whatever the app raises
+        error = error_of(await post(http, chat(messages=[{"role": "user", "content": "fail"}])), 500)
+        assert error["type"] == "server_error" and "boom" in error["message"]
+        assert (await post(http, chat())).status_code == 200

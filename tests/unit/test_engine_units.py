@@ -135,3 +135,9 @@ async def test_a_timed_backends_calls_are_reported_and_untimed_ones_are_not():
         await engine.generate_steps(["p1", "p2"], n=2, stop=[], max_tokens=3, temperature=1.0)
     [timing] = seen
     assert min(timing.queue_s, timing.prefill_s, timing.decode_s) >= 0.0
+
+
+def test_top_p_below_float32s_smallest_number_keeps_the_top_token():
+    probs = torch.tensor([0.1, 0.6, 0.3])
+    assert _top_p(probs, 1e-300).tolist() == [0.0, 1.0, 0.0]  # 1e-300 is 0 in float32; it used to drop every token
+    assert _top_p(probs, 0.65).tolist() == pytest.approx([0.0, 0.6 / 0.9, 0.3 / 0.9])
