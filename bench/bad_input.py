@@ -1,6 +1,7 @@
 """Hostile and unsupported requests against any OpenAI-compatible server.
 
-Sends each case of CASES to `/v1/chat/completions` on one keep-alive
+Sends each case of CASES to `/v1/chat/completions`, and of OTHER_CASES to
+the other endpoints (text completions, rewards, tokenize), on one keep-alive
 connection, each followed by a plain request on the same connection, and
 counts: server errors (5xx or a dropped connection), requests accepted that
 must be refused (a 2xx where a 4xx is due), and follow-ups that failed. Runs
@@ -77,35 +78,68 @@ CASES: list[tuple[str, object, int]] = [
     ("long prompt", {"messages": [{"role": "user", "content": "word " * 200_000}]}, 400),  # 1 MB, 200k tokens
     ("many messages", {"messages": [{"role": "user", "content": "hi"}] * 200_000}, 413),  # 7 MB
     ("20k messages", {"messages": [{"role": "user", "content": "hi"}] * 20_000}, 400),
+    ("top_p 1e-300 (0 in float32), sampled", {"top_p": 1e-300, "temperature": 1}, 200),
+    ("search timeout_s NaN", b'{"messages": [{"role": "user", "content": "hi"}], "search": {"strategy": '
+                             b'"majority_vote", "n": 2, "timeout_s": NaN}}', 400),
+    ("search temperature Infinity", b'{"messages": [{"role": "user", "content": "hi"}], "search": {"strategy": '
+                                    b'"majority_vote", "n": 2, "temperature": Infinity}}', 400),
+]
+# The other endpoints: (name, path under the server's root, body overrides, the status that is right)
+OTHER_CASES: list[tuple[str, str, object, int]] = [
+    ("completions: empty prompt", "/v1/completions", {"prompt": ""}, 400),
+    ("completions: prompt as token ids", "/v1/completions", {"prompt": [1, 2, 3]}, 400),
+    ("completions: echo", "/v1/completions", {"echo": True}, 400),
+    ("completions: suffix", "/v1/completions", {"suffix": "!"}, 400),
+    ("completions: best_of 3", "/v1/completions", {"best_of": 3}, 400),
+    ("completions: logprobs 5", "/v1/completions", {"logprobs": 5}, 400),
+    ("completions: top_p 1e-300, sampled", "/v1/completions", {"top_p": 1e-300, "temperature": 1}, 200),
+    ("completions: n 10000", "/v1/completions", {"n": 10_000}, 400),
+    ("tokenize: prompt and messages", "/tokenize", {"messages": [{"role": "user", "content": "hi"}]}, 400),
+    ("tokenize: neither", "/tokenize", {"prompt": None}, 400),
+    ("detokenize: id -1", "/detokenize", {"tokens": [-1]}, 400),
+    ("detokenize: id 2**40", "/detokenize", {"tokens": [2**40]}, 400),
+    ("detokenize: id 2**70", "/detokenize", {"tokens": [2**70]}, 400),
+    ("detokenize: ids as strings", "/detokenize", {"tokens": ["1"]}, 400),
+    ("rewards: no candidates", "/v1/rewards", {"question": "1+1?", "candidates": []}, 400),
+    ("rewards: a candidate with no steps", "/v1/rewards", {"question": "1+1?", "candidates": [[]]}, 400),
+    ("rewards: steps not strings", "/v1/rewards", {"question": "1+1?", "candidates": [[1, 2]]}, 400),
 ]
 FINE = {"model": None, "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 2, "temperature": 0}
+FINE_BY_PATH = {
+    "/v1/completions": {"model": None, "prompt": "Say hi.", "max_tokens": 2, "temperature": 0},
+    "/tokenize": {"model": None, "prompt": "Say hi."},
+    "/detokenize": {"model": None, "tokens": [1]},
+    "/v1/rewards": {"model": None, "question": "1+1?", "candidates": [["1+1=2"]]},
+}
 
 
-def body_of(overrides, model: str) -> bytes:
+def body_of(overrides, model: str, path: str = "/v1/chat/completions") -> bytes:
     if isinstance(overrides, bytes):
         return overrides
-    return json.dumps({**FINE, "model": model, **overrides}).encode()
+    return json.dumps({**FINE_BY_PATH.get(path, FINE), "model": model, **overrides}).encode()
 
 
 def run(base_url: str, model: str, api_key: str | None) -> dict:
     headers = {"content-type": "application/json", **({"authorization": f"Bearer {api_key}"} if api_key else {})}
     results = []
-    with httpx.Client(base_url=base_url, headers=headers, timeout=300) as http:
-        for name, overrides, due in CASES:
+    root = base_url.removesuffix("/").removesuffix("/v1")
+    cases = [(name, "/v1/chat/completions", body, due) for name, body, due in CASES] + OTHER_CASES
+    with httpx.Client(base_url=root, headers=headers, timeout=300) as http:
+        for name, path, overrides, due in cases:
             try:
-                status = http.post("/chat/completions", content=body_of(overrides, model)).status_code
+                status = http.post(path, content=body_of(overrides, model, path)).status_code
             except httpx.HTTPError as exc:
                 status = f"{type(exc).__name__}"
             try:
-                follow_up = http.post("/chat/completions", content=body_of({}, model)).status_code
+                follow_up = http.post("/v1/chat/completions", content=body_of({}, model)).status_code
             except httpx.HTTPError as exc:
                 follow_up = f"{type(exc).__name__}"
             results.append({"case": name, "status": status, "due": due, "follow_up": follow_up})
             print(f"{name:45} {status!s:>5} (due {due}), follow-up {follow_up}", flush=True)
     server_errors = [r["case"] for r in results if not isinstance(r["status"], int) or r["status"] >= 500]
-    accepted = [r["case"] for r in results if isinstance(r["status"], int) and r["status"] < 300]
-    wrong_4xx = [r["case"] for r in results if isinstance(r["status"], int) and 400 <= r["status"] < 500
-                 and r["status"] != r["due"]]
+    accepted = [r["case"] for r in results if isinstance(r["status"], int) and r["status"] < 300 <= r["due"]]
+    wrong_4xx = [r["case"] for r in results if isinstance(r["status"], int) and 300 <= r["status"] < 500
+                 and r["status"] != r["due"]]  # a refusal of the wrong kind, or of a request due an answer
     broken_follow_ups = [r["case"] for r in results if r["follow_up"] != 200]
     return {"cases": len(results), "server_errors": server_errors, "accepted_but_due_refusal": accepted,
             "other_4xx_than_due": wrong_4xx, "follow_ups_failed": broken_follow_ups, "results": results}
