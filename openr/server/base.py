@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import AsyncIterator
 
 from openr.contracts import StepScorer
-from openr.engine.base import Delta, Engine
+from openr.engine.base import Delta, Engine, PreparedPrompt
 from openr.server.errors import APIError, bad_request, error_event
 from openr.server.metrics import ServerMetrics
 from openr.server.protocol import SamplingFields
@@ -69,13 +69,28 @@ def check_n(ctx: ServingContext, request: SamplingFields) -> None:
         raise bad_request(f"n: at most {ctx.settings.max_n} choices per request on this server (got {request.n})", "n")
 
 
+async def render_prompt(ctx: ServingContext, messages: list[dict]) -> PreparedPrompt:
+    """The messages through the model's chat template; a template's refusal is the client's 400."""
+    try:
+        return await ctx.engine.prepare_chat(messages)
+    except APIError:
+        raise
+    except Exception as exc:  # chat templates raise on message orders they do not support
+        raise bad_request(f"messages: the model's chat template rejected them: {exc}", "messages") from exc
+
+
+def check_prompt_fits(ctx: ServingContext, prompt_tokens: int) -> None:
+    """Refuse a prompt that leaves no room in the context for a single token."""
+    if ctx.engine.max_model_len - prompt_tokens < 1:
+        raise bad_request(f"This model's maximum context length is {ctx.engine.max_model_len} tokens, "
+                          f"but the messages take {prompt_tokens}.", "messages", "context_length_exceeded")
+
+
 def resolve_max_tokens(ctx: ServingContext, prompt_tokens: int, requested: int | None, param: str) -> int:
     """Default to the rest of the context, as vLLM does; reject what cannot fit."""
     room = ctx.engine.max_model_len - prompt_tokens
     if requested is None:
-        if room < 1:
-            raise bad_request(f"This model's maximum context length is {ctx.engine.max_model_len} tokens, "
-                              f"but the messages take {prompt_tokens}.", "messages", "context_length_exceeded")
+        check_prompt_fits(ctx, prompt_tokens)
         return room
     if requested > room:
         raise bad_request(f"This model's maximum context length is {ctx.engine.max_model_len} tokens. "

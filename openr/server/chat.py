@@ -12,10 +12,9 @@ from typing import AsyncIterator
 
 from openr.engine.base import Delta
 from openr.server.base import (
-    FINISH_REASONS, ServingContext, Tally, check_model, check_n, resolve_max_tokens, sse_stream,
+    FINISH_REASONS, ServingContext, Tally, check_model, check_n, render_prompt, resolve_max_tokens, sse_stream,
 )
 from openr.server.chat_search import create_search_completion, wants_search
-from openr.server.errors import APIError, bad_request
 from openr.server.protocol import ChatCompletionRequest
 from openr.server.responses import (
     AssistantMessage,
@@ -40,12 +39,7 @@ async def create_chat_completion(ctx: ServingContext, request: ChatCompletionReq
         return await create_search_completion(ctx, request)
     check_model(ctx, request.model)
     check_n(ctx, request)
-    try:
-        prompt = await ctx.engine.prepare_chat(request.chat_messages())
-    except APIError:
-        raise
-    except Exception as exc:  # chat templates raise on message orders they do not support
-        raise bad_request(f"messages: the model's chat template rejected them: {exc}", "messages") from exc
+    prompt = await render_prompt(ctx, request.chat_messages())
     param = "max_completion_tokens" if request.max_completion_tokens is not None else "max_tokens"
     max_tokens = resolve_max_tokens(ctx, prompt.num_tokens, request.requested_max_tokens(), param)
     configs = [request.to_sampling_config(max_tokens, i) for i in range(request.n)]

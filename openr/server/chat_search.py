@@ -15,7 +15,9 @@ import time
 from typing import AsyncIterator
 
 from openr.search import SearchConfigError, SearchPlan, SearchProblem, SearchResult, parse_search, run_strategy
-from openr.server.base import ServingContext, Tally, check_model, check_n, sse_stream
+from openr.server.base import (
+    ServingContext, Tally, check_model, check_n, check_prompt_fits, render_prompt, sse_stream,
+)
 from openr.server.errors import bad_request
 from openr.server.protocol import ChatCompletionRequest
 from openr.server.responses import (
@@ -108,7 +110,8 @@ async def create_search_completion(ctx: ServingContext, request: ChatCompletionR
     check_n(ctx, request)
     plan = plan_search(ctx, request)
     messages = request.chat_messages()
-    prompt = await ctx.engine.prepare_chat(messages)
+    prompt = await render_prompt(ctx, messages)
+    check_prompt_fits(ctx, prompt.num_tokens)  # else every sample would end at once, empty
     question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), messages[-1]["content"])
     problem = SearchProblem(question=question, prompt=prompt.text, extract_answer=extract_answer,
                             step_separator=ctx.settings.step_separator)

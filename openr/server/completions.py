@@ -11,7 +11,7 @@ from typing import AsyncIterator
 
 from openr.engine.base import Delta
 from openr.server.base import (
-    FINISH_REASONS, ServingContext, Tally, check_model, check_n, resolve_max_tokens, sse_stream,
+    FINISH_REASONS, ServingContext, Tally, check_model, check_n, render_prompt, resolve_max_tokens, sse_stream,
 )
 from openr.server.errors import bad_request
 from openr.server.refusals import check_completion_fields, check_sampling_fields
@@ -86,7 +86,7 @@ async def tokenize(ctx: ServingContext, request: TokenizeRequest) -> dict:
     if (request.prompt is None) == (request.messages is None):
         raise bad_request("give exactly one of `prompt` and `messages`", "prompt")
     if request.messages is not None:
-        prompt = await ctx.engine.prepare_chat([{"role": m.role, "content": m.text()} for m in request.messages])
+        prompt = await render_prompt(ctx, [{"role": m.role, "content": m.text()} for m in request.messages])
         text = prompt.text
     else:
         text = request.prompt

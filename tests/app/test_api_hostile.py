@@ -245,3 +245,31 @@ async def test_an_unexpected_failure_is_a_json_500_and_the_app_goes_on():
         error = error_of(await post(http, chat(messages=[{"role": "user", "content": "fail"}])), 500)
         assert error["type"] == "server_error" and "boom" in error["message"]
         assert (await post(http, chat())).status_code == 200
+
+
+@pytest.mark.parametrize("search", [{"strategy": "best_of_n", "n": 2}, {"strategy": "majority_vote", "n": 2},
+                                    {"strategy": "beam_search", "n": 2, "beam_width": 1}])
+async def test_a_search_whose_prompt_fills_the_context_is_refused_not_answered_empty(search):
+    engine = StepFakeEngine()
+    async with serving(engine, prm_factory=FakePRM) as (http, _, _):
+        long = [{"role": "user", "content": "word " * engine.max_model_len}]
+        error = error_of(await post(http, chat(messages=long, search=search)))
+        assert error["code"] == "context_length_exceeded" and error["param"] == "messages"
+        assert engine.params == []  # nothing was sampled
+
+
+@pytest.mark.parametrize("path,body", [
+    ("/v1/chat/completions", chat(messages=[{"role": "user", "content": "refuse me"}])),
+    ("/v1/chat/completions", chat(messages=[{"role": "user", "content": "refuse me"}], reasoning_effort="low")),
+    ("/tokenize", {"messages": [{"role": "user", "content": "refuse me"}]}),
+])
+async def test_a_chat_templates_refusal_is_a_400_on_every_path(path, body):
+    class Picky(StepFakeEngine):
+        async def prepare_chat(self, messages):
+            if messages[-1]["content"] == "refuse me":
+                raise ValueError("Conversation roles must alternate user/assistant")
+            return await super().prepare_chat(messages)
+
+    async with serving(Picky(), prm_factory=FakePRM) as (http, _, _):
+        error = error_of(await post_to(http, path, body))
+        assert error["param"] == "messages" and "roles must alternate" in error["message"]
