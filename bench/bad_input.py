@@ -78,6 +78,8 @@ CASES: list[tuple[str, object, int]] = [
     ("long prompt", {"messages": [{"role": "user", "content": "word " * 200_000}]}, 400),  # 1 MB, 200k tokens
     ("many messages", {"messages": [{"role": "user", "content": "hi"}] * 200_000}, 413),  # 7 MB
     ("20k messages", {"messages": [{"role": "user", "content": "hi"}] * 20_000}, 400),
+    ("search with a prompt over the context", {"messages": [{"role": "user", "content": "word " * 200_000}],
+                                               "search": {"strategy": "majority_vote", "n": 2}}, 400),
     ("top_p 1e-300 (0 in float32), sampled", {"top_p": 1e-300, "temperature": 1}, 200),
     ("search timeout_s NaN", b'{"messages": [{"role": "user", "content": "hi"}], "search": {"strategy": '
                              b'"majority_vote", "n": 2, "timeout_s": NaN}}', 400),
