@@ -2,16 +2,16 @@
 engine and through `/v1/chat/completions`, side by side in one run.
 
 One loaded engine: the app is served by uvicorn in this process's event loop
-on top of that very engine, so both paths share weights, caches and the
-machine's state, and rounds alternate (direct, HTTP, direct, ...) to spread the
-noise of a shared machine evenly. The HTTP side is timed by its client, the
-OpenAI SDK, which runs in a process of its own as a real client does (it
-shares the machine's cores, not the server's event loop). `--client
-in-process` runs the SDK in the server's event loop instead: then the server
-pays for the client's work too.
+(the loop `openr serve` gets: uvloop where installed; no access log) on top of
+that very engine, so every path shares weights, caches and the machine's
+state. Each round runs the direct side and the HTTP side with each client,
+the three taking turns going first, to spread the noise of a shared machine
+evenly. The HTTP clients run in a process of their own, as a real client
+does (they share the machine's cores, not the server's event loop). `--client
+in-process` runs them in the server's event loop instead: then the server
+pays for the clients' work too.
 
-Each round runs the direct side, then the HTTP side with each client, and
-three HTTP figures are kept, each over the direct side's latency (goal <= 1.10):
+Three HTTP figures are kept, each over the direct side's latency (goal <= 1.10):
 - sdk: the round as the OpenAI SDK times it, the client's own work included
   (the SDK prepares and parses each request in Python: on an AMD EPYC core
   about 1 ms per request, so 8 concurrent requests reach the server over
