@@ -237,11 +237,11 @@ class StopStringMatcher:
 class LocalTokenizerEngine(Engine):
     """An engine running in this process, with the checkpoint's HF tokenizer in `self.tokenizer`.
 
-    Prompts are encoded once: a chat request's prompt is encoded when its
-    template is rendered (to count its tokens), and then by each of its n
-    samples. `prompt_ids` remembers the last PROMPT_CACHE_SIZE prompts' ids, so
-    the sample reuses them (on an AMD EPYC core an encode costs 25-60 us, a
-    tenth of a small request's time in the server)."""
+    Prompts are encoded once: a request's prompt is encoded when the server
+    counts its tokens (a chat request's, once its template is rendered), and
+    `prompt_ids` remembers the last PROMPT_CACHE_SIZE prompts' ids, so its n
+    samples reuse them (on an AMD EPYC core an encode costs 25-60 us, a tenth
+    of a small request's time in the server)."""
 
     tokenizer = None
     PROMPT_CACHE_SIZE = 256
@@ -266,7 +266,7 @@ class LocalTokenizerEngine(Engine):
         return ids
 
     async def tokenize(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text, add_special_tokens=False)
+        return list(self.prompt_ids(text))  # a text completion counts its prompt here; its samples reuse the ids
 
     async def detokenize(self, token_ids: list[int]) -> str:
         return self.tokenizer.decode(token_ids)
