@@ -65,8 +65,12 @@ class _Row:
     pending_tokens: list[TokenLogprob] = field(default_factory=list)  # with params.top_logprobs only
     done: bool = False
     arrived: float = field(default_factory=time.monotonic)
+    matcher: StopStringMatcher = field(init=False)
     started: float = 0.0  # time.monotonic() when its prefill began
     first_token_at: float = 0.0  # ... and when its first token was chosen
+
+    def __post_init__(self) -> None:
+        self.matcher = StopStringMatcher(self.params.stop)
 
     def push(self, delta: Delta) -> None:
         self.loop.call_soon_threadsafe(self.queue.put_nowait, delta)
@@ -266,9 +270,13 @@ class HFEngine(LocalTokenizerEngine):
             alternatives = tuple(zip(map(self._token_text, top[0]), top[1])) if top else ()
             row.pending_tokens.append(TokenLogprob(self._token_text(token), logprob, alternatives))
         row.token_ids.append(token)
+        if not row.params.stream and not row.params.stop:  # nothing to watch: its text is decoded once, at the end
+            if len(row.token_ids) >= row.params.max_tokens:
+                self._finish(row, "length")
+            return
         old_len = len(row.text)
         row.text = self.tokenizer.decode(row.token_ids, skip_special_tokens=True)
-        matcher = StopStringMatcher(row.params.stop)
+        matcher = row.matcher
         hit = matcher.find(row.text, old_len)
         if hit is not None:
             row.text = row.text[:hit]
@@ -283,6 +291,8 @@ class HFEngine(LocalTokenizerEngine):
 
     def _finish(self, row: _Row, finish: str) -> None:
         row.done = True
+        if finish != "stop":  # (a stop string's hit has cut the text already)
+            row.text = self.tokenizer.decode(row.token_ids, skip_special_tokens=True)
         row.flush(row.text[row.emitted:], finish)
         row.emitted = len(row.text)
 
