@@ -10,7 +10,7 @@ have. Printed per rule: accuracy and mean generated tokens against n=16's.
 
 Rules:
 - `n=K`: the first K samples, no stopping;
-- `adaptive, confidence C`: the server's rule (`openr.search.adaptive`), waves
+- `adaptive, confidence C`: the server's rule (`openr.search.waves`), waves
   of 4 then 2, under the aggregation (`--aggregation`);
 - `oracle`: stops at the first wave whose answer is right (a bound: it knows
   the gold answer);
@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from openr.evaluation.answers import select_problems  # noqa: E402
-from openr.search.adaptive import FIRST_WAVE_SAMPLES, WAVE_SAMPLES, leader_confidence  # noqa: E402
+from openr.search.waves import FIRST_WAVE_SAMPLES, WAVE_SAMPLES, leader_confidence  # noqa: E402
 from openr.search.aggregation import AGGREGATIONS  # noqa: E402
 from openr.search.candidates import Candidate, answer_key  # noqa: E402
 from tests.support.servers import ServerProcess  # noqa: E402

@@ -28,11 +28,11 @@ sys.path.insert(0, str(ROOT))
 from openr.engine.hf_engine import HFEngine  # noqa: E402
 from openr.tasks import arith  # noqa: E402
 from openr.tasks.problem import STEP_SEPARATOR  # noqa: E402
-from openr.training.label_omegaprm import OmegaPRMConfig  # noqa: E402
-from openr.training.label_shepherd import ShepherdConfig  # noqa: E402
-from openr.training.labels import label_problems  # noqa: E402
+from openr.training.labels.omegaprm import OmegaPRMConfig  # noqa: E402
+from openr.training.labels.shepherd import ShepherdConfig  # noqa: E402
+from openr.training.labels.pipeline import label_problems  # noqa: E402
 from openr.training.prm_quality import label_by_checking  # noqa: E402
-from openr.training.hardware import machine_info  # noqa: E402
+from openr.hardware import machine_info  # noqa: E402
 
 BUNDLE = ROOT / "openr" / "models" / "openr-arith"
 PROBLEM_SEED = 1  # the stream `openr train arith` labels from

@@ -52,7 +52,7 @@ from openr.rl.config import RLConfig  # noqa: E402
 from openr.rl.rollout import run_solutions  # noqa: E402
 from openr.rl.trainer import AdvantageTransform, RLRun, draw_problems  # noqa: E402
 from openr.tasks import arith  # noqa: E402
-from openr.training.hardware import machine_info  # noqa: E402
+from openr.hardware import machine_info  # noqa: E402
 from openr.training.policy_accuracy import engine_grades  # noqa: E402
 from openr.training.sft import SFTConfig, collate, encode_examples, make_optimizers  # noqa: E402
 

@@ -53,7 +53,7 @@ from openr.rl.trainer import RLRun, draw_problems  # noqa: E402
 from openr.contracts import Step  # noqa: E402
 from openr.tasks import arith  # noqa: E402
 from openr.training.policy_accuracy import model_grades  # noqa: E402
-from openr.training.hardware import machine_info  # noqa: E402
+from openr.hardware import machine_info  # noqa: E402
 
 DEFAULT_POLICY = ROOT / "openr" / "models" / "openr-arith" / "policy"
 

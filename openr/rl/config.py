@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from openr.rl.env import REWARDS
-from openr.training.hardware import DTYPES
+from openr.hardware import DTYPES
 
 ALGORITHMS = ("grpo", "ppo")
 ROLLOUTS = ("solution", "step")

@@ -39,7 +39,7 @@ from openr.rl.losses import (ValueHead, clipped_policy_loss, clipped_value_loss,
 from openr.rl.rollout import encode_episodes, run_episodes, run_solutions, select_rows
 from openr.tasks.problem import Problem
 from openr.training.policy_accuracy import engine_grades
-from openr.training.hardware import TimeCap, choose_dtype, machine_info
+from openr.hardware import TimeCap, choose_dtype, machine_info
 
 ROUND_SEED_STRIDE = 1_000_003  # per-round seeds: seed * stride + round
 SEED_SPACE = 2**31  # round seeds stay here, so every seed derived from them fits torch's 64 bits

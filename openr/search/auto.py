@@ -39,13 +39,13 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from openr.contracts import Policy, StepScorer
-from openr.search.adaptive import DEFAULT_CONFIDENCE, FIRST_WAVE_SAMPLES, SampledSolutionsConfig, WaveSampler
+from openr.search.waves import DEFAULT_CONFIDENCE, FIRST_WAVE_SAMPLES, SampledSolutionsConfig, WaveSampler
 from openr.search.aggregation import AGGREGATIONS
 from openr.search.budget import Budget
 from openr.search.candidates import SearchProblem, SearchResult
 from openr.search.config import DEFAULT_AGGREGATION, GroupedSamplesConfig, SearchConfig, SearchConfigError
 from openr.search.metered import MeteredScorer, conclude
-from openr.search.particle_filtering import ParticleFilteringConfig, filter_from
+from openr.search.strategies.particle_filtering import ParticleFilteringConfig, filter_from
 
 EFFORTS = ("low", "medium", "high")
 # Token budgets of the effort levels: on openr-arith (about 95 tokens a solution)

@@ -12,7 +12,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
 
 from openr.contracts import Policy, StepScorer
-from openr.search import auto, beam_search, best_of_n, cot, dvts, majority_vote, mcts, particle_filtering
+from openr.search import auto
+from openr.search.strategies import beam_search, best_of_n, cot, dvts, majority_vote, mcts, particle_filtering
 from openr.search.aggregation import AGGREGATIONS
 from openr.search.budget import Budget
 from openr.search.candidates import SearchProblem, SearchResult

@@ -98,7 +98,7 @@ def build_app(engine: Engine, model_name: str, settings: ServerSettings = Server
         """What answered: the server's version, model, engine, device and dtype, the
         machine and the serving settings (no API key), as `openr eval` records them."""
         from openr import __version__
-        from openr.training.hardware import machine_info
+        from openr.hardware import machine_info
 
         if not machine:
             machine.update(await asyncio.to_thread(machine_info))

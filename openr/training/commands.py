@@ -9,7 +9,7 @@ import json
 # stage command -> module whose main(argv) runs it (each documents its own flags)
 STAGES = {
     "sft": ("openr.training.sft", "train a small policy from scratch on arith gold solutions"),
-    "label": ("openr.training.labels", "automatic step labels: Math-Shepherd or OmegaPRM rollouts"),
+    "label": ("openr.training.labels.pipeline", "automatic step labels: Math-Shepherd or OmegaPRM rollouts"),
     "prm": ("openr.training.prm_train", "train a step-tag PRM on stepwise-labelled jsonl"),
     "verifier": ("openr.training.verifier", "calibrate a causal LM into a likelihood-verifier PRM on labelled jsonl"),
     "prm-eval": ("openr.training.prm_quality", "ProcessBench F1 and step AUROC of a PRM"),

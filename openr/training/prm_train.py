@@ -32,7 +32,7 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, 
                           TrainingArguments, set_seed)
 
 from openr.prm.step_tag import StepTagFormat, StepTagPRM, encode_steps, right_pad, tag_margins
-from openr.training.hardware import DTYPES, DtypeChoice, choose_dtype, machine_info
+from openr.hardware import DTYPES, DtypeChoice, choose_dtype, machine_info
 from openr.training.prm_quality import THRESHOLD, evaluate_prm, load_step_records
 from openr.training.sft import IGNORE_INDEX, SFTConfig, build_model
 from openr.training.tokenizer import build_tokenizer

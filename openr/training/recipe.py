@@ -21,9 +21,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from openr.tasks import arith
-from openr.training.hardware import machine_info
-from openr.training.label_omegaprm import OmegaPRMConfig
-from openr.training.label_shepherd import ShepherdConfig
+from openr.hardware import machine_info
+from openr.training.labels.omegaprm import OmegaPRMConfig
+from openr.training.labels.shepherd import ShepherdConfig
 from openr.training.prm_train import PRMTrainConfig
 from openr.training.sft import SFTConfig
 
@@ -141,7 +141,7 @@ def run_recipe(recipe: ArithRecipe, out_dir: str | Path, progress: bool = True) 
 async def _label(policy_dir: Path, verifier_dir: Path, labels_dir: Path, problems, recipe: ArithRecipe,
                  progress: bool) -> dict:
     from openr.engine.hf_engine import HFEngine
-    from openr.training.labels import label_problems
+    from openr.training.labels.pipeline import label_problems
 
     policy, completer = HFEngine(str(policy_dir)), HFEngine(str(verifier_dir))
     await policy.start()

@@ -35,7 +35,7 @@ from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTra
 
 from openr.tasks.arith import check_levels, train_problems
 from openr.tasks.problem import Problem
-from openr.training.hardware import DTYPES, DtypeChoice, TimeCap, choose_dtype, machine_info
+from openr.hardware import DTYPES, DtypeChoice, TimeCap, choose_dtype, machine_info
 from openr.training.muon import Muon
 from openr.training.tokenizer import build_tokenizer
 

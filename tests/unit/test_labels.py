@@ -16,9 +16,9 @@ from openr.engine.base import PreparedPrompt
 from openr.contracts import Step
 from openr.tasks import arith
 from openr.tasks.problem import STEP_SEPARATOR, Problem, split_steps
-from openr.training.label_omegaprm import OmegaPRMConfig, search_cost
-from openr.training.label_shepherd import ShepherdConfig
-from openr.training.labels import METHODS, done_path, label_problems
+from openr.training.labels.omegaprm import OmegaPRMConfig, search_cost
+from openr.training.labels.shepherd import ShepherdConfig
+from openr.training.labels.pipeline import METHODS, done_path, label_problems
 
 USER, ASSISTANT = "<user>", "<assistant>"
 _STEP = re.compile(r"(-?\d+) ([-+*/]) (\d+) = (-?\d+)")

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-HEAVY = ["math_verify", "sympy", "torch", "openr.search", "openr.search.beam_search", "openr.search.mcts",
+HEAVY = ["math_verify", "sympy", "torch", "openr.search", "openr.search.strategies.beam_search", "openr.search.strategies.mcts",
          "openr.tasks.grading"]
 
 

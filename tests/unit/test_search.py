@@ -21,14 +21,14 @@ from openr.search.aggregation import (
     reduce_min,
     reduce_prod,
 )
-from openr.search.beam_search import BeamSearchConfig
-from openr.search.best_of_n import BestOfNConfig
-from openr.search.particle_filtering import ParticleFilteringConfig
+from openr.search.strategies.beam_search import BeamSearchConfig
+from openr.search.strategies.best_of_n import BestOfNConfig
+from openr.search.strategies.particle_filtering import ParticleFilteringConfig
 from openr.search.config import SearchConfig
-from openr.search.cot import CotConfig
-from openr.search.dvts import DvtsConfig
-from openr.search.majority_vote import MajorityVoteConfig
-from openr.search.mcts import MctsConfig, Node, SearchTree, backup, select_path, sibling_priors
+from openr.search.strategies.cot import CotConfig
+from openr.search.strategies.dvts import DvtsConfig
+from openr.search.strategies.majority_vote import MajorityVoteConfig
+from openr.search.strategies.mcts import MctsConfig, Node, SearchTree, backup, select_path, sibling_priors
 from openr.search.metered import MeteredPolicy, MeteredScorer
 from openr.contracts import Step
 from openr.search.candidates import Candidate, SearchResult

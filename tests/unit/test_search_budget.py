@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 import pytest
 
 from openr.search import STRATEGIES, Budget, run_strategy
-from openr.search.beam_search import BeamSearchConfig
-from openr.search.best_of_n import BestOfNConfig
-from openr.search.dvts import DvtsConfig
-from openr.search.mcts import MctsConfig
+from openr.search.strategies.beam_search import BeamSearchConfig
+from openr.search.strategies.best_of_n import BestOfNConfig
+from openr.search.strategies.dvts import DvtsConfig
+from openr.search.strategies.mcts import MctsConfig
 from tests.support.search_fakes import (
     PROBLEM,
     TOKENS_PER_STEP,

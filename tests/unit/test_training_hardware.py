@@ -11,8 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from openr.training import hardware
-from openr.training.hardware import TimeCap, choose_dtype, cpu_model_and_flags, machine_info
+from openr import hardware
+from openr.hardware import TimeCap, choose_dtype, cpu_model_and_flags, machine_info
 from openr.training.muon import Muon, orthogonalise
 from openr.training.recipe import PRESETS, with_dtype
 from openr.training.sft import SFTConfig, lr_factor, train_policy

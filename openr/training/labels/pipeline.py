@@ -7,7 +7,7 @@ rollouts across problems), appends each problem's records to a JSONL file in
 TRL's stepwise format as soon as the problem is done, resumes after an
 interruption, and reports what the labels cost.
 
-Run: `python -m openr.training.labels --method omegaprm --model DIR --out FILE.jsonl`.
+Run: `python -m openr.training.labels.pipeline --method omegaprm --model DIR --out FILE.jsonl`.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from tqdm.auto import tqdm
 from openr.contracts import Policy
 from openr.tasks import arith
 from openr.tasks.problem import Problem
-from openr.training import label_omegaprm, label_shepherd
-from openr.training.rollouts import ChatPolicy, ProblemLabels, RolloutConfig
+from openr.training.labels import omegaprm, shepherd
+from openr.training.labels.monte_carlo import ChatPolicy, ProblemLabels, RolloutConfig
 
 # The sidecar that marks a problem finished: one {"id", "records"} line per problem,
 # written after its records, so a crash between the two writes is detectable.
@@ -46,8 +46,8 @@ class LabelMethod:
 
 
 METHODS: dict[str, LabelMethod] = {
-    label_shepherd.METHOD: LabelMethod(label_shepherd.ShepherdConfig, label_shepherd.label_problem),
-    label_omegaprm.METHOD: LabelMethod(label_omegaprm.OmegaPRMConfig, label_omegaprm.label_problem),
+    shepherd.METHOD: LabelMethod(shepherd.ShepherdConfig, shepherd.label_problem),
+    omegaprm.METHOD: LabelMethod(omegaprm.OmegaPRMConfig, omegaprm.label_problem),
 }
 
 
