@@ -78,7 +78,7 @@ from openr.prm.batcher import DEFAULT_MICRO_BATCH_SIZE as BATCHER_MAX_BATCH
 from openr.prm.batcher import MicroBatchingScorer
 from openr.prm.causal_lm import DEFAULT_CACHE_MB
 from openr.prm.causal_lm import DEFAULT_FORWARD_BATCH_SIZE as PRM_FORWARD_BATCH
-from openr.search import STRATEGIES, Budget, SearchProblem, build_config
+from openr.search import DEFAULT_BEAM_WIDTH, STRATEGIES, Budget, SearchProblem, build_config
 from openr.tasks.arith import test_split
 from openr.tasks.grading import extract_answer
 
@@ -87,7 +87,6 @@ DEFAULT_PROBLEMS = 8
 DEFAULT_SEARCHES = 16  # concurrent searches sharing the PRM in figure 2
 DEFAULT_ROUNDS = 5
 DEFAULT_SAMPLES_PER_DEPTH = 16
-DEFAULT_BEAM_WIDTH = 4
 DEFAULT_MAX_STEPS = 4
 DEFAULT_MAX_STEP_TOKENS = 32
 SEED = 0

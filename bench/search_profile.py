@@ -43,13 +43,13 @@ from openr.evaluation.answers import Grading  # noqa: E402
 from openr.evaluation.commands import DEFAULT_TIMEOUT_S  # noqa: E402
 from openr.evaluation.settings import Setting, build_grid  # noqa: E402
 from openr.evaluation.sweep import REQUEST_TIMEOUT_S  # noqa: E402
+from openr.search import DEFAULT_BEAM_WIDTH  # noqa: E402
 from openr.tasks.arith import test_split  # noqa: E402
 from tests.support.e2e_helpers import metric_in  # noqa: E402
 from tests.support.servers import ServerProcess  # noqa: E402
 
 DEFAULT_STRATEGIES = ("beam_search", "best_of_n")
 DEFAULT_SAMPLES = 16
-DEFAULT_BEAM_WIDTH = 4
 DEFAULT_IN_FLIGHT = 16
 DEFAULT_PROBLEMS = 32
 ENGINE_PHASES = ("queue", "prefill", "decode")

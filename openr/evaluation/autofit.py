@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from openr.evaluation.report import Summary
-from openr.evaluation.settings import EFFORT_STRATEGY, EFFORTS, Setting
-from openr.search import SearchConfig
+from openr.evaluation.settings import EFFORT_STRATEGY, Setting
+
+from openr.search import EFFORTS, SearchConfig
 from openr.search.auto import DEFAULT_TABLE, AutoTable
 
 # Options every strategy shares: auto passes its own, so a tier names only the strategy's.

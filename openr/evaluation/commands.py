@@ -13,9 +13,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from openr.search import DEFAULT_BEAM_WIDTH, EFFORTS, STRATEGIES
 from openr.server.settings import SearchLimits
 from openr.evaluation.settings import (
-    ADAPTIVE_STRATEGIES, ARITH_DATASET, ARITH_DATASETS, ARITH_VALIDATION_DATASET, EFFORTS, STRATEGIES, build_grid,
+    ADAPTIVE_STRATEGIES, ARITH_DATASET, ARITH_DATASETS, ARITH_VALIDATION_DATASET, build_grid,
 )
 
 if TYPE_CHECKING:
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
 
 DEFAULT_STRATEGIES = ("cot", "majority_vote", "best_of_n", "beam_search")
 DEFAULT_BUDGETS = (1, 4, 16)  # --n: samples per problem (per depth, for beam_search and dvts)
-DEFAULT_BEAM_WIDTH = 4
 DEFAULT_MCTS_SIMULATIONS = (4, 8)
 DEFAULT_CONCURRENCY = 8  # requests in flight
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"  # `openr serve` on its default port

@@ -11,20 +11,15 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from openr.search import parse_search, takes_option
+from openr.search import EFFORTS, STRATEGIES, SearchConfigError, budget_option, build_config, parse_search, takes_option
 
-# Strategies whose budget is `search.n`, the number of samples (per depth, for
-# trees; particles, for particle_filtering).
-SAMPLING_STRATEGIES = ("majority_vote", "best_of_n", "beam_search", "dvts", "particle_filtering")
-# Tree searches split the n samples of a depth over beam_width beams.
-BEAM_STRATEGIES = ("beam_search", "dvts")
-# Strategies that can stop adaptively (search.adaptive), with --adaptive; their
-# settings' names end in ADAPTIVE_SUFFIX.
-ADAPTIVE_STRATEGIES = ("majority_vote", "best_of_n")
+# What each strategy takes is the registry's to say (`budget_option`, `takes_option`):
+# a strategy's budget is its `n` (samples; per depth for trees, particles for
+# particle_filtering), `num_simulations` (mcts), `effort` (auto) or nothing (cot);
+# those taking `beam_width` split n over beams; those taking `adaptive` can stop
+# adaptively with --adaptive, and their settings' names then end in ADAPTIVE_SUFFIX.
 ADAPTIVE_SUFFIX = "-adaptive"
-# auto's budgets are effort levels (search.effort), like reasoning_effort's.
-STRATEGIES = ("cot", *SAMPLING_STRATEGIES, "mcts", "auto")
-EFFORTS = ("low", "medium", "high")
+ADAPTIVE_STRATEGIES = tuple(name for name in STRATEGIES if takes_option(name, "adaptive"))
 # The strategy column of a reasoning_effort setting: the server picks the search.
 EFFORT_STRATEGY = "reasoning_effort"
 COT_BUDGET = 1  # one greedy solution
@@ -68,19 +63,21 @@ def build_grid(strategies: Sequence[str], budgets: Sequence[int], *, beam_width:
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
         extra = {"aggregation": aggregation} if aggregation and takes_option(strategy, "aggregation") else {}
-        if strategy == "cot":
-            settings.append(_search_setting("cot", strategy, COT_BUDGET, common))
-        elif strategy == "auto":
+        sized_by = budget_option(strategy)
+        if sized_by is None:
+            settings.append(_search_setting(strategy, strategy, COT_BUDGET, common))
+        elif sized_by == "effort":
             for effort in EFFORTS:
-                settings.append(_search_setting(f"auto-{effort}", strategy, effort, {"effort": effort, **common}))
-        elif strategy == "mcts":
+                settings.append(_search_setting(f"{strategy}-{effort}", strategy, effort,
+                                                {"effort": effort, **common}))
+        elif sized_by == "num_simulations":
             if mcts_children is not None:
                 extra["n_children"] = mcts_children
             for sims in _ascending(mcts_simulations, "--mcts-simulations"):
-                settings.append(_search_setting(f"mcts-sims{sims}", strategy, sims,
+                settings.append(_search_setting(f"{strategy}-sims{sims}", strategy, sims,
                                                 {"num_simulations": sims, **extra, **common}))
         else:
-            if adaptive and strategy in ADAPTIVE_STRATEGIES:
+            if adaptive and takes_option(strategy, "adaptive"):
                 extra["adaptive"] = True
             for n in _ascending(budgets, "--n"):
                 settings.append(_sampling_setting(strategy, n, beam_width, {**extra, **common}))
@@ -94,11 +91,9 @@ def build_grid(strategies: Sequence[str], budgets: Sequence[int], *, beam_width:
 
 def budget_label(strategy: str, budget: int | str) -> str:
     """How a plot names a budget: "n=4", "sims=8", "low" (effort and auto); cot has a single point and no label."""
-    if strategy == "cot":
-        return ""
-    if strategy == "mcts":
-        return f"sims={budget}"
-    return f"n={budget}" if strategy in SAMPLING_STRATEGIES else str(budget)
+    if strategy not in STRATEGIES:  # a reasoning_effort setting: its level
+        return str(budget)
+    return {None: "", "num_simulations": f"sims={budget}", "n": f"n={budget}"}.get(budget_option(strategy), str(budget))
 
 
 def needs_prm(setting: Setting) -> bool:
@@ -118,16 +113,18 @@ def _ascending(values: Sequence[int], flag: str) -> list[int]:
 
 
 def _sampling_setting(strategy: str, n: int, beam_width: int, options: dict[str, Any]) -> Setting:
-    if strategy not in BEAM_STRATEGIES:
+    if not takes_option(strategy, "beam_width"):
         suffix = ADAPTIVE_SUFFIX if options.get("adaptive") else ""
         return _search_setting(f"{strategy}-n{n}{suffix}", strategy, n, {"n": n, **options})
     # A budget below the beam width gets as many beams as samples (n=1: one beam).
     width = min(beam_width, n)
-    if n % width:
-        raise ValueError(f"{strategy} splits n evenly over the beams: --n {n} is not a multiple of "
-                         f"--beam-width {width}")
     return _search_setting(f"{strategy}-n{n}-bw{width}", strategy, n, {"n": n, "beam_width": width, **options})
 
 
-def _search_setting(name: str, strategy: str, budget: int, options: dict[str, Any]) -> Setting:
+def _search_setting(name: str, strategy: str, budget: int | str, options: dict[str, Any]) -> Setting:
+    """The setting, checked as the server will check it (`openr.search` owns the rules)."""
+    try:
+        build_config(strategy, options)
+    except SearchConfigError as exc:
+        raise ValueError(f"{name}: search.{exc.field}: {exc}") from None
     return Setting(name, strategy, budget, {"search": {"strategy": strategy, **options}})

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import Any, ClassVar
 
 from openr.contracts import Policy, StepScorer
 from openr.search.waves import DEFAULT_CONFIDENCE, FIRST_WAVE_SAMPLES, SampledSolutionsConfig, WaveSampler
@@ -46,6 +46,7 @@ from openr.search.candidates import SearchProblem, SearchResult
 from openr.search.config import DEFAULT_AGGREGATION, GroupedSamplesConfig, SearchConfig, SearchConfigError
 from openr.search.metered import MeteredScorer, conclude
 from openr.search.strategies.particle_filtering import ParticleFilteringConfig, filter_from
+from openr.search.strategies import SEARCHES, build_search
 
 EFFORTS = ("low", "medium", "high")
 # Token budgets of the effort levels: on openr-arith (about 95 tokens a solution)
@@ -83,13 +84,11 @@ class AutoTable:
     def from_json(cls, data: Mapping[str, Any], source: str) -> AutoTable:
         """A table from its JSON form; raises ValueError (naming `source`) for one
         whose tiers `openr.search` would refuse."""
-        from openr.search.options import build_config  # the registry imports this module
-
         try:
             tiers = tuple(sorted((AutoTier(int(t["min_tokens"]), t["strategy"], dict(t.get("options", {})))
                                   for t in data["tiers"]), key=lambda tier: tier.min_tokens))
             for tier in tiers:
-                build_config(tier.strategy, tier.options)
+                build_search(tier.strategy, tier.options)
             table = cls(tiers, float(data.get("settled_confidence", DEFAULT_CONFIDENCE)),
                         {e: int(data.get("effort_tokens", {}).get(e, DEFAULT_TABLE.effort_tokens[e])) for e in EFFORTS},
                         source)
@@ -113,6 +112,16 @@ DEFAULT_TABLE = AutoTable(tiers=(
 ))
 
 
+def effort_preset(effort: str, has_prm: bool) -> dict[str, Any]:
+    """The fixed search OpenAI's `reasoning_effort` names (without strategy auto):
+    DEFAULT_TABLE's tier for the effort's tokens, so the presets and auto's default
+    tiers are one table; without a PRM, majority_vote at the same number of samples."""
+    tier = DEFAULT_TABLE.tier_for(DEFAULT_TABLE.effort_tokens[effort])
+    if has_prm:
+        return {"strategy": tier.strategy, **tier.options}
+    return {"strategy": "majority_vote", "n": build_search(tier.strategy, tier.options).samples}
+
+
 @dataclass(frozen=True)
 class AutoChoice:
     """What `decide` picked: a strategy and its options, or None to answer from the probe."""
@@ -131,9 +140,9 @@ def decide(table: AutoTable, tokens: int | None, confidence: float, has_prm: boo
     budget = "no token budget" if tokens is None else f"a budget of {tokens} tokens"
     why = (f"the probe's answer is unsettled (confidence {confidence:.3f} < {table.settled_confidence}); "
            f"{budget} affords the tier from {tier.min_tokens} tokens")
-    if has_prm or not _build(tier.strategy, tier.options).needs_prm:
+    if has_prm or not build_search(tier.strategy, tier.options).needs_prm:
         return AutoChoice(tier.strategy, dict(tier.options), why)
-    samples = _build(tier.strategy, tier.options).samples
+    samples = build_search(tier.strategy, tier.options).samples
     return AutoChoice("majority_vote", {"n": samples, "adaptive": True},
                       f"{why}; no PRM is loaded, so adaptive majority_vote at its {samples} samples "
                       f"instead of {tier.strategy}")
@@ -142,6 +151,8 @@ def decide(table: AutoTable, tokens: int | None, confidence: float, has_prm: boo
 @dataclass(frozen=True)
 class AutoConfig(SearchConfig):
     """The sampling settings pass on to the chosen strategy."""
+
+    BUDGET_OPTION: ClassVar[str | None] = "effort"
 
     effort: str | None = None  # low, medium or high: a budget level in place of max_tokens_total
     # Set by the server from the model bundle, never by a request.
@@ -155,12 +166,6 @@ class AutoConfig(SearchConfig):
     @property
     def samples(self) -> int:
         return FIRST_WAVE_SAMPLES
-
-
-def _build(strategy: str, options: Mapping[str, Any]) -> SearchConfig:
-    from openr.search.options import build_config  # the registry imports this module
-
-    return build_config(strategy, options)
 
 
 def _no_larger_than_the_probe(strategy: str, config: SearchConfig, probe_aggregation) -> bool:
@@ -202,8 +207,6 @@ async def run(
 ) -> SearchResult:
     """Probe, decide, then hand over to the chosen strategy with the probe counted
     toward its size (continued, as particles, or subtracted: see the module docstring)."""
-    from openr.search.registry import STRATEGIES  # the registry imports this module
-
     table = config.table or DEFAULT_TABLE
     tokens = table.effort_tokens[config.effort] if config.effort else budget.max_tokens_total
     aggregation = AGGREGATIONS[DEFAULT_AGGREGATION if prm is not None else "majority_vote"]
@@ -214,14 +217,14 @@ async def run(
         return conclude(problem, [], aggregation, budget, stop_reason)
     sampling = {f.name: getattr(config, f.name) for f in fields(SearchConfig)}
     unprobed = decide(table, tokens, 0.0, prm is not None)  # what an unsettled probe would hand over to
-    alone = _build(unprobed.strategy, {**sampling, **unprobed.options})
+    alone = build_search(unprobed.strategy, {**sampling, **unprobed.options})
     if _no_larger_than_the_probe(unprobed.strategy, alone, aggregation):
         budget_text = "no token budget" if tokens is None else f"a budget of {tokens} tokens"
         report = {"table": table.source, "budget_tokens": tokens, "probe_samples": 0,
                   "strategy": unprobed.strategy, "options": unprobed.options, "ran_options": unprobed.options,
                   "why": f"{budget_text} affords {unprobed.strategy} with n={alone.n}, no more than the probe's "
                          f"{FIRST_WAVE_SAMPLES} solutions: a probe would take its place, so it runs alone"}
-        result = await STRATEGIES[unprobed.strategy].run(problem, policy, prm, alone, budget)
+        result = await SEARCHES[unprobed.strategy].run(problem, policy, prm, alone, budget)
         return replace(result, decisions={**result.decisions, "auto": report})
     await probe.wave(FIRST_WAVE_SAMPLES)
     confidence = probe.confidence()
@@ -231,7 +234,7 @@ async def run(
               "options": choice.options, "why": choice.why}
     if choice.strategy is None:
         return conclude(problem, probe.candidates, aggregation, budget, "confident", {"auto": report})
-    chosen = _build(choice.strategy, {**sampling, **choice.options})
+    chosen = build_search(choice.strategy, {**sampling, **choice.options})
     final_aggregation = AGGREGATIONS[getattr(chosen, "aggregation", "majority_vote")]
     if choice.strategy in VOTING_STRATEGIES and final_aggregation is aggregation:
         report |= {"probe_reused": f"as samples: its {probe.drawn} count toward {choice.strategy}'s n={chosen.n}, "
@@ -251,6 +254,6 @@ async def run(
     resized, reuse = size_after_probe(choice.strategy, chosen, probe.drawn)
     chosen = replace(chosen, **resized)
     report |= {"probe_reused": reuse, "ran_options": {**choice.options, **resized}}
-    result = await STRATEGIES[choice.strategy].run(problem, policy, prm, chosen, budget)
+    result = await SEARCHES[choice.strategy].run(problem, policy, prm, chosen, budget)
     return conclude(problem, solutions + list(result.candidates), final_aggregation, budget, result.stop_reason,
                     {**result.decisions, "auto": report})

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from openr.contracts import MAX_TEMPERATURE
 from openr.search.aggregation import AGGREGATIONS
@@ -80,6 +81,10 @@ class SearchConfig:
     best_of_n, MCTS rollouts) cap each at `max_steps * max_step_tokens` tokens.
     """
 
+    # The option that sizes the budget (`n`, `num_simulations`, ...), None for a
+    # fixed size; evaluation sweeps it, `openr.search.registry.budget_option` answers it.
+    BUDGET_OPTION: ClassVar[str | None] = None
+
     max_steps: int = DEFAULT_MAX_STEPS
     max_step_tokens: int = DEFAULT_MAX_STEP_TOKENS
     temperature: float = DEFAULT_TEMPERATURE
@@ -140,6 +145,8 @@ class GroupedSamplesConfig(PrmGuidedConfig):
     `beam_width` groups (beams, or subtree children), ranked by `aggregation`;
     both prune by the aggregation's step reduction at every depth.
     """
+
+    BUDGET_OPTION: ClassVar[str | None] = "n"
 
     n: int = DEFAULT_SAMPLES_PER_DEPTH
     beam_width: int = DEFAULT_BEAM_WIDTH

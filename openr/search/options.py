@@ -9,19 +9,17 @@ the typed result afterwards; it never reads the options dict itself.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from openr.search.auto import AutoTable
 from openr.search.budget import Budget
 from openr.search.config import SearchConfig, SearchConfigError
-from openr.search.registry import STRATEGIES
+from openr.search.registry import build_config
 
 # Budget options, as a request names them -> as `Budget` takes them.
 BUDGET_OPTIONS = {"max_tokens_total": "max_tokens_total", "max_prm_calls": "max_prm_calls",
                   "timeout_s": "max_seconds"}
-# Options that shape the request rather than the strategy's config.
-CONTROL_OPTIONS = ("strategy", "return_trace", *BUDGET_OPTIONS)
 
 
 @dataclass(frozen=True)
@@ -65,29 +63,3 @@ def build_budget(max_tokens_total: int | None = None, max_prm_calls: int | None 
     except SearchConfigError as exc:
         request_name = {budget_name: name for name, budget_name in BUDGET_OPTIONS.items()}[exc.field]
         raise SearchConfigError(request_name, str(exc).replace(exc.field, request_name)) from None
-
-
-def build_config(strategy: object, options: Mapping[str, Any]) -> SearchConfig:
-    """The validated config of `strategy` from its options (defaults for the rest).
-
-    Raises SearchConfigError naming `strategy`, an option the strategy does not
-    take, or the first invalid value.
-    """
-    if not isinstance(strategy, str) or strategy not in STRATEGIES:
-        raise SearchConfigError("strategy", f"strategy must be one of {sorted(STRATEGIES)}, got {strategy!r}")
-    config_type = STRATEGIES[strategy].config_type
-    known = request_options(config_type)
-    for name in options:
-        if name not in known:
-            raise SearchConfigError(name, f"{strategy} takes no option {name!r}; it takes {sorted(known)}")
-    return config_type(**options)
-
-
-def request_options(config_type: type[SearchConfig]) -> set[str]:
-    """The fields of `config_type` a request may set (not those the server sets, like auto's table)."""
-    return {f.name for f in fields(config_type) if f.metadata.get("request", True)}
-
-
-def takes_option(strategy: str, option: str) -> bool:
-    """Whether a request may give `strategy` the option `option` (e.g. which strategies take an aggregation)."""
-    return option in request_options(STRATEGIES[strategy].config_type)

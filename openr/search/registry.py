@@ -1,5 +1,6 @@
-"""The one registry of strategies (name -> config type and `run`) and the runner
-that enforces a budget's deadline on any of them.
+"""The one registry of strategies (name -> config type and `run`): the searches
+of `openr.search.strategies` and `auto`, which chooses among them; and the
+runner that enforces a budget's deadline on any of them.
 
 Every `run` has the signature
 `async run(problem, policy, prm, config, budget) -> SearchResult`.
@@ -8,36 +9,38 @@ Every `run` has the signature
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any, NamedTuple
+from collections.abc import Mapping
+from typing import Any
 
 from openr.contracts import Policy, StepScorer
 from openr.search import auto
-from openr.search.strategies import beam_search, best_of_n, cot, dvts, majority_vote, mcts, particle_filtering
 from openr.search.aggregation import AGGREGATIONS
 from openr.search.budget import Budget
 from openr.search.candidates import SearchProblem, SearchResult
 from openr.search.config import SearchConfig
 from openr.search.metered import conclude
+from openr.search.strategies import SEARCHES, Strategy, build_search
 
-RunSearch = Callable[[SearchProblem, Policy, StepScorer | None, Any, Budget], Awaitable[SearchResult]]
-
-
-class Strategy(NamedTuple):
-    config_type: type[SearchConfig]
-    run: RunSearch
+STRATEGIES: dict[str, Strategy] = {**SEARCHES, "auto": Strategy(auto.AutoConfig, auto.run)}
 
 
-STRATEGIES: dict[str, Strategy] = {
-    "cot": Strategy(cot.CotConfig, cot.run),
-    "majority_vote": Strategy(majority_vote.MajorityVoteConfig, majority_vote.run),
-    "best_of_n": Strategy(best_of_n.BestOfNConfig, best_of_n.run),
-    "beam_search": Strategy(beam_search.BeamSearchConfig, beam_search.run),
-    "dvts": Strategy(dvts.DvtsConfig, dvts.run),
-    "mcts": Strategy(mcts.MctsConfig, mcts.run),
-    "particle_filtering": Strategy(particle_filtering.ParticleFilteringConfig, particle_filtering.run),
-    "auto": Strategy(auto.AutoConfig, auto.run),
-}
+def build_config(strategy: object, options: Mapping[str, Any]) -> SearchConfig:
+    """The validated config of `strategy` from its options (defaults for the rest).
+
+    Raises SearchConfigError naming `strategy`, an option the strategy does not
+    take, or the first invalid value.
+    """
+    return build_search(strategy, options, STRATEGIES)
+
+
+def takes_option(strategy: str, option: str) -> bool:
+    """Whether a request may give `strategy` the option `option` (e.g. which strategies take an aggregation)."""
+    return option in STRATEGIES[strategy].options()
+
+
+def budget_option(strategy: str) -> str | None:
+    """The option that sizes `strategy`'s budget (`n`, `num_simulations`, `effort`), None for a fixed size (cot)."""
+    return STRATEGIES[strategy].config_type.BUDGET_OPTION
 
 
 async def run_strategy(strategy: str, problem: SearchProblem, policy: Policy, prm: StepScorer | None,

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 from openr.contracts import Policy
 from openr.search.aggregation import Aggregation
@@ -55,6 +56,8 @@ WAVE_SAMPLES = 2
 @dataclass(frozen=True)
 class SampledSolutionsConfig(SearchConfig):
     """Settings of the strategies that sample whole solutions and pick among them."""
+
+    BUDGET_OPTION: ClassVar[str | None] = "n"
 
     n: int = DEFAULT_SAMPLES  # solutions sampled (with `adaptive`, at most)
     adaptive: bool = False  # sample in waves and stop once the leading answer is settled

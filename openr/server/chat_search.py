@@ -14,7 +14,9 @@ import dataclasses
 import time
 from typing import AsyncIterator
 
-from openr.search import SearchConfigError, SearchPlan, SearchProblem, SearchResult, parse_search, run_strategy
+from openr.search import (
+    SearchConfigError, SearchPlan, SearchProblem, SearchResult, effort_preset, parse_search, run_strategy,
+)
 from openr.server.base import (
     ServingContext, Tally, check_model, check_n, check_prompt_fits, render_prompt, sse_stream,
 )
@@ -36,16 +38,6 @@ from openr.tasks.grading import extract_answer
 
 PROGRESS_INTERVAL_S = 1.0  # how often a streamed search reports progress
 
-# OpenAI's reasoning_effort -> search preset: with a PRM, PRM-guided search;
-# without one, self-consistency at the same number of samples.
-EFFORT_PRESETS = {
-    "low": {"strategy": "best_of_n", "n": 4},
-    "medium": {"strategy": "beam_search", "n": 8, "beam_width": 2},
-    "high": {"strategy": "beam_search", "n": 16, "beam_width": 4},
-}
-EFFORT_PRESETS_NO_PRM = {effort: {"strategy": "majority_vote", "n": p["n"]} for effort, p in EFFORT_PRESETS.items()}
-
-
 SAMPLING_DEFAULTS = ("temperature", "top_p", "seed")  # top-level knobs a search takes as defaults
 
 
@@ -57,8 +49,7 @@ def plan_search(ctx: ServingContext, request: ChatCompletionRequest) -> SearchPl
     """The request's search, parsed by `openr.search` and held to this server's
     limits; every problem is a 400 naming `search.<field>`, raised before any sampling."""
     limits = ctx.settings.search
-    presets = EFFORT_PRESETS if ctx.prm is not None else EFFORT_PRESETS_NO_PRM
-    options = dict(presets[request.reasoning_effort]) if request.reasoning_effort else {}
+    options = effort_preset(request.reasoning_effort, ctx.prm is not None) if request.reasoning_effort else {}
     if (request.search or {}).get("strategy") == "auto":  # auto turns the effort into its own budget level
         options = {"effort": request.reasoning_effort} if request.reasoning_effort else {}
     options.update(request.search or {})

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from openr.contracts import MAX_TEMPERATURE
 from openr.engine.base import SamplingConfig
+from openr.search import EFFORTS
 
 MAX_STOP_SEQUENCES = 4  # OpenAI's limit
 PENALTY_LIMIT = 2.0  # OpenAI: presence and frequency penalties lie in [-2, 2]
@@ -145,7 +146,7 @@ class ChatCompletionRequest(SamplingFields):
     model: str | None = None
     max_completion_tokens: int | None = Field(None, ge=1)
     max_tokens: int | None = Field(None, ge=1)
-    reasoning_effort: Literal["low", "medium", "high"] | None = None
+    reasoning_effort: Literal[EFFORTS] | None = None  # type: ignore[valid-type]  # openr.search owns the levels
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
     response_format: ResponseFormat | None = None

@@ -52,7 +52,7 @@ def test_grid_names_each_setting_and_builds_its_request():
 
 
 def test_grid_rejects_what_the_server_would():
-    with pytest.raises(ValueError, match="multiple of --beam-width 4"):
+    with pytest.raises(ValueError, match=r"multiple of beam_width \(4\)"):
         build_grid(["beam_search"], [6], beam_width=4, mcts_simulations=[4])
     with pytest.raises(ValueError, match="unknown strategy"):
         build_grid(["greedy"], [1], beam_width=4, mcts_simulations=[4])

@@ -7,7 +7,7 @@ import pytest
 
 from openr.contracts import Step
 from openr.search import parse_search
-from openr.search.auto import DEFAULT_TABLE, AutoConfig, AutoTable, AutoTier, decide
+from openr.search.auto import DEFAULT_TABLE, AutoConfig, AutoTable, AutoTier, decide, effort_preset
 from tests.support.search_fakes import TOKENS_PER_STEP, FakePolicy, FakePRM, answer_steps, run
 
 pytestmark = pytest.mark.anyio
@@ -41,6 +41,19 @@ def test_the_table_round_trips_through_json_and_bad_tables_are_refused():
         AutoTable.from_json(bad, source="here.json")
     with pytest.raises(ValueError, match="not an auto table"):
         AutoTable.from_json({"tiers": [{"strategy": "cot"}]}, source="x")
+
+
+def test_a_tier_names_a_search_never_auto_itself():
+    looping = {"tiers": [{"min_tokens": 0, "strategy": "auto", "options": {}}]}
+    with pytest.raises(ValueError, match="strategy must be one of .*'beam_search'"):
+        AutoTable.from_json(looping, source="loop.json")
+
+
+@pytest.mark.parametrize("effort", ["low", "medium", "high"])
+def test_reasoning_effort_presets_are_the_default_tables_tiers(effort):
+    tier = DEFAULT_TABLE.tier_for(DEFAULT_TABLE.effort_tokens[effort])
+    assert effort_preset(effort, has_prm=True) == {"strategy": tier.strategy, **tier.options}
+    assert effort_preset(effort, has_prm=False) == {"strategy": "majority_vote", "n": tier.options["n"]}
 
 
 async def test_a_settled_probe_answers_alone():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from openr.search.aggregation import AGGREGATIONS, Aggregation
 from openr.search.budget import Budget
@@ -27,6 +28,8 @@ MAX_C_PUCT = 100.0
 
 @dataclass(frozen=True)
 class MctsConfig(PrmGuidedConfig):
+    BUDGET_OPTION: ClassVar[str | None] = "num_simulations"
+
     n_children: int = DEFAULT_CHILDREN  # steps sampled when a node is expanded
     num_simulations: int = DEFAULT_SIMULATIONS  # selection-expansion-backup rounds
     c_puct: float = DEFAULT_C_PUCT  # weight of the prior-driven exploration term

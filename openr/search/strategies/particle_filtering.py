@@ -20,6 +20,7 @@ import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 from openr.contracts import Policy, StepScorer
 from openr.search.aggregation import AGGREGATIONS
@@ -36,6 +37,8 @@ MAX_RESAMPLE_TEMPERATURE = 10.0
 
 @dataclass(frozen=True)
 class ParticleFilteringConfig(PrmGuidedConfig):
+    BUDGET_OPTION: ClassVar[str | None] = "n"
+
     n: int = DEFAULT_PARTICLES  # particles, each extended by one sampled step per round
     # Softmax temperature of the resampling weights over PRM step scores: lower is greedier.
     resample_temperature: float = DEFAULT_RESAMPLE_TEMPERATURE
