@@ -26,7 +26,15 @@ from openr.contracts import Policy, Step
 from openr.tasks.problem import STEP_SEPARATOR
 
 NOT_ACTION = -1  # step index of tokens the policy did not choose (prompt, padding)
-SEEDS_PER_CALL = 1_000_003  # engine seeds of one call's samples never overlap the next call's
+# The engine seeds sample i of a call with the call's seed + i. A round's calls
+# start SEEDS_PER_ROUND apart from the next round's (whose seed is one more), so
+# no sample of one round reuses a random stream of another.
+SEEDS_PER_ROUND = 1_000_003
+
+
+def call_seed(seed: int | None, call: int = 0, width: int = 0) -> int | None:
+    """The engine seed of call `call` (of `width` samples each) in the round seeded `seed`."""
+    return None if seed is None else seed * SEEDS_PER_ROUND + call * width
 
 
 async def run_episodes(envs: VectorReasoningEnv, policy: Policy, temperature: float, top_p: float = 1.0,
@@ -38,9 +46,8 @@ async def run_episodes(envs: VectorReasoningEnv, policy: Policy, temperature: fl
         if not live:
             break
         observations = [envs.envs[i].episode.observation for i in live]
-        call_seed = None if seed is None else seed * SEEDS_PER_CALL + call * len(envs.envs)
         samples = await policy.generate_steps(observations, 1, [STEP_SEPARATOR], config.max_step_tokens,
-                                              temperature, top_p, call_seed)
+                                              temperature, top_p, call_seed(seed, call, len(envs.envs)))
         envs.step({i: steps[0] for i, steps in zip(live, samples)})
     return envs.episodes
 
@@ -52,7 +59,7 @@ async def run_solutions(envs: VectorReasoningEnv, policy: Policy, temperature: f
     config = envs.envs[0].config
     observations = [env.episode.observation for env in envs.envs]
     samples = await policy.generate_steps(observations, 1, [], config.max_episode_tokens + config.max_step_tokens,
-                                          temperature, top_p, seed)
+                                          temperature, top_p, call_seed(seed))
     plans = [split_solution(steps[0], env.count_tokens) for steps, env in zip(samples, envs.envs)]
     for t in range(max(len(plan) for plan in plans)):
         actions = {i: plans[i][t] for i in envs.live if t < len(plans[i])}

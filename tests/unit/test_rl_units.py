@@ -219,6 +219,32 @@ async def test_run_solutions_samples_once_and_plays_the_same_steps():
         assert [s.finish_reason for s in a.actions] == [s.finish_reason for s in b.actions] == ["step", "step", "eos"]
 
 
+class SeedRecorder(ScriptedPolicy):
+    """Records the engine seed of every sample (the engine seeds sample i with seed + i)."""
+
+    def __init__(self):
+        super().__init__()
+        self.sample_seeds = []
+
+    async def generate_steps(self, prefixes, n, stop, max_tokens, temperature, top_p=1.0, seed=None):
+        self.sample_seeds += [seed + i for i in range(len(prefixes) * n)]
+        return await super().generate_steps(prefixes, n, stop, max_tokens, temperature, top_p, seed)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("play", [run_episodes, run_solutions])
+async def test_no_random_stream_is_shared_between_rounds(play):
+    rounds = []
+    for round_seed in (41, 42):  # consecutive rounds have consecutive seeds
+        envs = VectorReasoningEnv([env() for _ in range(128)])
+        envs.reset([PROBLEM] * 128)
+        policy = SeedRecorder()
+        await play(envs, policy, temperature=1.0, seed=round_seed)
+        assert len(set(policy.sample_seeds)) == len(policy.sample_seeds) >= 128  # within a round too
+        rounds.append(set(policy.sample_seeds))
+    assert not rounds[0] & rounds[1]
+
+
 def test_split_solution_ends_as_the_sample_did():
     steps = split_solution(Step("1 + 1 = 2\n\nThe answer is \\boxed{2}", 30, "eos", -2.0), len)
     assert [(s.text, s.num_tokens, s.finish_reason) for s in steps] == [
