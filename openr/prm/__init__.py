@@ -36,12 +36,12 @@ def check_prm(model_dir: str | Path, prm_format: str = AUTO) -> str:
     return found
 
 
-def load_prm(model_dir: str | Path, device: str = "cpu", max_batch_size: int = DEFAULT_FORWARD_BATCH_SIZE,
+def load_prm(model_dir: str | Path, device: str = "cpu", forward_batch_size: int = DEFAULT_FORWARD_BATCH_SIZE,
              cache_mb: float = DEFAULT_CACHE_MB, prm_format: str = AUTO) -> StepTagPRM | LikelihoodPRM | PublishedPRM:
     """The scorer for a PRM checkpoint of any format (`prm_format`, or detected);
     `cache_mb` bounds its prefix cache (0: off; see openr.prm.causal_lm)."""
     found = detect_format(model_dir, prm_format)
-    options = dict(device=device, max_batch_size=max_batch_size, cache_mb=cache_mb)
+    options = dict(device=device, forward_batch_size=forward_batch_size, cache_mb=cache_mb)
     if found != OURS:
         return PublishedPRM(model_dir, found, **options)
     kind = LikelihoodPRM if is_likelihood_verifier(model_dir) else StepTagPRM

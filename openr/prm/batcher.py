@@ -3,7 +3,7 @@
 Every live search calls `score` on its own schedule; scoring each call alone
 leaves the PRM running batches of a few candidates. The batcher holds a call
 for at most `max_wait_ms` while others arrive and hands all of them, up to
-`max_batch_size` candidates, to the PRM in one `score_batch` call. An
+`micro_batch_size` candidates, to the PRM in one `score_batch` call. An
 in-process PRM runs them in forward passes of its own size (rows of similar
 length together; see openr.prm.causal_lm): one pass on a GPU, several of 16
 on a CPU, where larger passes measured slower per token.
@@ -37,12 +37,13 @@ class MicroBatchingScorer:
     A call cancelled while waiting is dropped before its batch runs.
     """
 
-    def __init__(self, scorer, max_batch_size: int = DEFAULT_MICRO_BATCH_SIZE, max_wait_ms: float = DEFAULT_MAX_WAIT_MS,
-                 on_batch: Callable[[int, float], None] | None = None, on_queue: Callable[[int], None] | None = None):
-        if max_batch_size < 1 or max_wait_ms < 0:
-            raise ValueError("max_batch_size must be >= 1 and max_wait_ms >= 0")
+    def __init__(self, scorer, micro_batch_size: int = DEFAULT_MICRO_BATCH_SIZE,
+                 max_wait_ms: float = DEFAULT_MAX_WAIT_MS, on_batch: Callable[[int, float], None] | None = None,
+                 on_queue: Callable[[int], None] | None = None):
+        if micro_batch_size < 1 or max_wait_ms < 0:
+            raise ValueError("micro_batch_size must be >= 1 and max_wait_ms >= 0")
         self.scorer = scorer
-        self.max_batch_size = max_batch_size
+        self.micro_batch_size = micro_batch_size
         self.max_wait_s = max_wait_ms / 1000
         self._on_batch = on_batch or (lambda size, seconds: None)
         self._on_queue = on_queue or (lambda depth: None)
@@ -82,16 +83,16 @@ class MicroBatchingScorer:
             # search would just lose max_wait_ms on every call.
             wait_s = self.max_wait_s if self._shared_last_batch else 0.0
             deadline = time.monotonic() + wait_s
-            while self._queued_candidates() < self.max_batch_size and time.monotonic() < deadline:
+            while self._queued_candidates() < self.micro_batch_size and time.monotonic() < deadline:
                 await asyncio.sleep(min(self.max_wait_s / 4, deadline - time.monotonic()))
             while self._queue:
                 await self._score_one_batch(self._take_batch())
 
     def _take_batch(self) -> list[_Call]:
-        """Whole calls, first come first served, up to max_batch_size candidates
+        """Whole calls, first come first served, up to micro_batch_size candidates
         (a single larger call goes alone rather than being split)."""
         batch, size = [], 0
-        while self._queue and (not batch or size + len(self._queue[0].candidates) <= self.max_batch_size):
+        while self._queue and (not batch or size + len(self._queue[0].candidates) <= self.micro_batch_size):
             call = self._queue.pop(0)
             batch.append(call)
             size += len(call.candidates)

@@ -86,14 +86,14 @@ class CausalLMScorer:
     served from the prefix cache).
     """
 
-    def __init__(self, model_dir: str | Path, device: str = "cpu", max_batch_size: int = DEFAULT_FORWARD_BATCH_SIZE,
+    def __init__(self, model_dir: str | Path, device: str = "cpu", forward_batch_size: int = DEFAULT_FORWARD_BATCH_SIZE,
                  cache_mb: float = DEFAULT_CACHE_MB):
-        if max_batch_size < 1:
-            raise ValueError("max_batch_size must be at least 1")
+        if forward_batch_size < 1:
+            raise ValueError("forward_batch_size must be at least 1")
         if cache_mb < 0:
             raise ValueError("cache_mb must be >= 0 (0 switches the prefix cache off)")
         self.device = device
-        self.max_batch_size = max_batch_size
+        self.forward_batch_size = forward_batch_size
         dtype = torch.float32 if device == "cpu" else torch.float16
         self.tokenizer, model = self.load(model_dir, dtype)
         self.model = model.to(device).eval()
@@ -170,7 +170,7 @@ class CausalLMScorer:
 
     def _batches(self, items: list[tuple[tuple[int, int], object]]) -> list[list]:
         """Items (each with its (cached, new) token counts) cut into forward passes
-        of at most `max_batch_size`, sorted by cached length then new tokens, and
+        of at most `forward_batch_size`, sorted by cached length then new tokens, and
         cut early where padding to the pass's longest would add more than
         PADDING_SLACK of work: one pass per call's similar rows, not one pass of
         several calls' unlike ones (which made batching slower than not on a CPU)."""
@@ -178,7 +178,7 @@ class CausalLMScorer:
         batches, batch, past_max, width, useful = [], [], 0, 0, 0
         for (past, new), item in items:
             grown = (max(past_max, past), max(width, new), useful + past + new)
-            if batch and (len(batch) == self.max_batch_size
+            if batch and (len(batch) == self.forward_batch_size
                           or (len(batch) + 1) * (grown[0] + grown[1]) > (1 + PADDING_SLACK) * grown[2]):
                 batches.append(batch)
                 batch, grown = [], (past, new, past + new)

@@ -106,9 +106,9 @@ class LikelihoodPRM(CausalLMScorer):
     """A `StepScorer` backed by a likelihood verifier (transformers, in-process);
     the same batch interface as `StepTagPRM`."""
 
-    def __init__(self, model_dir: str | Path, device: str = "cpu", max_batch_size: int = DEFAULT_FORWARD_BATCH_SIZE,
+    def __init__(self, model_dir: str | Path, device: str = "cpu", forward_batch_size: int = DEFAULT_FORWARD_BATCH_SIZE,
                  calibration: Calibration | None = None, cache_mb: float = DEFAULT_CACHE_MB):
-        super().__init__(model_dir, device, max_batch_size, cache_mb)
+        super().__init__(model_dir, device, forward_batch_size, cache_mb)
         self.calibration = calibration if calibration is not None else Calibration.from_config(self.model.config)
 
     def encode(self, question: str, steps: Sequence[str]) -> Encoded:

@@ -129,9 +129,9 @@ class TagScorer(CausalLMScorer):
 class StepTagPRM(TagScorer):
     """A `StepScorer` backed by a step-tag PRM checkpoint (transformers, in-process)."""
 
-    def __init__(self, model_dir: str | Path, device: str = "cpu", max_batch_size: int = DEFAULT_FORWARD_BATCH_SIZE,
+    def __init__(self, model_dir: str | Path, device: str = "cpu", forward_batch_size: int = DEFAULT_FORWARD_BATCH_SIZE,
                  cache_mb: float = DEFAULT_CACHE_MB):
-        super().__init__(model_dir, device, max_batch_size, cache_mb)
+        super().__init__(model_dir, device, forward_batch_size, cache_mb)
         self.format = StepTagFormat.from_config(self.model.config)
         self.tag_id = self.format.tag_id(self.tokenizer)
         self.label_ids = self.format.label_ids(self.tokenizer)

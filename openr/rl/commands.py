@@ -1,4 +1,4 @@
-"""`openr train rl`: the command line of `openr.rl.trainer` (every RLConfig field is a flag)."""
+"""`openr train rl`: the command line of `openr.rl.trainer` (every RLConfig field is a kebab-case flag)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 
+from openr.cli_flags import add_config_flags
 from openr.rl.config import ALGORITHMS, ROLLOUTS, RLConfig
 from openr.rl.env import REWARDS
 from openr.hardware import DTYPES
@@ -31,9 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
                                           "synthetic arith train split")
     parser.add_argument("--eval-dataset", help="held-out problems as jsonl; default: the arith test split")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    for f in dataclasses.fields(RLConfig):
-        parser.add_argument(f"--{f.name}", type=type(f.default), default=f.default, choices=CHOICES.get(f.name),
-                            help=f.metadata["help"])
+    add_config_flags(parser, RLConfig, choices=CHOICES)
     return parser
 
 

@@ -261,7 +261,7 @@ class RLRun:
 async def _train(run: RLRun, progress: bool) -> dict:
     config, state = run.config, run.state
     engine = HFEngine.for_model(run.model, run.tokenizer,
-                                max_batch_size=config.questions_per_iteration * config.group_size)
+                                decode_batch_size=config.questions_per_iteration * config.group_size)
     await engine.start()
     cap = TimeCap(config.max_minutes, "RL training")
     bar = tqdm(total=config.iterations, initial=state.iteration, desc=f"rl {config.algo}", disable=not progress)

@@ -10,6 +10,7 @@ import os
 import time
 from pathlib import Path
 
+from openr.cli_flags import add_flag
 from openr.engine import ENGINE_CHOICES, choose_engine, make_engine
 from openr.engine.checkpoints import (
     ARITH_ALIAS, DEFAULT_MODEL, SMOLLM2_ALIAS, bundle_file, check_model_arg, served_name, split_bundle,
@@ -71,8 +72,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--max-n", type=int, default=defaults.max_n, help="largest `n` (choices) one request may ask for")
     p.add_argument("--max-model-len", type=int, default=None,
                    help="context length in tokens (prompt + completion); default: the model's")
-    p.add_argument("--max-batch-size", type=int, default=DEFAULT_DECODE_BATCH_SIZE,
-                   help="hf engine: samples decoded together in one batch")
+    add_flag(p, "--decode-batch-size", old=["--max-batch-size"], type=int, default=DEFAULT_DECODE_BATCH_SIZE,
+             help="hf engine: most samples decoded together in one batch")
     p.add_argument("--remote-api-key", default=os.environ.get("OPENR_REMOTE_API_KEY"),
                    help="API key of the remote server behind --engine openai or a --prm URL "
                         "(default: $OPENR_REMOTE_API_KEY)")
@@ -92,14 +93,15 @@ def add_parser(subparsers) -> None:
     p.add_argument("--auto-table", default=None,
                    help=f"search: the decision table of strategy auto, a JSON file `openr eval --fit-auto` "
                         f"writes (default: the model bundle's {AUTO_TABLE_FILE}, else auto's built-in default)")
-    p.add_argument("--prm-max-batch-size", type=int, default=defaults.prm_micro_batch_size,
-                   help="PRM micro-batcher: most candidates gathered into one batch, across all requests")
+    add_flag(p, "--prm-micro-batch-size", old=["--prm-max-batch-size"], type=int,
+             default=defaults.prm_micro_batch_size,
+             help="PRM micro-batcher: most candidates gathered into one batch, across all requests")
     p.add_argument("--prm-max-wait-ms", type=float, default=defaults.prm_max_wait_ms,
                    help="PRM micro-batcher: how long a scoring call may wait for others to share its batch")
     p.add_argument("--prm-forward-batch-size", type=int, default=DEFAULT_PRM_FORWARD_BATCH,
                    help="in-process PRM: most candidates in one forward pass; a micro-batch is cut into passes "
                         "of similar lengths. On a 2-core CPU 16 measured faster than 64 (larger passes run "
-                        "slower per token); on a GPU, set it to --prm-max-batch-size")
+                        "slower per token); on a GPU, set it to --prm-micro-batch-size")
     p.add_argument("--prm-cache-mb", type=float, default=DEFAULT_PRM_CACHE_MB,
                    help="in-process PRM: memory for its prefix cache, which keeps the keys and values of "
                         "scored steps so a search's next call runs only its new steps (0: off)")
@@ -120,8 +122,9 @@ def _unescaped(value: str) -> str:
 
 
 def validate(args: argparse.Namespace) -> None:
-    for flag in ("max_concurrent", "max_queue", "max_n", "max_request_bytes", "max_batch_size", "port",
-                 "search_max_samples", "search_max_tokens", "prm_max_batch_size", "prm_forward_batch_size", "prm_cache_mb"):
+    for flag in ("max_concurrent", "max_queue", "max_n", "max_request_bytes", "decode_batch_size", "port",
+                 "search_max_samples", "search_max_tokens", "prm_micro_batch_size", "prm_forward_batch_size",
+                 "prm_cache_mb"):
         value, may_be_zero = getattr(args, flag), flag in ("max_queue", "prm_cache_mb")
         if value < (0 if may_be_zero else 1):
             need = "must be >= 0" if may_be_zero else "must be positive"
@@ -140,7 +143,7 @@ def settings_of(args: argparse.Namespace) -> ServerSettings:
                           auto_table=_auto_table(args))
     return ServerSettings(api_key=args.api_key, max_concurrent=args.max_concurrent, max_queue=args.max_queue,
                           max_n=args.max_n, max_request_bytes=args.max_request_bytes, search=search,
-                          prm_micro_batch_size=args.prm_max_batch_size, prm_max_wait_ms=args.prm_max_wait_ms,
+                          prm_micro_batch_size=args.prm_micro_batch_size, prm_max_wait_ms=args.prm_max_wait_ms,
                           step_separator=args.step_separator)
 
 
@@ -180,7 +183,7 @@ def _prm_factory(prm: str | None, args: argparse.Namespace, device: str):
     except PRMFormatError as exc:
         raise SystemExit(f"openr serve: --prm: {exc}") from exc
     logger.info("attaching PRM %s (%s format)", prm, prm_format)
-    return lambda: load_prm(prm, device=device, max_batch_size=args.prm_forward_batch_size,
+    return lambda: load_prm(prm, device=device, forward_batch_size=args.prm_forward_batch_size,
                             cache_mb=args.prm_cache_mb, prm_format=prm_format)
 
 
@@ -203,7 +206,7 @@ def run(args: argparse.Namespace) -> None:
     prm_factory = _prm_factory(str(prm_dir) if prm_dir else None, args, device)
     try:
         engine = make_engine(kind, policy, device, max_model_len=args.max_model_len,
-                             max_batch_size=args.max_batch_size, remote_model=args.served_model_name,
+                             decode_batch_size=args.decode_batch_size, remote_model=args.served_model_name,
                              remote_api_key=args.remote_api_key, seed=args.seed)
     except ValueError as exc:
         raise SystemExit(f"openr serve: {exc}") from exc

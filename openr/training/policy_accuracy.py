@@ -59,13 +59,13 @@ async def engine_grades(engine: Engine, problems: Sequence[Problem], progress: b
 
 
 def model_grades(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, problems: list[Problem],
-                 batch_size: int = 64, progress: bool = True) -> list[bool]:
-    """`engine_grades` for a model in memory, decoding `batch_size` replies at a time
+                 decode_batch_size: int = 64, progress: bool = True) -> list[bool]:
+    """`engine_grades` for a model in memory, decoding `decode_batch_size` replies at a time
     (from synchronous code; async code awaits `engine_grades` on its own engine)."""
     from openr.engine.hf_engine import HFEngine
 
     async def grade() -> list[bool]:
-        engine = HFEngine.for_model(model, tokenizer, max_batch_size=batch_size)
+        engine = HFEngine.for_model(model, tokenizer, decode_batch_size=decode_batch_size)
         await engine.start()
         try:
             return await engine_grades(engine, problems, progress)
@@ -75,16 +75,16 @@ def model_grades(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pro
     return asyncio.run(grade())
 
 
-def greedy_grades(model_dir: str | Path, problems: list[Problem], batch_size: int = 64,
+def greedy_grades(model_dir: str | Path, problems: list[Problem], decode_batch_size: int = 64,
                   progress: bool = True) -> list[bool]:
     """Whether the checkpoint's greedy reply to each problem has the gold answer."""
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    return model_grades(model, tokenizer, problems, batch_size, progress)
+    return model_grades(model, tokenizer, problems, decode_batch_size, progress)
 
 
-def greedy_accuracy(model_dir: str | Path, problems: list[Problem], batch_size: int = 64,
+def greedy_accuracy(model_dir: str | Path, problems: list[Problem], decode_batch_size: int = 64,
                     progress: bool = True) -> float:
     """Fraction of problems whose greedy reply is graded correct."""
-    grades = greedy_grades(model_dir, problems, batch_size, progress)
+    grades = greedy_grades(model_dir, problems, decode_batch_size, progress)
     return sum(grades) / len(grades)

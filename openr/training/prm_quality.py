@@ -7,7 +7,7 @@ labelled exactly: in the arith world every step can be checked against the
 gold chain. Records use TRL's stepwise format
 `{"prompt", "completions": [step, ...], "labels": [bool | float, ...], "id"}`.
 
-Run: `python -m openr.training.prm_quality --prm DIR (--records JSONL | --policy DIR) [...]`.
+Run: `openr train prm-eval --prm DIR (--records JSONL | --policy DIR) [...]`.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
+from openr.cli_flags import add_flag
 from openr.prm import load_prm
 from openr.contracts import StepScorer
 from openr.tasks.arith import check_step, test_split
@@ -27,7 +28,7 @@ from openr.tasks.problem import Problem, split_steps
 THRESHOLD = 0.5  # a step scored (or labelled) below this counts as wrong
 DEFAULT_SAMPLES_PER_PROBLEM = 4
 DEFAULT_TEMPERATURE = 1.0
-DEFAULT_BATCH_SIZE = 64  # replies the engine decodes together
+DEFAULT_DECODE_BATCH_SIZE = 64  # replies the engine decodes together
 
 
 def load_step_records(paths: Sequence[str | Path]) -> list[dict]:
@@ -161,7 +162,7 @@ def label_by_checking(problem: Problem, solution_text: str) -> list[bool]:
 
 
 def sample_solutions(policy_dir: str | Path, questions: Sequence[str], samples_per_question: int,
-                     temperature: float, seed: int, max_batch_size: int = DEFAULT_BATCH_SIZE,
+                     temperature: float, seed: int, decode_batch_size: int = DEFAULT_DECODE_BATCH_SIZE,
                      progress: bool = True) -> list[list[str]]:
     """`samples_per_question` seeded replies of a policy checkpoint to each question,
     sampled through the serving engine (`openr.training.policy_accuracy.engine_replies`)."""
@@ -172,7 +173,7 @@ def sample_solutions(policy_dir: str | Path, questions: Sequence[str], samples_p
         raise ValueError("need samples_per_question >= 1 and temperature > 0")
 
     async def sample() -> list[list[str]]:
-        engine = HFEngine(str(policy_dir), max_batch_size=max_batch_size)
+        engine = HFEngine(str(policy_dir), decode_batch_size=decode_batch_size)
         await engine.start()
         try:
             return await engine_replies(engine, questions, temperature, samples_per_question, seed, progress,
@@ -202,16 +203,18 @@ def policy_records(policy_dir: str | Path, problems: Sequence[Problem],
 
 def main(argv: list[str] | None = None) -> None:
     """Command line: metrics of a PRM (either kind) on a jsonl set, or on fresh policy samples."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="openr train prm-eval", description=__doc__.splitlines()[0])
     parser.add_argument("--prm", required=True, help="PRM checkpoint directory (step-tag or likelihood verifier).")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--records", nargs="+", help="Labelled stepwise jsonl files to evaluate on.")
     source.add_argument("--policy", help="Policy checkpoint whose samples on the arith test split are labelled.")
-    parser.add_argument("--num_problems", type=int, default=len(test_split()), help="Test-split problems to sample.")
+    add_flag(parser, "--num-problems", old=["--num_problems"], type=int, default=len(test_split()),
+             help="Test-split problems to sample.")
     parser.add_argument("--samples", type=int, default=DEFAULT_SAMPLES_PER_PROBLEM, help="Samples per problem.")
     parser.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE, help="Sampling temperature.")
     parser.add_argument("--seed", type=int, default=0, help="Sampling seed.")
-    parser.add_argument("--save_records", help="Write the sampled, labelled records to this jsonl file.")
+    add_flag(parser, "--save-records", old=["--save_records"],
+             help="Write the sampled, labelled records to this jsonl file.")
     args = parser.parse_args(argv)
     if args.records:
         records = load_step_records(args.records)

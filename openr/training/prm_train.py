@@ -14,7 +14,7 @@ token-classification head, so the checkpoint stays a causal LM that any LM
 runtime loads. No LoRA: peft is not installed here, and the models we train
 are small enough to fine-tune in full.
 
-Run: `python -m openr.training.prm_train --train A.jsonl [B.jsonl] --out DIR [--init_from POLICY_DIR ...]`.
+Run: `openr train prm --train A.jsonl [B.jsonl] --out DIR [--init-from POLICY_DIR ...]`.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import torch
 from transformers import (AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase, Trainer,
                           TrainingArguments, set_seed)
 
+from openr.cli_flags import add_config_flags
 from openr.prm.step_tag import StepTagFormat, StepTagPRM, encode_steps, right_pad, tag_margins
 from openr.hardware import DTYPES, DtypeChoice, choose_dtype, machine_info
 from openr.training.prm_quality import THRESHOLD, evaluate_prm, load_step_records
@@ -225,18 +226,12 @@ def train_prm(config: PRMTrainConfig, train_jsonl_paths: Sequence[str | Path], o
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Command line: every PRMTrainConfig field is a `--flag` with its help text."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    """Command line: every PRMTrainConfig field is a `--kebab-case` flag with its help text."""
+    parser = argparse.ArgumentParser(prog="openr train prm", description=__doc__.splitlines()[0])
     parser.add_argument("--train", nargs="+", required=True, help="Stepwise-labelled jsonl files to train on.")
     parser.add_argument("--eval", help="Held-out stepwise-labelled jsonl file.")
     parser.add_argument("--out", required=True, help="Checkpoint directory to write.")
-    for f in dataclasses.fields(PRMTrainConfig):
-        if isinstance(f.default, bool):
-            parser.add_argument(f"--{f.name}", action=argparse.BooleanOptionalAction, default=f.default,
-                                help=f.metadata["help"])
-        else:
-            kind = str if f.default is None else type(f.default)
-            parser.add_argument(f"--{f.name}", type=kind, default=f.default, help=f.metadata["help"])
+    add_config_flags(parser, PRMTrainConfig, choices={"label_type": LABEL_TYPES, "dtype": DTYPES})
     args = vars(parser.parse_args(argv))
     train, evaluation, out = args.pop("train"), args.pop("eval"), args.pop("out")
     print(json.dumps(train_prm(PRMTrainConfig(**args), train, out, evaluation), indent=2))

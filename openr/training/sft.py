@@ -15,7 +15,7 @@ here and awkward as Trainer callbacks. What is trained is fixed by the config
 alone: the dtype defaults to float32 on every machine, and a wall-clock cap is
 opt-in and loud when it binds.
 
-Run: `python -m openr.training.sft --out DIR [--max_steps 1100 --dtype auto ...]`.
+Run: `openr train sft --out DIR [--max-steps 1100 --dtype auto ...]`.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTra
 
 from openr.tasks.arith import check_levels, train_problems
 from openr.tasks.problem import Problem
+from openr.cli_flags import add_config_flags
 from openr.hardware import DTYPES, DtypeChoice, TimeCap, choose_dtype, machine_info
 from openr.training.muon import Muon
 from openr.training.tokenizer import build_tokenizer
@@ -258,15 +259,12 @@ def save_checkpoint(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerBase,
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Command line: every SFTConfig field is a `--flag` with its help text."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    """Command line: every SFTConfig field is a `--kebab-case` flag with its help text."""
+    parser = argparse.ArgumentParser(prog="openr train sft", description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="Checkpoint directory to write.")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                         help="Show a progress bar with the loss.")
-    for f in dataclasses.fields(SFTConfig):
-        choices = DTYPES if f.name == "dtype" else None
-        parser.add_argument(f"--{f.name}", type=type(f.default), default=f.default, choices=choices,
-                            help=f.metadata["help"])
+    add_config_flags(parser, SFTConfig, choices={"dtype": DTYPES})
     args = vars(parser.parse_args(argv))
     out, progress = args.pop("out"), args.pop("progress")
     print(json.dumps(train_policy(SFTConfig(**args), out, progress=progress), indent=2))

@@ -15,9 +15,11 @@ from openr.training.prm_quality import load_step_records
 
 def main(argv: list[str] | None = None) -> None:
     """Command line: fit the calibration and write the verifier checkpoint."""
-    parser = argparse.ArgumentParser(description="Turn a causal LM (e.g. a policy trained longer than the one it "
-                                                 "will judge) into a likelihood-verifier PRM: fit the map from its "
-                                                 "token log-probabilities to P(step right) on labelled steps.")
+    parser = argparse.ArgumentParser(
+        prog="openr train verifier",
+        description="Turn a causal LM (e.g. a policy trained longer than the one it will judge) into a "
+                    "likelihood-verifier PRM: fit the map from its token log-probabilities to P(step right) on "
+                    "labelled steps.")
     parser.add_argument("--lm", required=True, help="Causal LM checkpoint directory that writes the policy's format.")
     parser.add_argument("--labels", nargs="+", required=True,
                         help="Stepwise-labelled jsonl files (TRL format, e.g. from `openr train label`).")

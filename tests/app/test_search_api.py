@@ -258,7 +258,7 @@ async def test_engine_requests_and_searches_are_timed_on_metrics():
 
 async def test_micro_batcher_coalesces_concurrent_calls():
     prm = FakePRM()
-    batcher = MicroBatchingScorer(prm, max_batch_size=64, max_wait_ms=20)
+    batcher = MicroBatchingScorer(prm, micro_batch_size=64, max_wait_ms=20)
     calls = [batcher.score(f"q{i}", [["good"], ["bad", "good"]]) for i in range(16)]
     results = await asyncio.gather(*calls)
     await batcher.close()
@@ -274,7 +274,7 @@ async def test_one_calls_bad_input_fails_only_that_call():
             return super().score_batch(pairs)
 
     prm = TooLongRaisingPRM()
-    batcher = MicroBatchingScorer(prm, max_batch_size=64, max_wait_ms=20)
+    batcher = MicroBatchingScorer(prm, micro_batch_size=64, max_wait_ms=20)
     results = await asyncio.gather(batcher.score("q1", [["good"]]), batcher.score("too long", [["good"]]),
                                    batcher.score("q2", [["bad"]]), return_exceptions=True)
     await batcher.close()

@@ -104,9 +104,9 @@ def test_command_line_explains_and_validates(capsys):
         rl_main(["--help"])
     text = capsys.readouterr().out
     assert exit_info.value.code == 0
-    assert all(flag in text for flag in ("--algo", "--reward", "--kl_coef", "--group_size", "--lam", "--prm"))
+    assert all(flag in text for flag in ("--algo", "--reward", "--kl-coef", "--group-size", "--lam", "--prm"))
     with pytest.raises(SystemExit) as exit_info:
-        rl_main(["--policy", str(POLICY), "--out", "x", "--algo", "grpo", "--group_size", "1"])
+        rl_main(["--policy", str(POLICY), "--out", "x", "--algo", "grpo", "--group-size", "1"])
     assert exit_info.value.code == 2 and "group_size" in capsys.readouterr().err
 
 

@@ -37,7 +37,7 @@ async def replies(engine: HFEngine, questions: list[str], max_tokens: list[int],
 
 @pytest.fixture
 async def engine():
-    engine = HFEngine(POLICY, max_batch_size=8)
+    engine = HFEngine(POLICY, decode_batch_size=8)
     await engine.start()
     yield engine
     await engine.close()

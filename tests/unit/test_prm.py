@@ -49,7 +49,7 @@ def test_trained_prm_scores_reproduce_training_labels(tmp_path):
 
     saved = json.loads((tmp_path / "prm" / "config.json").read_text())
     assert (saved["prm_step_tag"], saved["prm_positive_token"], saved["prm_negative_token"]) == ("<|step|>", "+", "-")
-    prm = StepTagPRM(tmp_path / "prm", max_batch_size=3)  # two batches: order must be restored
+    prm = StepTagPRM(tmp_path / "prm", forward_batch_size=3)  # two batches: order must be restored
     pairs = [(r["prompt"], r["completions"]) for r in RECORDS] + [("Compute 1 + 1.", [])]
     scores = prm.score_batch(pairs)
     assert scores[-1] == []

@@ -49,7 +49,7 @@ def test_evidence_is_the_running_minimum_of_the_steps_token_log_probabilities(ti
     model = AutoModelForCausalLM.from_pretrained(verifier, dtype=torch.float32).eval()
     pairs = _pairs()
     # two rows per forward pass, sorted by length: padding and order must not matter
-    evidence = LikelihoodPRM(verifier, max_batch_size=2, calibration=Calibration()).evidence_batch(pairs)
+    evidence = LikelihoodPRM(verifier, forward_batch_size=2, calibration=Calibration()).evidence_batch(pairs)
     for (question, steps), row in zip(pairs, evidence):
         ids, spans = encode_solution(tokenizer, question, steps)
         # the verifier reads exactly the text the policy writes
@@ -83,7 +83,7 @@ def test_make_verifier_writes_a_checkpoint_that_load_prm_serves(tiny_bundle, tmp
     assert (config["prm_kind"], config["prm_scale"], config["prm_bias"]) == \
         ("likelihood", summary["scale"], summary["bias"])
 
-    prm = load_prm(tmp_path / "verifier", max_batch_size=3)
+    prm = load_prm(tmp_path / "verifier", forward_batch_size=3)
     assert isinstance(prm, LikelihoodPRM)
     pairs = _pairs()
     evidence = LikelihoodPRM(out / "verifier", calibration=Calibration()).evidence_batch(pairs)

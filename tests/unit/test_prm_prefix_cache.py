@@ -89,7 +89,7 @@ def test_a_small_budget_evicts_but_never_changes_a_score():
 
 def test_mixed_hits_in_one_batch_pad_their_prefixes_correctly():
     """Rows whose cached prefixes differ in length share one padded forward pass."""
-    cached, full = load_prm(VERIFIER, max_batch_size=32), load_prm(VERIFIER, cache_mb=0)
+    cached, full = load_prm(VERIFIER, forward_batch_size=32), load_prm(VERIFIER, cache_mb=0)
     problems = _problems()
     for problem in problems:  # cache a different depth per problem
         steps = split_steps(problem.solution)

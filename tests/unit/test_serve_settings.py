@@ -40,7 +40,7 @@ def test_auto_table_flag_overrides_the_bundles_and_a_bad_table_stops_start_up(tm
     (["--max-n", "3", "--api-key", "k"], ServerSettings(max_n=3, api_key="k")),
     (["--search-max-samples", "8", "--search-max-timeout", "30"],
      ServerSettings(search=SearchLimits(max_samples=8, max_timeout_s=30.0))),
-    (["--prm-max-batch-size", "5", "--prm-max-wait-ms", "1"], ServerSettings(prm_micro_batch_size=5,
+    (["--prm-micro-batch-size", "5", "--prm-max-wait-ms", "1"], ServerSettings(prm_micro_batch_size=5,
                                                                              prm_max_wait_ms=1.0)),
     (["--step-separator", "\\n---\\n"], ServerSettings(step_separator="\n---\n")),
 ])

@@ -123,14 +123,14 @@ def test_greedy_accuracy_of_the_shipped_policy_beats_guessing_and_ignores_batchi
     best constant guess on the same problems; left-padded batches grade as one at a time."""
     policy, _ = split_bundle(ARITH_ALIAS)
     problems = test_split()[:24]
-    accuracy = greedy_accuracy(policy, problems, batch_size=8, progress=False)
+    accuracy = greedy_accuracy(policy, problems, decode_batch_size=8, progress=False)
     guessing = max(Counter(p.answer for p in problems).values()) / len(problems)
     assert accuracy >= max(0.25, 3 * guessing)
-    assert greedy_grades(policy, problems[:8], batch_size=8, progress=False) == greedy_grades(
-        policy, problems[:8], batch_size=1, progress=False)
+    assert greedy_grades(policy, problems[:8], decode_batch_size=8, progress=False) == greedy_grades(
+        policy, problems[:8], decode_batch_size=1, progress=False)
 
 
-@pytest.mark.parametrize("stage, flag", [("sft", "--hidden_size"), ("prm", "--init_from"), ("label", "--completer"),
+@pytest.mark.parametrize("stage, flag", [("sft", "--hidden-size"), ("prm", "--init-from"), ("label", "--completer"),
                                          ("verifier", "--labels")])
 def test_stage_commands_forward_their_flags(capsys, stage, flag):
     """`openr train STAGE --help` prints the stage's own flags (argparse would

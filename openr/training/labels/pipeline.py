@@ -7,7 +7,7 @@ rollouts across problems), appends each problem's records to a JSONL file in
 TRL's stepwise format as soon as the problem is done, resumes after an
 interruption, and reports what the labels cost.
 
-Run: `python -m openr.training.labels.pipeline --method omegaprm --model DIR --out FILE.jsonl`.
+Run: `openr train label --method omegaprm --model DIR --out FILE.jsonl`.
 """
 
 from __future__ import annotations
@@ -25,11 +25,12 @@ from typing import Awaitable, Callable, Sequence
 
 from tqdm.auto import tqdm
 
+from openr.cli_flags import add_config_flags, add_flag
 from openr.contracts import Policy
 from openr.tasks import arith
 from openr.tasks.problem import Problem
 from openr.training.labels import omegaprm, shepherd
-from openr.training.labels.monte_carlo import ChatPolicy, ProblemLabels, RolloutConfig
+from openr.training.labels.monte_carlo import LABEL_TYPES, ChatPolicy, ProblemLabels, RolloutConfig
 
 # The sidecar that marks a problem finished: one {"id", "records"} line per problem,
 # written after its records, so a crash between the two writes is detectable.
@@ -186,8 +187,9 @@ def _config_from_args(config_class: type[RolloutConfig], args: dict) -> RolloutC
 
 def main(argv: list[str] | None = None) -> None:
     """Command line: label arith training problems with a policy checkpoint. Every
-    field of either method's config is a `--flag`; unset flags keep their defaults."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    field of either method's config is a `--kebab-case` flag; unset flags keep the
+    method's defaults."""
+    parser = argparse.ArgumentParser(prog="openr train label", description=__doc__.splitlines()[0])
     parser.add_argument("--method", required=True, choices=sorted(METHODS))
     parser.add_argument("--model", required=True, help="Policy checkpoint directory or alias.")
     parser.add_argument("--out", required=True, help="JSONL file to append records to (resumed if it exists).")
@@ -195,14 +197,15 @@ def main(argv: list[str] | None = None) -> None:
                                             "it must share the policy's chat template.")
     parser.add_argument("--engine", default="hf", choices=("hf", "vllm"), help="Policy backend.")
     parser.add_argument("--device", default="cpu", help="Device of the policy.")
-    parser.add_argument("--num_problems", type=int, default=100, help="Arith training problems to label.")
-    parser.add_argument("--problem_seed", type=int, default=0, help="Seed of the arith training problems.")
-    seen = set()
+    add_flag(parser, "--num-problems", old=["--num_problems"], type=int, default=100,
+             help="Arith training problems to label.")
+    add_flag(parser, "--problem-seed", old=["--problem_seed"], type=int, default=0,
+             help="Seed of the arith training problems.")
+    added: set[str] = set()
     for spec in METHODS.values():
-        for f in dataclasses.fields(spec.config_class):
-            if f.name not in seen:
-                seen.add(f.name)
-                parser.add_argument(f"--{f.name}", type=type(f.default), default=None, help=f.metadata["help"])
+        add_config_flags(parser, spec.config_class, choices={"label_type": LABEL_TYPES}, exclude=added,
+                         keep_defaults=False)
+        added |= {f.name for f in dataclasses.fields(spec.config_class)}
     args = vars(parser.parse_args(argv))
     config = _config_from_args(METHODS[args["method"]].config_class, args)
     problems = arith.train_problems(args["num_problems"], seed=args["problem_seed"])
