@@ -4,12 +4,14 @@ Each app owns its registry, so several servers in one process (tests) do not
 collide and `/metrics` shows exactly this server. Engine requests are timed
 by phase (queue, prefill, decode) as vLLM times its requests, and searches by
 what they awaited (policy, PRM), so a slow loaded run says where its time went.
+`metric_in` reads a figure back from the text `/metrics` answers (benchmarks, tests).
 """
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily
+from prometheus_client.parser import text_string_to_metric_families
 
 LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0)
 TOKEN_BUCKETS = (64, 256, 1024, 4096, 16384, 65536, 262144)
@@ -129,3 +131,14 @@ class _PRMCacheCollector:
             family = CounterMetricFamily(name, doc, labels=["model_name"])
             family.add_metric([self.model_name], value)
             yield family
+
+
+def metric_in(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples named `name` (e.g. `openr:request_success_total`, a
+    histogram's `_sum`) whose labels include `labels`, in Prometheus text; 0.0 if none."""
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(key) == value for key, value in labels.items()):
+                total += sample.value
+    return total

@@ -10,9 +10,9 @@ import openai
 import pytest
 
 from openr.server.app import build_app
+from openr.server.metrics import metric_in as metric
 from openr.server.settings import ServerSettings
 from tests.support.app_client import MODEL, serving
-from tests.support.e2e_helpers import metric_in as metric
 from tests.support.fake_engine import FakeEngine
 
 KEY = "sekret"

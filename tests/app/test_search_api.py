@@ -11,8 +11,8 @@ import pytest
 
 from openr.prm.batcher import MicroBatchingScorer
 from openr.prm.causal_lm import PRMInputTooLong
+from openr.server.metrics import metric_in
 from openr.server.settings import ServerSettings
-from tests.support.e2e_helpers import metric_in
 from tests.support.fake_engine import FakePRM, StepFakeEngine
 from tests.support.app_client import MODEL, serving
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from openr.server.metrics import metric_in
+
 DRAIN_TIMEOUT_S = 15  # a cancelled sample stops within a token or two; generous for a loaded CI machine
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"  # the first bytes of every PNG file (plots)
 LONG_PROMPT = [{"role": "user", "content": "Count from 1 to 1000, one number per line."}]
@@ -19,16 +21,6 @@ LONG_PROMPT = [{"role": "user", "content": "Count from 1 to 1000, one number per
 
 def metric(url: str, name: str, **labels) -> float:
     return metric_in(httpx.get(f"{url}/metrics", timeout=10).text, name, **labels)
-
-
-def metric_in(text: str, name: str, **labels) -> float:
-    """Sum of the samples of `name` whose labels include `labels`, in Prometheus text."""
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                total += sample.value
-    return total
 
 
 def wait_for_metric(url: str, name: str, value: float, timeout_s: float = DRAIN_TIMEOUT_S) -> float:

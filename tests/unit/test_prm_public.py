@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Model
 
 from openr.prm import PRMFormatError, check_prm, load_prm
+from openr.server.metrics import metric_in
 from tests.support.app_client import serving
-from tests.support.e2e_helpers import metric_in
 from tests.support.tiny_public import SYSTEM_PROMPT, causal_lm, lora_adapter, qwen_prm
 
 QUESTION = "What is 12 + 30?"
