@@ -20,8 +20,8 @@ Rules:
 It starts `openr serve` on the default model (or uses the server at
 --base-url); the samples are cached in --samples, so a re-run only replays.
 
-    python bench/adaptive_replay.py --limit 200 --samples runs/replay.json
-    python bench/adaptive_replay.py --samples bench/results/adaptive_replay_arith.json   # replay the committed samples
+    python -m bench.adaptive_replay --limit 200 --samples runs/replay.json
+    python -m bench.adaptive_replay --samples bench/results/adaptive_replay_arith.json   # replay the committed samples
 """
 
 from __future__ import annotations
@@ -29,18 +29,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from openr.evaluation.answers import select_problems  # noqa: E402
-from openr.search.waves import FIRST_WAVE_SAMPLES, WAVE_SAMPLES, leader_confidence  # noqa: E402
-from openr.search.aggregation import AGGREGATIONS  # noqa: E402
-from openr.search.candidates import Candidate, answer_key  # noqa: E402
-from tests.support.servers import ServerProcess  # noqa: E402
+from openr.evaluation.answers import select_problems
+from openr.search.aggregation import AGGREGATIONS
+from openr.search.candidates import Candidate, answer_key
+from openr.search.waves import FIRST_WAVE_SAMPLES, WAVE_SAMPLES, leader_confidence
+from openr.server.launcher import ServerProcess
 
 SAMPLES = 16
 FIELDS = ("answer", "aggregate_score", "finished", "tokens")
@@ -132,9 +127,7 @@ def _collect_from_a_server(args) -> dict:
     if args.base_url:
         return asyncio.run(collect(args.base_url, args.api_key, args.model, args.dataset, args.limit, args.seed,
                                    args.concurrency))
-    # The server started runs this checkout's openr, as this script does.
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    with ServerProcess([], api_key=None) as server:
+    with ServerProcess([]) as server:  # the default model, open (no API key)
         return asyncio.run(collect(server.base_url, "none", args.model, args.dataset, args.limit, args.seed,
                                    args.concurrency))
 

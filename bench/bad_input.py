@@ -9,7 +9,7 @@ as well against vLLM's own server as against `openr serve`, so the two can be
 compared on the same model:
 
     openr serve --engine hf --model smollm2-135m-instruct &
-    python bench/bad_input.py --base-url http://127.0.0.1:8000/v1 --model smollm2-135m-instruct
+    python -m bench.bad_input --base-url http://127.0.0.1:8000/v1 --model smollm2-135m-instruct
 """
 
 from __future__ import annotations

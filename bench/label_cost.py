@@ -9,7 +9,7 @@ them), and how often each label agrees with the exact label: in the arith
 world every step can be checked against the gold chain
 (`openr.training.prm_quality.label_by_checking`).
 
-    python bench/label_cost.py --problems 40 --k 4
+    python -m bench.label_cost --problems 40 --k 4
 """
 
 from __future__ import annotations
@@ -17,24 +17,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from openr.engine.checkpoints import ARITH_ALIAS, BUILTIN_BUNDLES
+from openr.engine.hf_engine import HFEngine
+from openr.hardware import machine_info
+from openr.tasks import arith
+from openr.tasks.problem import STEP_SEPARATOR
+from openr.training.labels.omegaprm import OmegaPRMConfig
+from openr.training.labels.pipeline import label_problems
+from openr.training.labels.shepherd import ShepherdConfig
+from openr.training.prm_quality import label_by_checking
 
-from openr.engine.hf_engine import HFEngine  # noqa: E402
-from openr.tasks import arith  # noqa: E402
-from openr.tasks.problem import STEP_SEPARATOR  # noqa: E402
-from openr.training.labels.omegaprm import OmegaPRMConfig  # noqa: E402
-from openr.training.labels.shepherd import ShepherdConfig  # noqa: E402
-from openr.training.labels.pipeline import label_problems  # noqa: E402
-from openr.training.prm_quality import label_by_checking  # noqa: E402
-from openr.hardware import machine_info  # noqa: E402
-
-BUNDLE = ROOT / "openr" / "models" / "openr-arith"
+BUNDLE = BUILTIN_BUNDLES[ARITH_ALIAS]  # openr-arith, inside the package
 PROBLEM_SEED = 1  # the stream `openr train arith` labels from
 
 

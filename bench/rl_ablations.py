@@ -22,8 +22,8 @@ Writes OUT/results.json (each variant's curve: round, optimizer steps,
 samples, training minutes, accuracy) and OUT/table.md (one row per variant,
 as the model card's table). To reproduce the card, see bench/README.md.
 
-    python bench/rl_ablations.py --variants grpo-outcome grpo-muon --rounds 12 --eval-every 4 --out runs/abl
-    python bench/rl_ablations.py --merge runs/abl runs/abl-sft --out bench/results/rl_ablations
+    python -m bench.rl_ablations --variants grpo-outcome grpo-muon --rounds 12 --eval-every 4 --out runs/abl
+    python -m bench.rl_ablations --merge runs/abl runs/abl-sft --out bench/results/rl_ablations
 """
 
 from __future__ import annotations
@@ -33,28 +33,24 @@ import asyncio
 import dataclasses
 import json
 import math
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from rl_baseline import training_curve  # noqa: E402  (bench/, the script's own directory)
-from openr.contracts import Step  # noqa: E402
-from openr.engine.checkpoints import materialize, split_bundle  # noqa: E402
-from openr.engine.hf_engine import HFEngine  # noqa: E402
-from openr.rl.commands import RL_PROBLEM_SEED  # noqa: E402
-from openr.rl.config import RLConfig  # noqa: E402
-from openr.rl.rollout import run_solutions  # noqa: E402
-from openr.rl.trainer import AdvantageTransform, RLRun, draw_problems  # noqa: E402
-from openr.tasks import arith  # noqa: E402
-from openr.hardware import machine_info  # noqa: E402
-from openr.training.policy_accuracy import engine_grades  # noqa: E402
-from openr.training.sft import SFTConfig, collate, encode_examples, make_optimizers  # noqa: E402
+from bench.rl_baseline import training_curve
+from openr.contracts import Step
+from openr.engine.checkpoints import materialize, split_bundle
+from openr.engine.hf_engine import HFEngine
+from openr.hardware import machine_info
+from openr.rl.commands import RL_PROBLEM_SEED
+from openr.rl.config import RLConfig
+from openr.rl.rollout import run_solutions
+from openr.rl.trainer import AdvantageTransform, RLRun, draw_problems
+from openr.tasks import arith
+from openr.training.policy_accuracy import engine_grades
+from openr.training.sft import SFTConfig, collate, encode_examples, make_optimizers
 
 KL_COEF = 0.0  # the card's runs: no reference policy, so nothing holds the policy but the learning rate
 WARMUP_ROUNDS = 2  # rounds of linear learning-rate warmup (RL variants)

@@ -18,14 +18,14 @@ process rewards, so the comparison is on the outcome reward.
 Writes OUT/results.json, OUT/table.md and OUT/curves.png. TRL is an optional
 extra (`pip install -e ".[dev]"` has it); it is never a serving dependency.
 
-    python bench/rl_baseline.py --rounds 60 --out bench/results/rl_baseline
+    python -m bench.rl_baseline --rounds 60 --out bench/results/rl_baseline
 
 On a shared machine, run the sides at the same time so both meet the same
 load, one thread each, then merge them into one report:
 
-    OMP_NUM_THREADS=1 python bench/rl_baseline.py --sides ours --out runs/ours &
-    OMP_NUM_THREADS=1 python bench/rl_baseline.py --sides trl --out runs/trl
-    python bench/rl_baseline.py --merge runs/ours runs/trl --out bench/results/rl_baseline
+    OMP_NUM_THREADS=1 python -m bench.rl_baseline --sides ours --out runs/ours &
+    OMP_NUM_THREADS=1 python -m bench.rl_baseline --sides trl --out runs/trl
+    python -m bench.rl_baseline --merge runs/ours runs/trl --out bench/results/rl_baseline
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ import argparse
 import asyncio
 import json
 import math
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -42,20 +41,18 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from openr.contracts import Step
+from openr.engine.checkpoints import ARITH_ALIAS, BUILTIN_BUNDLES, POLICY_SUBDIR
+from openr.engine.hf_engine import HFEngine
+from openr.hardware import machine_info
+from openr.rl.commands import RL_PROBLEM_SEED
+from openr.rl.config import RLConfig
+from openr.rl.rollout import split_solution
+from openr.rl.trainer import RLRun, draw_problems
+from openr.tasks import arith
+from openr.training.policy_accuracy import model_grades
 
-from openr.engine.hf_engine import HFEngine  # noqa: E402
-from openr.rl.commands import RL_PROBLEM_SEED  # noqa: E402
-from openr.rl.config import RLConfig  # noqa: E402
-from openr.rl.rollout import split_solution  # noqa: E402
-from openr.rl.trainer import RLRun, draw_problems  # noqa: E402
-from openr.contracts import Step  # noqa: E402
-from openr.tasks import arith  # noqa: E402
-from openr.training.policy_accuracy import model_grades  # noqa: E402
-from openr.hardware import machine_info  # noqa: E402
-
-DEFAULT_POLICY = ROOT / "openr" / "models" / "openr-arith" / "policy"
+DEFAULT_POLICY = BUILTIN_BUNDLES[ARITH_ALIAS] / POLICY_SUBDIR  # openr-arith's policy, inside the package
 
 
 class Clock:

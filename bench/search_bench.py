@@ -49,8 +49,8 @@ OMP_NUM_THREADS=1 avoids that for the transformers models (both sides alike).
    over twice as many problems, each run to the end of its solutions (the
    default step limits, not --max-steps; see search_latency.py).
 
-    python bench/search_bench.py --engine hf             # on the built-in openr-arith
-    python bench/search_bench.py --model runs/arith --engine vllm --problems 4 --rounds 3
+    python -m bench.search_bench --engine hf             # on the built-in openr-arith
+    python -m bench.search_bench --model runs/arith --engine vllm --problems 4 --rounds 3
 """
 
 from __future__ import annotations
@@ -61,8 +61,7 @@ import statistics
 import time
 from dataclasses import dataclass, replace
 
-from search_latency import in_flight_latencies, latency_ratio
-from search_adapters import (
+from bench.search_adapters import (
     CountingVLLMEngine,
     PerCandidateScorer,
     PerNodePolicy,
@@ -70,7 +69,7 @@ from search_adapters import (
     RecordingScorer,
     UnbatchedScorer,
 )
-
+from bench.search_latency import in_flight_latencies, latency_ratio
 from openr.engine import choose_engine, make_engine
 from openr.engine.checkpoints import ARITH_ALIAS, split_bundle
 from openr.prm import load_prm

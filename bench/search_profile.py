@@ -17,8 +17,8 @@ SDK, and reads /metrics before and after. Searches are asked exactly as
 Prints a markdown table and writes every figure (and each search's latency)
 to --json.
 
-    OMP_NUM_THREADS=1 python bench/search_profile.py        # hf engine, openr-arith, n=16, width 4, 16 in flight
-    python bench/search_profile.py --base-url http://127.0.0.1:8000/v1 --strategies beam_search
+    OMP_NUM_THREADS=1 python -m bench.search_profile        # hf engine, openr-arith, n=16, width 4, 16 in flight
+    python -m bench.search_profile --base-url http://127.0.0.1:8000/v1 --strategies beam_search
 """
 
 from __future__ import annotations
@@ -26,27 +26,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import openai
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from openr.engine.checkpoints import ARITH_ALIAS  # noqa: E402
-from openr.evaluation.answers import Grading  # noqa: E402
-from openr.evaluation.commands import DEFAULT_TIMEOUT_S  # noqa: E402
-from openr.evaluation.settings import Setting, build_grid  # noqa: E402
-from openr.evaluation.sweep import REQUEST_TIMEOUT_S  # noqa: E402
-from openr.search import DEFAULT_BEAM_WIDTH  # noqa: E402
-from openr.tasks.arith import test_split  # noqa: E402
-from tests.support.e2e_helpers import metric_in  # noqa: E402
-from tests.support.servers import ServerProcess  # noqa: E402
+from openr.engine.checkpoints import ARITH_ALIAS
+from openr.evaluation.answers import Grading
+from openr.evaluation.commands import DEFAULT_TIMEOUT_S
+from openr.evaluation.settings import Setting, build_grid
+from openr.evaluation.sweep import REQUEST_TIMEOUT_S
+from openr.search import DEFAULT_BEAM_WIDTH
+from openr.server.launcher import ServerProcess
+from openr.server.metrics import metric_in
+from openr.tasks.arith import test_split
 
 DEFAULT_STRATEGIES = ("beam_search", "best_of_n")
 DEFAULT_SAMPLES = 16
@@ -193,9 +188,7 @@ def main(argv: list[str] | None = None) -> None:
         server, runs = asyncio.run(profile(args.base_url, args.api_key, settings, questions, args.in_flight,
                                            args.rounds))
     else:
-        # The server started runs this checkout's openr, as this script does (not an installed one).
-        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-        with ServerProcess(["--engine", args.engine, "--model", args.model], api_key=None) as started:
+        with ServerProcess(["--engine", args.engine, "--model", args.model]) as started:  # open (no API key)
             server, runs = asyncio.run(profile(started.base_url, "none", settings, questions, args.in_flight,
                                                args.rounds))
     rows = [summarise(name, run["searches"], run["deltas"]) for name, run in runs.items()]

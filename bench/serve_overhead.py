@@ -27,7 +27,7 @@ Three HTTP figures are kept, each over the direct side's latency (goal <= 1.10):
 Prints, per engine and batch size: tokens/s of the direct and sdk paths and
 the three ratios.
 
-    python bench/serve_overhead.py --engines hf vllm --batches 1 8
+    python -m bench.serve_overhead --engines hf vllm --batches 1 8
 """
 
 from __future__ import annotations
@@ -36,19 +36,12 @@ import argparse
 import asyncio
 import json
 import multiprocessing
-import socket
 import statistics
 import time
 
 MESSAGES = [{"role": "user", "content": "Write a short poem about the sea."}]
 DEFAULT_MAX_TOKENS = 48
 SIDES = ("direct", "sdk", "raw")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def _direct(engine, prompt: str, batch: int, max_tokens: int) -> tuple[float, int]:
@@ -187,12 +180,13 @@ async def bench_engine(kind: str, model: str, batches: list[int], rounds: int, m
     from openr.engine import choose_engine, make_engine
     from openr.engine.checkpoints import split_bundle
     from openr.server.app import build_app
+    from openr.server.launcher import free_port
 
     _, device, _ = choose_engine(kind)
     engine = make_engine(kind, split_bundle(model)[0], device, max_model_len=max_model_len)  # a bundle's policy
     await engine.start()
     app = _ServerSpan(build_app(engine, "bench", start_engine=False))
-    port = _free_port()
+    port = free_port()
     # As `openr serve` runs it, with its access log off (--disable-uvicorn-access-log; each line costs ~75 us)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
                                            timeout_keep_alive=30))

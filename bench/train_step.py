@@ -10,7 +10,7 @@ backward, optimizer) and each setting's step time as a ratio to the default:
 - `bfloat16 autocast`: the old default (with torch's Muon, as it ran).
 
 To see an AVX2-only CPU on a newer one, restrict oneDNN and ATen to AVX2:
-`ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python bench/train_step.py`.
+`ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python -m bench.train_step`.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""Every benchmark the README shows runs as written, at its smallest setting
-(each prints its table; a bench that fails to start is a failing test)."""
+"""Every benchmark the README shows runs as written (`python -m bench.NAME` from
+the repository root), at its smallest setting (each prints its table; a bench
+that fails to start is a failing test)."""
 
 import json
 import subprocess
@@ -14,15 +15,15 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_bench(script: str, *args: str) -> str:
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / script), *args], capture_output=True, text=True,
+def run_bench(module: str, *args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", f"bench.{module}", *args], capture_output=True, text=True,
                           timeout=900, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 
 
 def test_serve_overhead_on_the_default_model():
-    out = run_bench("serve_overhead.py", "--engines", "hf", "--batches", "1", "--rounds", "1", "--max-tokens", "4")
+    out = run_bench("serve_overhead", "--engines", "hf", "--batches", "1", "--rounds", "1", "--max-tokens", "4")
     row = next(line for line in out.splitlines() if line.startswith("| hf | 1 |"))
     assert row.endswith("| (4, 4, 4) |")  # the direct, SDK and raw paths each generated the 4 tokens asked for
 
@@ -30,13 +31,13 @@ def test_serve_overhead_on_the_default_model():
 @pytest.mark.vllm
 def test_serve_overhead_on_the_default_model_with_vllm():
     # the README's command runs both engines; vLLM refuses a context longer than the model's (768 here)
-    out = run_bench("serve_overhead.py", "--engines", "vllm", "--batches", "1", "--rounds", "1", "--max-tokens", "4")
+    out = run_bench("serve_overhead", "--engines", "vllm", "--batches", "1", "--rounds", "1", "--max-tokens", "4")
     row = next(line for line in out.splitlines() if line.startswith("| vllm | 1 |"))
     assert row.endswith("| (4, 4, 4) |")
 
 
 def test_search_bench_smallest():
-    out = run_bench("search_bench.py", "--engine", "hf", "--rounds", "1", "--problems", "1", "--searches", "2",
+    out = run_bench("search_bench", "--engine", "hf", "--rounds", "1", "--problems", "1", "--searches", "2",
                     "--n", "2", "--beam-width", "1", "--max-steps", "1", "--max-step-tokens", "8")
     table = out[out.rindex("| figure |"):]
     for figure in ("| 1. search tok/s", "| 2. PRM steps/s", "| 2b. PRM tok/s", "| 3. per-node serving",
@@ -46,7 +47,7 @@ def test_search_bench_smallest():
 
 
 def test_search_profile_smallest(tmp_path):
-    out = run_bench("search_profile.py", "--problems", "2", "--in-flight", "2", "--n", "2", "--beam-width", "1",
+    out = run_bench("search_profile", "--problems", "2", "--in-flight", "2", "--n", "2", "--beam-width", "1",
                     "--max-steps", "2", "--json", str(tmp_path / "profile.json"))
     assert "| beam_search-n2-bw1 | 2 |" in out and "| best_of_n-n2 | 2 |" in out
     for row in json.loads((tmp_path / "profile.json").read_text())["rows"]:
@@ -55,7 +56,7 @@ def test_search_profile_smallest(tmp_path):
 
 
 def test_train_step_smallest():
-    out = run_bench("train_step.py", "--rounds", "3", "--problems", "64")
+    out = run_bench("train_step", "--rounds", "3", "--problems", "64")
     rows = out.splitlines()[out.splitlines().index(next(l for l in out.splitlines() if l.startswith("setting"))) + 1:]
     ratios = {row[:22].strip(): float(row[22:].split()[1]) for row in rows if row.strip()}
     assert set(ratios) == {"float32", "float32, torch Muon", "bfloat16 autocast"}
@@ -63,13 +64,13 @@ def test_train_step_smallest():
 
 
 def test_label_cost_smallest():
-    out = run_bench("label_cost.py", "--problems", "1", "--k", "2", "--omegaprm-budget", "4")
+    out = run_bench("label_cost", "--problems", "1", "--k", "2", "--omegaprm-budget", "4")
     assert '"math_shepherd"' in out and '"omegaprm"' in out
 
 
 def test_adaptive_replay_smallest(tmp_path):
     cache = tmp_path / "samples.json"
-    out = run_bench("adaptive_replay.py", "--limit", "1", "--samples", str(cache))
+    out = run_bench("adaptive_replay", "--limit", "1", "--samples", str(cache))
     [row] = json.loads(cache.read_text()).values()
     assert len(row["samples"]) == 16 and all(s["tokens"] > 0 for s in row["samples"])
     rates = {line.split(" | ")[1]: line.split(" | ")[2:4] for line in out.splitlines()
@@ -77,13 +78,13 @@ def test_adaptive_replay_smallest(tmp_path):
     assert rates["n=16"][1] == "1.00x |"
     # the oracle answers right whenever any wave does, n=16's answer included
     assert float(rates["oracle"][0].rstrip("%")) >= float(rates["n=16"][0].rstrip("%"))
-    assert run_bench("adaptive_replay.py", "--samples", str(cache)).endswith(out.split("\n", 1)[1])  # replays the cache
+    assert run_bench("adaptive_replay", "--samples", str(cache)).endswith(out.split("\n", 1)[1])  # replays the cache
 
 
 def test_bad_input_against_the_default_server(tmp_path):
     # the README's command, against `openr serve` on its default model (no API key, as there)
     with ServerProcess(["--engine", "hf"], api_key=None) as server:
-        out = run_bench("bad_input.py", "--base-url", server.base_url, "--model", "openr-arith",
+        out = run_bench("bad_input", "--base-url", server.base_url, "--model", "openr-arith",
                         "--out", str(tmp_path / "bad.json"))
     summary = json.loads((tmp_path / "bad.json").read_text())
     assert summary["cases"] >= 50 and len(summary["results"]) == summary["cases"]

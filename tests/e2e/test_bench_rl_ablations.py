@@ -1,4 +1,4 @@
-"""bench/rl_ablations.py at its smallest setting: Muon, gold through RL and plain
+"""`python -m bench.rl_ablations` at its smallest setting: Muon, gold through RL and plain
 SFT each train and are graded, and --merge joins runs into one table."""
 
 import json
@@ -10,15 +10,15 @@ import pytest
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
-BENCH = ROOT / "bench" / "rl_ablations.py"
+BENCH = ["-m", "bench.rl_ablations"]  # run from ROOT
 VARIANTS = ["grpo-muon", "gold-through-rl", "sft-gold-adamw"]
 
 
 def test_rl_ablations_bench_runs_and_merges(tmp_path):
     out = tmp_path / "abl"
-    subprocess.run([sys.executable, str(BENCH), "--rounds", "2", "--questions", "2", "--group", "2",
+    subprocess.run([sys.executable, *BENCH, "--rounds", "2", "--questions", "2", "--group", "2",
                     "--eval-every", "2", "--eval-problems", "3", "--variants", *VARIANTS, "--out", str(out)],
-                   check=True, capture_output=True, timeout=600)
+                   check=True, capture_output=True, timeout=600, cwd=ROOT)
     results = json.loads((out / "results.json").read_text())
     assert [r["variant"] for r in results["runs"]] == VARIANTS
     for run in results["runs"]:
@@ -36,6 +36,6 @@ def test_rl_ablations_bench_runs_and_merges(tmp_path):
     assert "(2 rounds)" in rows[0] and "(2 steps)" in rows[2]
 
     merged = tmp_path / "merged"
-    subprocess.run([sys.executable, str(BENCH), "--merge", str(out), str(out), "--out", str(merged)],
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run([sys.executable, *BENCH, "--merge", str(out), str(out), "--out", str(merged)],
+                   check=True, capture_output=True, timeout=120, cwd=ROOT)
     assert len(json.loads((merged / "results.json").read_text())["runs"]) == 2 * len(VARIANTS)

@@ -1,4 +1,4 @@
-"""bench/rl_baseline.py at its smallest setting: both sides train and are graded."""
+"""`python -m bench.rl_baseline` at its smallest setting: both sides train and are graded."""
 
 import json
 import subprocess
@@ -13,9 +13,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_rl_baseline_bench_runs_both_sides(tmp_path):
     out = tmp_path / "rlb"
-    subprocess.run([sys.executable, str(ROOT / "bench" / "rl_baseline.py"), "--rounds", "2", "--questions", "2",
+    subprocess.run([sys.executable, "-m", "bench.rl_baseline", "--rounds", "2", "--questions", "2",
                     "--group", "2", "--minibatch", "4", "--eval-every", "2", "--eval-problems", "3",
-                    "--out", str(out)], check=True, capture_output=True, timeout=900)
+                    "--out", str(out)], check=True, capture_output=True, timeout=900, cwd=ROOT)
     results = json.loads((out / "results.json").read_text())
     assert set(results["curves"]) == {"ours", "trl"}
     for curve in results["curves"].values():

@@ -76,3 +76,42 @@ def test_the_package_has_no_import_circle():
     graph = import_graph("openr")
     assert "openr.search.auto" in graph["openr.search.registry"]  # the graph sees real edges
     assert find_cycle(graph) is None
+
+
+def bench_breaches(source: str, name: str, scripts: set[str]) -> list[str]:
+    """What in one bench file (`source`, reported as `name`) breaks DESIGN.md's rule,
+    as `name:line: what`: an import from `tests`, a bench script imported by its bare
+    name instead of as `bench.NAME`, or the import path edited (`sys.path`, or
+    `PYTHONPATH` for a child process)."""
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(ast.parse(source, name)):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            names = [node.module or ""] + [f"sys.{alias.name}" for alias in node.names if node.module == "sys"]
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            names = [f"{node.value.id}.{node.attr}"]
+        elif isinstance(node, ast.Constant) and node.value == "PYTHONPATH":
+            names = ["PYTHONPATH"]
+        else:
+            continue
+        found += [(node.lineno, imported) for imported in names
+                  if imported.split(".")[0] in {"tests", *scripts} or imported in ("sys.path", "PYTHONPATH")]
+    return [f"{name}:{line}: {what}" for line, what in sorted(found)]
+
+
+def test_bench_breach_finder_sees_each_kind():
+    source = ("import sys, os\nfrom tests.support.servers import ServerProcess\nimport search_adapters\n"
+              "from bench.search_latency import latency_ratio\nfrom sys import path\nsys.path.insert(0, '.')\n"
+              "os.environ['PYTHONPATH'] = '.'\n")
+    assert bench_breaches(source, "b.py", {"search_adapters", "search_latency"}) == [
+        "b.py:2: tests.support.servers", "b.py:3: search_adapters", "b.py:5: sys.path", "b.py:6: sys.path",
+        "b.py:7: PYTHONPATH"]
+
+
+def test_bench_imports_the_package_never_the_tests_and_leaves_the_import_path_alone():
+    paths = sorted((ROOT / "bench").rglob("*.py"))
+    scripts = {path.stem for path in paths} - {"__init__"}
+    assert "search_adapters" in scripts  # the scripts are found
+    breaches = [b for path in paths for b in bench_breaches(path.read_text(), str(path.relative_to(ROOT)), scripts)]
+    assert breaches == []
