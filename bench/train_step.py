@@ -24,8 +24,14 @@ import time
 import torch
 
 from openr.hardware import DtypeChoice, machine_info
-from openr.training.sft import SFTConfig, build_model, collate, length_grouped_batches, make_optimizers, \
-    training_examples
+from openr.training.sft import (
+    SFTConfig,
+    build_model,
+    collate,
+    length_grouped_batches,
+    make_optimizers,
+    training_examples,
+)
 from openr.training.tokenizer import build_tokenizer
 
 SETTINGS = {

@@ -257,7 +257,8 @@ class LocalTokenizerEngine(Engine):
             self._prompt_cache = {}
         ids = self._prompt_cache.pop(text, None)
         if ids is None:
-            backend = getattr(self.tokenizer, "backend_tokenizer", None)  # the Rust tokenizer, without the wrapper's cost
+            # the Rust tokenizer, without the wrapper's cost
+            backend = getattr(self.tokenizer, "backend_tokenizer", None)
             ids = tuple(backend.encode(text, add_special_tokens=False).ids if backend is not None
                         else self.tokenizer.encode(text, add_special_tokens=False))
             if len(self._prompt_cache) >= self.PROMPT_CACHE_SIZE:

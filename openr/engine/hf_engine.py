@@ -18,10 +18,15 @@ import time
 from dataclasses import dataclass, field
 from typing import AsyncIterator
 
-from openr.engine.checkpoints import materialize
 from openr.engine.base import (
-    Delta, EngineRequestError, LocalTokenizerEngine, SamplingConfig, StopStringMatcher, TokenLogprob,
+    Delta,
+    EngineRequestError,
+    LocalTokenizerEngine,
+    SamplingConfig,
+    StopStringMatcher,
+    TokenLogprob,
 )
+from openr.engine.checkpoints import materialize
 from openr.engine.timing import SampleTiming
 
 logger = logging.getLogger(__name__)

@@ -14,8 +14,8 @@ import time
 import uuid
 from typing import AsyncIterator
 
-from openr.engine.checkpoints import materialize
 from openr.engine.base import Delta, EngineError, LocalTokenizerEngine, SamplingConfig, TokenLogprob
+from openr.engine.checkpoints import materialize
 from openr.engine.timing import SampleTiming
 
 logger = logging.getLogger(__name__)

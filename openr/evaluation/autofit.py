@@ -20,7 +20,6 @@ from typing import Any
 
 from openr.evaluation.report import Summary
 from openr.evaluation.settings import EFFORT_STRATEGY, Setting
-
 from openr.search import EFFORTS, SearchConfig
 from openr.search.auto import DEFAULT_TABLE, AutoTable
 

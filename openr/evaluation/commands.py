@@ -13,15 +13,18 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from openr.evaluation.settings import (
+    ADAPTIVE_STRATEGIES,
+    ARITH_DATASET,
+    ARITH_DATASETS,
+    ARITH_VALIDATION_DATASET,
+    build_grid,
+)
 from openr.search import DEFAULT_BEAM_WIDTH, EFFORTS, STRATEGIES
 from openr.server.settings import SearchLimits
-from openr.evaluation.settings import (
-    ADAPTIVE_STRATEGIES, ARITH_DATASET, ARITH_DATASETS, ARITH_VALIDATION_DATASET, build_grid,
-)
 
 if TYPE_CHECKING:
     from openr.evaluation.report import Summary
-    from openr.evaluation.answers import Grading
     from openr.evaluation.sweep import Sweep
 
 DEFAULT_STRATEGIES = ("cot", "majority_vote", "best_of_n", "beam_search")

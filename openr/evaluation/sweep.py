@@ -16,7 +16,15 @@ import openai
 from tqdm.auto import tqdm
 
 from openr.evaluation.answers import (
-    RESULTS_FILE, Grading, dataset_id, dataset_label, pending_jobs, read_rows, record_run, recorded_settings, run_jobs,
+    RESULTS_FILE,
+    Grading,
+    dataset_id,
+    dataset_label,
+    pending_jobs,
+    read_rows,
+    record_run,
+    recorded_settings,
+    run_jobs,
     select_problems,
 )
 from openr.evaluation.autofit import write_auto_table

@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
-from openr.prm.prefix_cache import CacheEntry, Encoded, PrefixCache, full_attention_only, spliced_past
 from openr.contracts import ScorerInputTooLong
+from openr.prm.prefix_cache import CacheEntry, Encoded, PrefixCache, full_attention_only, spliced_past
 from openr.tasks.problem import STEP_SEPARATOR
 
 DEFAULT_FORWARD_BATCH_SIZE = 16  # sequences per forward pass

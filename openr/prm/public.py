@@ -21,8 +21,17 @@ from safetensors import safe_open
 from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 from transformers.utils import cached_file
 
-from openr.prm.formats import (ADAPTER_CONFIG, QWEN_PRM, QWEN_PRM_STEP_TAG, TAG_FORMATS, PRMFormatError,
-                               label_pair, one_token, qwen_prm_messages, read_json)
+from openr.prm.formats import (
+    ADAPTER_CONFIG,
+    QWEN_PRM,
+    QWEN_PRM_STEP_TAG,
+    TAG_FORMATS,
+    PRMFormatError,
+    label_pair,
+    one_token,
+    qwen_prm_messages,
+    read_json,
+)
 from openr.prm.prefix_cache import Encoded
 from openr.prm.step_tag import TagScorer
 

@@ -7,9 +7,9 @@ import dataclasses
 import json
 
 from openr.cli_flags import add_config_flags
+from openr.hardware import DTYPES
 from openr.rl.config import ALGORITHMS, ROLLOUTS, RLConfig
 from openr.rl.env import REWARDS
-from openr.hardware import DTYPES
 
 RL_PROBLEM_SEED = 2  # SFT draws arith problems with seed 0, labelling with 1; RL from its own stream
 CHOICES = {"algo": ALGORITHMS, "reward": REWARDS, "dtype": DTYPES, "rollout": ROLLOUTS}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from openr.rl.env import REWARDS
 from openr.hardware import DTYPES
+from openr.rl.env import REWARDS
 
 ALGORITHMS = ("grpo", "ppo")
 ROLLOUTS = ("solution", "step")
@@ -28,7 +28,8 @@ class RLConfig:
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of the rollouts."})
     learning_rate: float = field(default=3e-5, metadata={"help": "AdamW learning rate (constant after warmup). On "
                                                                   "openr-arith one round at 2e-4 took held-out "
-                                                                  "accuracy from 0.43 to 0.18, 8e-5 lowered it over 10 rounds, 3e-5 held it."})
+                                                                  "accuracy from 0.43 to 0.18, 8e-5 lowered it "
+                                                                  "over 10 rounds, 3e-5 held it."})
     warmup_iterations: int = field(default=5, metadata={"help": "Rounds of linear learning-rate warmup."})
     update_epochs: int = field(default=1, metadata={"help": "Passes over each round's episodes."})
     minibatch_size: int = field(default=32, metadata={"help": "Episodes per optimizer step."})

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
-from openr.rl.env import Episode, VectorReasoningEnv
 from openr.contracts import Policy, Step
+from openr.rl.env import Episode, VectorReasoningEnv
 from openr.tasks.problem import STEP_SEPARATOR
 
 NOT_ACTION = -1  # step index of tokens the policy did not choose (prompt, padding)

@@ -30,16 +30,23 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from openr.engine.hf_engine import HFEngine
+from openr.hardware import TimeCap, choose_dtype, machine_info
 from openr.rl.advantages import gae, group_outcome_advantages, group_process_advantages, normalise
 from openr.rl.checkpoint import RunState, load_latest, save_final, save_state
 from openr.rl.config import RLConfig
 from openr.rl.env import EnvConfig, Episode, ReasoningEnv, VectorReasoningEnv
-from openr.rl.losses import (ValueHead, clipped_policy_loss, clipped_value_loss, kl_to_reference, masked_mean,
-                             token_advantages, token_view)
+from openr.rl.losses import (
+    ValueHead,
+    clipped_policy_loss,
+    clipped_value_loss,
+    kl_to_reference,
+    masked_mean,
+    token_advantages,
+    token_view,
+)
 from openr.rl.rollout import encode_episodes, run_episodes, run_solutions, select_rows
 from openr.tasks.problem import Problem
 from openr.training.policy_accuracy import engine_grades
-from openr.hardware import TimeCap, choose_dtype, machine_info
 
 ROUND_SEED_STRIDE = 1_000_003  # per-round seeds: seed * stride + round
 SEED_SPACE = 2**31  # round seeds stay here, so every seed derived from them fits torch's 64 bits

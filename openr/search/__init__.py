@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from openr.contracts import Policy, ScorerInputTooLong, Step, StepScorer
 from openr.search.aggregation import AGGREGATIONS, Aggregation, parse_aggregation
+from openr.search.auto import EFFORTS, effort_preset
 from openr.search.budget import Budget
 from openr.search.candidates import Candidate, SearchProblem, SearchResult
-from openr.search.auto import EFFORTS, effort_preset
 from openr.search.config import DEFAULT_BEAM_WIDTH, SearchConfig, SearchConfigError
 from openr.search.options import SearchPlan, parse_search
 from openr.search.registry import STRATEGIES, budget_option, build_config, run_strategy, takes_option

@@ -39,14 +39,14 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, ClassVar
 
 from openr.contracts import Policy, StepScorer
-from openr.search.waves import DEFAULT_CONFIDENCE, FIRST_WAVE_SAMPLES, SampledSolutionsConfig, WaveSampler
 from openr.search.aggregation import AGGREGATIONS
 from openr.search.budget import Budget
 from openr.search.candidates import SearchProblem, SearchResult
 from openr.search.config import DEFAULT_AGGREGATION, GroupedSamplesConfig, SearchConfig, SearchConfigError
 from openr.search.metered import MeteredScorer, conclude
-from openr.search.strategies.particle_filtering import ParticleFilteringConfig, filter_from
 from openr.search.strategies import SEARCHES, build_search
+from openr.search.strategies.particle_filtering import ParticleFilteringConfig, filter_from
+from openr.search.waves import DEFAULT_CONFIDENCE, FIRST_WAVE_SAMPLES, SampledSolutionsConfig, WaveSampler
 
 EFFORTS = ("low", "medium", "high")
 # Token budgets of the effort levels: on openr-arith (about 95 tokens a solution)

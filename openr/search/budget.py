@@ -30,8 +30,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from openr.search.config import check_float, check_int
 from openr.search.candidates import BudgetReason, Candidate, SearchTiming
+from openr.search.config import check_float, check_int
 
 if TYPE_CHECKING:
     from openr.search.aggregation import Aggregation

@@ -8,7 +8,6 @@ so the server can answer HTTP 400 with `param: "search.<field>"`.
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass
 from typing import ClassVar
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from openr.contracts import Policy, ScorerInputTooLong, Step, StepScorer
 from openr.search.aggregation import Aggregation
 from openr.search.budget import Budget
-from openr.search.config import SearchConfig, SearchConfigError
-from openr.contracts import Policy, ScorerInputTooLong, Step, StepScorer
 from openr.search.candidates import Candidate, SearchProblem, SearchResult, StopReason
+from openr.search.config import SearchConfig, SearchConfigError
 from openr.tasks.problem import STEP_SEPARATOR
 
 

@@ -19,15 +19,14 @@ from pydantic import BaseModel, ValidationError
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from openr.engine.base import Engine
 from openr.contracts import ScorerError
+from openr.engine.base import Engine
 from openr.prm.batcher import MicroBatchingScorer
 from openr.server import chat, completions, rewards
 from openr.server.admission import Admission
 from openr.server.base import ServingContext
 from openr.server.errors import APIError, bad_request, error_body, error_response
 from openr.server.metrics import ServerMetrics
-from openr.server.settings import ServerSettings
 from openr.server.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -36,6 +35,7 @@ from openr.server.protocol import (
     TokenizeRequest,
 )
 from openr.server.responses import ModelCard, ModelList
+from openr.server.settings import ServerSettings
 
 logger = logging.getLogger(__name__)
 
@@ -162,7 +162,8 @@ async def _parse(request: Request, model: type[BaseModel]) -> BaseModel:
         raise APIError(503, "the model is still loading; poll /health", code="model_loading")
     content_type = request.headers.get("content-type", "")
     if "application/json" not in content_type.lower():
-        raise bad_request(f"Content-Type must be application/json, got {content_type or 'none'!r}", code="invalid_content_type")
+        raise bad_request(f"Content-Type must be application/json, got {content_type or 'none'!r}",
+                          code="invalid_content_type")
     raw = await _read_body(request, request.app.state.max_request_bytes)
     # pydantic's own JSON parser: a recursion limit (deep nesting is a 400, not a
     # RecursionError), strict types, and no second pass over a Python dict.

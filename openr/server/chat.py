@@ -12,10 +12,18 @@ from typing import AsyncIterator
 
 from openr.engine.base import Delta
 from openr.server.base import (
-    FINISH_REASONS, ServingContext, Tally, check_model, check_n, render_prompt, resolve_max_tokens, sse_stream,
+    FINISH_REASONS,
+    ServingContext,
+    Tally,
+    check_model,
+    check_n,
+    render_prompt,
+    resolve_max_tokens,
+    sse_stream,
 )
 from openr.server.chat_search import create_search_completion, wants_search
 from openr.server.protocol import ChatCompletionRequest
+from openr.server.refusals import check_chat_fields
 from openr.server.responses import (
     AssistantMessage,
     ChatChoice,
@@ -28,7 +36,6 @@ from openr.server.responses import (
     new_id,
     now,
 )
-from openr.server.refusals import check_chat_fields
 
 
 async def create_chat_completion(ctx: ServingContext, request: ChatCompletionRequest):

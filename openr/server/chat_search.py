@@ -15,10 +15,22 @@ import time
 from typing import AsyncIterator
 
 from openr.search import (
-    SearchConfigError, SearchPlan, SearchProblem, SearchResult, effort_preset, parse_search, run_strategy,
+    SearchConfigError,
+    SearchPlan,
+    SearchProblem,
+    SearchResult,
+    effort_preset,
+    parse_search,
+    run_strategy,
 )
 from openr.server.base import (
-    ServingContext, Tally, check_model, check_n, check_prompt_fits, render_prompt, sse_stream,
+    ServingContext,
+    Tally,
+    check_model,
+    check_n,
+    check_prompt_fits,
+    render_prompt,
+    sse_stream,
 )
 from openr.server.errors import bad_request
 from openr.server.protocol import ChatCompletionRequest
@@ -148,8 +160,9 @@ def trace_of(strategy: str, result: SearchResult) -> dict:
         "strategy": strategy, "stop_reason": result.stop_reason, "tokens_generated": result.tokens_generated,
         "prm_calls": result.prm_calls, **result.decisions,
         "timing": {**dataclasses.asdict(result.timing), "other_seconds": result.timing.other_seconds},
-        "candidates": [{"steps": list(c.steps), "step_scores": list(c.step_scores), "aggregate_score": c.aggregate_score,
-                        "tokens": c.tokens, "finished": c.finished, "answer": c.answer} for c in result.candidates],
+        "candidates": [{"steps": list(c.steps), "step_scores": list(c.step_scores),
+                        "aggregate_score": c.aggregate_score, "tokens": c.tokens, "finished": c.finished,
+                        "answer": c.answer} for c in result.candidates],
     }
 
 

@@ -11,11 +11,18 @@ from typing import AsyncIterator
 
 from openr.engine.base import Delta
 from openr.server.base import (
-    FINISH_REASONS, ServingContext, Tally, check_model, check_n, render_prompt, resolve_max_tokens, sse_stream,
+    FINISH_REASONS,
+    ServingContext,
+    Tally,
+    check_model,
+    check_n,
+    render_prompt,
+    resolve_max_tokens,
+    sse_stream,
 )
 from openr.server.errors import bad_request
-from openr.server.refusals import check_completion_fields, check_sampling_fields
 from openr.server.protocol import CompletionRequest, DetokenizeRequest, TokenizeRequest
+from openr.server.refusals import check_completion_fields, check_sampling_fields
 from openr.server.responses import Completion, CompletionChoice, CompletionLogprobs, Usage, new_id, now
 
 

@@ -13,7 +13,13 @@ from pathlib import Path
 from openr.cli_flags import add_flag
 from openr.engine import ENGINE_CHOICES, choose_engine, make_engine
 from openr.engine.checkpoints import (
-    ARITH_ALIAS, DEFAULT_MODEL, SMOLLM2_ALIAS, bundle_file, check_model_arg, served_name, split_bundle,
+    ARITH_ALIAS,
+    DEFAULT_MODEL,
+    SMOLLM2_ALIAS,
+    bundle_file,
+    check_model_arg,
+    served_name,
+    split_bundle,
 )
 from openr.engine.hf_engine import DEFAULT_DECODE_BATCH_SIZE
 from openr.prm.causal_lm import DEFAULT_CACHE_MB as DEFAULT_PRM_CACHE_MB

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Sequence
 
 from openr.cli_flags import add_flag
-from openr.prm import load_prm
 from openr.contracts import StepScorer
+from openr.prm import load_prm
 from openr.tasks.arith import check_step, test_split
 from openr.tasks.grading import is_correct
 from openr.tasks.problem import Problem, split_steps

@@ -28,12 +28,19 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from transformers import (AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase, Trainer,
-                          TrainingArguments, set_seed)
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    Trainer,
+    TrainingArguments,
+    set_seed,
+)
 
 from openr.cli_flags import add_config_flags
-from openr.prm.step_tag import StepTagFormat, StepTagPRM, encode_steps, right_pad, tag_margins
 from openr.hardware import DTYPES, DtypeChoice, choose_dtype, machine_info
+from openr.prm.step_tag import StepTagFormat, StepTagPRM, encode_steps, right_pad, tag_margins
 from openr.training.prm_quality import THRESHOLD, evaluate_prm, load_step_records
 from openr.training.sft import IGNORE_INDEX, SFTConfig, build_model
 from openr.training.tokenizer import build_tokenizer

@@ -20,8 +20,8 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from openr.tasks import arith
 from openr.hardware import machine_info
+from openr.tasks import arith
 from openr.training.labels.omegaprm import OmegaPRMConfig
 from openr.training.labels.shepherd import ShepherdConfig
 from openr.training.prm_train import PRMTrainConfig

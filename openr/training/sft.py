@@ -33,10 +33,10 @@ import torch
 from tqdm.auto import tqdm
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
-from openr.tasks.arith import check_levels, train_problems
-from openr.tasks.problem import Problem
 from openr.cli_flags import add_config_flags
 from openr.hardware import DTYPES, DtypeChoice, TimeCap, choose_dtype, machine_info
+from openr.tasks.arith import check_levels, train_problems
+from openr.tasks.problem import Problem
 from openr.training.muon import Muon
 from openr.training.tokenizer import build_tokenizer
 

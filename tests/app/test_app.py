@@ -161,7 +161,8 @@ async def test_metrics_count_requests_and_tokens_exactly():
         text = (await http.get("/metrics")).text
     assert metric(text, "openr:request_success_total", finished_reason="length") == 3
     assert metric(text, "openr:request_success_total", finished_reason="stop") == 1
-    assert metric(text, "openr:generation_tokens_total", model_name=MODEL) == 2 + 3 + 4 + 3  # the token holding the stop string counts
+    # the token holding the stop string counts
+    assert metric(text, "openr:generation_tokens_total", model_name=MODEL) == 2 + 3 + 4 + 3
     assert metric(text, "openr:e2e_request_latency_seconds_count") == 4
     assert metric(text, "openr:time_to_first_token_seconds_count") == 4
     assert metric(text, "openr:num_requests_running") == 0

@@ -4,7 +4,6 @@ as cut, and graded wrong even where a lenient reading of its text would pass."""
 from __future__ import annotations
 
 import pytest
-from tqdm.auto import tqdm
 
 from openr.evaluation.answers import Grading, Job, answer
 from openr.evaluation.report import format_table, summarize

@@ -13,8 +13,8 @@ from openr.prm.batcher import MicroBatchingScorer
 from openr.prm.causal_lm import PRMInputTooLong
 from openr.server.metrics import metric_in
 from openr.server.settings import ServerSettings
-from tests.support.fake_engine import FakePRM, StepFakeEngine
 from tests.support.app_client import MODEL, serving
+from tests.support.fake_engine import FakePRM, StepFakeEngine
 
 pytestmark = pytest.mark.anyio
 MESSAGES = [{"role": "user", "content": "q"}]

@@ -57,7 +57,8 @@ def test_search_profile_smallest(tmp_path):
 
 def test_train_step_smallest():
     out = run_bench("train_step", "--rounds", "3", "--problems", "64")
-    rows = out.splitlines()[out.splitlines().index(next(l for l in out.splitlines() if l.startswith("setting"))) + 1:]
+    lines = out.splitlines()
+    rows = lines[lines.index(next(line for line in lines if line.startswith("setting"))) + 1:]
     ratios = {row[:22].strip(): float(row[22:].split()[1]) for row in rows if row.strip()}
     assert set(ratios) == {"float32", "float32, torch Muon", "bfloat16 autocast"}
     assert ratios["float32"] == 1.0 and all(r > 0 for r in ratios.values())  # each timed against float32

@@ -9,7 +9,13 @@ import httpx
 import openai
 import pytest
 
-from tests.support.e2e_helpers import LONG_PROMPT, hold_stream_then_drop, metric, time_out_non_streaming, wait_for_metric
+from tests.support.e2e_helpers import (
+    LONG_PROMPT,
+    hold_stream_then_drop,
+    metric,
+    time_out_non_streaming,
+    wait_for_metric,
+)
 from tests.support.servers import API_KEY, ServerProcess
 
 MODEL = "smollm2-135m-instruct"
@@ -210,7 +216,8 @@ def test_metrics_count_exactly(server, client):
     after = {n: metric(server.url, n) for n in names}
     assert after["openr:request_success_total"] - before["openr:request_success_total"] == 3
     assert after["openr:e2e_request_latency_seconds_count"] - before["openr:e2e_request_latency_seconds_count"] == 3
-    assert after["openr:prompt_tokens_total"] - before["openr:prompt_tokens_total"] == sum(u.prompt_tokens for u in usages)
+    prompt_tokens = sum(u.prompt_tokens for u in usages)
+    assert after["openr:prompt_tokens_total"] - before["openr:prompt_tokens_total"] == prompt_tokens
     assert after["openr:generation_tokens_total"] - before["openr:generation_tokens_total"] == \
         sum(u.completion_tokens for u in usages)
 

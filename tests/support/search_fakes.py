@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from openr.search import STRATEGIES, Budget, SearchProblem
 from openr.contracts import ScorerInputTooLong, Step
+from openr.search import STRATEGIES, Budget, SearchProblem
 from openr.tasks.grading import extract_answer
 from openr.tasks.problem import STEP_SEPARATOR
 

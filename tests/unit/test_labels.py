@@ -12,13 +12,13 @@ import re
 
 import pytest
 
-from openr.engine.base import PreparedPrompt
 from openr.contracts import Step
+from openr.engine.base import PreparedPrompt
 from openr.tasks import arith
 from openr.tasks.problem import STEP_SEPARATOR, Problem, split_steps
 from openr.training.labels.omegaprm import OmegaPRMConfig, search_cost
-from openr.training.labels.shepherd import ShepherdConfig
 from openr.training.labels.pipeline import METHODS, done_path, label_problems
+from openr.training.labels.shepherd import ShepherdConfig
 
 USER, ASSISTANT = "<user>", "<assistant>"
 _STEP = re.compile(r"(-?\d+) ([-+*/]) (\d+) = (-?\d+)")

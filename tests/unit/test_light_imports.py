@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-HEAVY = ["math_verify", "sympy", "torch", "openr.search", "openr.search.strategies.beam_search", "openr.search.strategies.mcts",
-         "openr.tasks.grading"]
+HEAVY = ["math_verify", "sympy", "torch", "openr.search", "openr.search.strategies.beam_search",
+         "openr.search.strategies.mcts", "openr.tasks.grading"]
 
 
 def loaded_after(module: str) -> set[str]:

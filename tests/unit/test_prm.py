@@ -12,8 +12,14 @@ from openr.prm.step_tag import right_pad
 from openr.tasks import Problem, arith
 from openr.tasks.problem import STEP_SEPARATOR, split_steps
 from openr.training.prm_quality import auroc, evaluate_prm, label_by_checking, processbench_f1
-from openr.training.prm_train import (PRMTrainConfig, StepTagCollator, add_step_tag, encode_record, initial_model,
-                                      train_prm)
+from openr.training.prm_train import (
+    PRMTrainConfig,
+    StepTagCollator,
+    add_step_tag,
+    encode_record,
+    initial_model,
+    train_prm,
+)
 from openr.training.sft import IGNORE_INDEX
 from openr.training.tokenizer import build_tokenizer
 

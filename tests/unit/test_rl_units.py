@@ -11,14 +11,20 @@ import torch
 from gymnasium.error import ResetNeeded
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from openr.contracts import Step
 from openr.rl.advantages import gae, group_outcome_advantages, group_process_advantages
 from openr.rl.config import RLConfig
 from openr.rl.env import INVALID_ACTION_REWARD, EnvConfig, Episode, ReasoningEnv, VectorReasoningEnv
-from openr.rl.losses import (clipped_policy_loss, clipped_value_loss, kl_to_reference, token_advantages,
-                             token_view)
-from openr.rl.rollout import (NOT_ACTION, encode_episodes, episode_ids, run_episodes, run_solutions, select_rows,
-                              split_solution)
-from openr.contracts import Step
+from openr.rl.losses import clipped_policy_loss, clipped_value_loss, kl_to_reference, token_advantages, token_view
+from openr.rl.rollout import (
+    NOT_ACTION,
+    encode_episodes,
+    episode_ids,
+    run_episodes,
+    run_solutions,
+    select_rows,
+    split_solution,
+)
 from openr.tasks.problem import Problem
 from openr.training.tokenizer import build_tokenizer
 

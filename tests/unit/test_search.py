@@ -3,12 +3,12 @@ fake PRM (budgets are in test_search_budget.py)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import math
+from dataclasses import replace
 
 import pytest
 
+from openr.contracts import Step
 from openr.search import STRATEGIES, Budget, SearchConfigError, build_config
 from openr.search.aggregation import (
     AGGREGATIONS,
@@ -21,17 +21,16 @@ from openr.search.aggregation import (
     reduce_min,
     reduce_prod,
 )
+from openr.search.candidates import Candidate, SearchResult
+from openr.search.config import SearchConfig
+from openr.search.metered import MeteredPolicy, MeteredScorer
 from openr.search.strategies.beam_search import BeamSearchConfig
 from openr.search.strategies.best_of_n import BestOfNConfig
-from openr.search.strategies.particle_filtering import ParticleFilteringConfig
-from openr.search.config import SearchConfig
 from openr.search.strategies.cot import CotConfig
 from openr.search.strategies.dvts import DvtsConfig
 from openr.search.strategies.majority_vote import MajorityVoteConfig
 from openr.search.strategies.mcts import MctsConfig, Node, SearchTree, backup, select_path, sibling_priors
-from openr.search.metered import MeteredPolicy, MeteredScorer
-from openr.contracts import Step
-from openr.search.candidates import Candidate, SearchResult
+from openr.search.strategies.particle_filtering import ParticleFilteringConfig
 from openr.tasks.problem import STEP_SEPARATOR
 from tests.support.search_fakes import (
     PROBLEM,

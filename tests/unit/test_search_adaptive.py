@@ -8,11 +8,11 @@ import math
 import pytest
 
 from openr.search import SearchConfigError, parse_search
-from openr.search.waves import FIRST_WAVE_SAMPLES, WAVE_SAMPLES, leader_confidence, leader_stays_ahead
 from openr.search.aggregation import AGGREGATIONS
-from openr.search.strategies.best_of_n import BestOfNConfig
 from openr.search.candidates import Candidate
+from openr.search.strategies.best_of_n import BestOfNConfig
 from openr.search.strategies.majority_vote import MajorityVoteConfig
+from openr.search.waves import FIRST_WAVE_SAMPLES, WAVE_SAMPLES, leader_confidence, leader_stays_ahead
 from tests.support.search_fakes import TOKENS_PER_STEP, FakePolicy, FakePRM, answer_steps, run
 
 pytestmark = pytest.mark.anyio

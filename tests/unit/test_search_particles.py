@@ -9,11 +9,15 @@ import random
 import pytest
 
 from openr.contracts import Step
-from openr.search import SearchConfigError, parse_search
-from openr.search.strategies.beam_search import BeamSearchConfig, collapse
+from openr.search import Budget, SearchConfigError, parse_search
 from openr.search.candidates import Candidate
-from openr.search import Budget
-from openr.search.strategies.particle_filtering import ParticleFilteringConfig, filter_from, resample, resampling_weights
+from openr.search.strategies.beam_search import BeamSearchConfig, collapse
+from openr.search.strategies.particle_filtering import (
+    ParticleFilteringConfig,
+    filter_from,
+    resample,
+    resampling_weights,
+)
 from tests.support.search_fakes import PROBLEM, TOKENS_PER_STEP, FakePolicy, FakePRM, path_of, run, tree_step
 
 pytestmark = pytest.mark.anyio

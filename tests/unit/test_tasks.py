@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from openr.tasks import Problem, load_problems
+from openr.tasks import Problem, arith, load_problems
 from openr.tasks.grading import extract_answer, is_correct
-from openr.tasks import arith
 from openr.tasks.problem import STEP_SEPARATOR, split_steps
 
 # The shared data sets sit next to the repo; CI has them, so no skip if missing.

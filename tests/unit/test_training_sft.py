@@ -16,8 +16,15 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from openr.engine.checkpoints import ARITH_ALIAS, split_bundle
 from openr.tasks.arith import test_split, train_problems
 from openr.training.policy_accuracy import greedy_accuracy, greedy_grades
-from openr.training.sft import (CONFIG_FILENAME, SFTConfig, build_model, collate, encode_examples, train_policy,
-                                training_examples)
+from openr.training.sft import (
+    CONFIG_FILENAME,
+    SFTConfig,
+    build_model,
+    collate,
+    encode_examples,
+    train_policy,
+    training_examples,
+)
 from openr.training.tokenizer import IM_END, build_tokenizer
 
 GOLD = "12 + 7 = 19\n\n19 * 3 = 57\n\n57 - 5 = 52\n\nThe answer is \\boxed{52}"

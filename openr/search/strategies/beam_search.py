@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from openr.contracts import Policy, StepScorer
 from openr.search.aggregation import AGGREGATIONS, rank_max
 from openr.search.budget import Budget
+from openr.search.candidates import BudgetReason, Candidate, SearchProblem, SearchResult
 from openr.search.config import GroupedSamplesConfig
 from openr.search.metered import MeteredPolicy, MeteredScorer, conclude, require_prm
-from openr.contracts import Policy, StepScorer
-from openr.search.candidates import BudgetReason, Candidate, SearchProblem, SearchResult
 
 
 def collapse(beams: Sequence[Candidate]) -> list[tuple[Candidate, int]]:

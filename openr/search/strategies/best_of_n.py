@@ -8,12 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from openr.contracts import Policy, StepScorer
-from openr.search.waves import SampledSolutionsConfig, sample_and_choose
 from openr.search.aggregation import AGGREGATIONS
 from openr.search.budget import Budget
 from openr.search.candidates import SearchProblem, SearchResult
 from openr.search.config import DEFAULT_AGGREGATION, check_aggregation
 from openr.search.metered import MeteredScorer, require_prm
+from openr.search.waves import SampledSolutionsConfig, sample_and_choose
 
 
 @dataclass(frozen=True)

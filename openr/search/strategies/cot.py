@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from openr.contracts import Policy, StepScorer
 from openr.search.aggregation import AGGREGATIONS
 from openr.search.budget import Budget
+from openr.search.candidates import Candidate, SearchProblem, SearchResult
 from openr.search.config import SearchConfig
 from openr.search.metered import MeteredPolicy, conclude
-from openr.contracts import Policy, StepScorer
-from openr.search.candidates import Candidate, SearchProblem, SearchResult
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from openr.contracts import Policy, StepScorer
 from openr.search.aggregation import AGGREGATIONS, rank_max
 from openr.search.budget import Budget
+from openr.search.candidates import BudgetReason, SearchProblem, SearchResult
 from openr.search.config import GroupedSamplesConfig
 from openr.search.metered import MeteredPolicy, MeteredScorer, conclude, require_prm
-from openr.contracts import Policy, StepScorer
-from openr.search.candidates import BudgetReason, Candidate, SearchProblem, SearchResult
+
 
 @dataclass(frozen=True)
 class DvtsConfig(GroupedSamplesConfig):

@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from openr.contracts import Policy, StepScorer
-from openr.search.waves import SampledSolutionsConfig, sample_and_choose
 from openr.search.aggregation import AGGREGATIONS
 from openr.search.budget import Budget
 from openr.search.candidates import SearchProblem, SearchResult
+from openr.search.waves import SampledSolutionsConfig, sample_and_choose
 
 
 @dataclass(frozen=True)

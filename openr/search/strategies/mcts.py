@@ -11,12 +11,12 @@ import math
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from openr.contracts import Policy, Step, StepScorer
 from openr.search.aggregation import AGGREGATIONS, Aggregation
 from openr.search.budget import Budget
+from openr.search.candidates import BudgetReason, Candidate, SearchProblem, SearchResult
 from openr.search.config import MAX_SAMPLES, PrmGuidedConfig, SearchConfigError, check_float, check_int
 from openr.search.metered import MeteredPolicy, MeteredScorer, conclude, require_prm
-from openr.contracts import Policy, Step, StepScorer
-from openr.search.candidates import BudgetReason, Candidate, SearchProblem, SearchResult
 
 DEFAULT_CHILDREN = 4
 DEFAULT_SIMULATIONS = 16

@@ -14,8 +14,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
-from openr.engine.base import PreparedPrompt
 from openr.contracts import Policy, Step
+from openr.engine.base import PreparedPrompt
 from openr.tasks.grading import is_correct
 from openr.tasks.problem import STEP_SEPARATOR, Problem, split_steps
 

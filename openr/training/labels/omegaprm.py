@@ -40,7 +40,14 @@ from dataclasses import dataclass, field
 
 from openr.contracts import Policy
 from openr.tasks.problem import Problem
-from openr.training.labels.monte_carlo import ChatPolicy, ProblemLabels, ProblemRollouts, Rollout, RolloutConfig, make_record
+from openr.training.labels.monte_carlo import (
+    ChatPolicy,
+    ProblemLabels,
+    ProblemRollouts,
+    Rollout,
+    RolloutConfig,
+    make_record,
+)
 
 METHOD = "omegaprm"
 

@@ -19,7 +19,14 @@ from dataclasses import dataclass, field
 
 from openr.contracts import Policy
 from openr.tasks.problem import Problem
-from openr.training.labels.monte_carlo import ChatPolicy, ProblemLabels, ProblemRollouts, Rollout, RolloutConfig, make_record
+from openr.training.labels.monte_carlo import (
+    ChatPolicy,
+    ProblemLabels,
+    ProblemRollouts,
+    Rollout,
+    RolloutConfig,
+    make_record,
+)
 
 METHOD = "math_shepherd"
 
