@@ -37,6 +37,17 @@ class RunState:
     history: list[dict] = field(default_factory=list)  # one metrics dict per round
     evals: list[dict] = field(default_factory=list)  # {"iteration", "accuracy", "prm_reward"}
     warnings: list[str] = field(default_factory=list)
+    # question id -> [samples right, samples drawn], over every round so far
+    passes: dict[str, list[int]] = field(default_factory=dict)
+
+    def record_passes(self, episodes) -> None:
+        for episode in episodes:
+            right, drawn = self.passes.get(episode.problem.id, (0, 0))
+            self.passes[episode.problem.id] = [right + int(episode.correct), drawn + 1]
+
+    def settled_questions(self) -> frozenset[str]:
+        """Questions whose samples so far were all right or all wrong: off the edge of competence."""
+        return frozenset(q for q, (right, drawn) in self.passes.items() if right in (0, drawn))
 
     def record_eval(self, iteration: int, accuracy: float) -> str | None:
         """Record a held-out accuracy with the mean PRM reward of the rounds since
@@ -101,8 +112,15 @@ def load_latest(out: Path, run) -> bool:
     return True
 
 
+def write_history(out: Path, state: RunState) -> None:
+    """OUT/history.jsonl: every round's metrics so far, rewritten each round so a
+    running (or killed) run can be read as it goes."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / HISTORY_FILE).write_text("".join(json.dumps(m) + "\n" for m in state.history))
+
+
 def save_final(out: Path, run, summary: dict) -> None:
     _write_policy(run, out)
     (out / CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(run.config), indent=2) + "\n")
-    (out / HISTORY_FILE).write_text("".join(json.dumps(m) + "\n" for m in run.state.history))
+    write_history(out, run.state)
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")

@@ -7,14 +7,17 @@ from dataclasses import dataclass, field
 from openr.hardware import DTYPES
 from openr.rl.env import REWARDS
 
-ALGORITHMS = ("grpo", "ppo")
+ALGORITHMS = ("grpo", "ppo", "expert-iteration")
+MAX_DRAWS_PER_ROUND = 16  # dynamic sampling's draws of questions in one round, at most
 ROLLOUTS = ("solution", "step")
 
 
 @dataclass(frozen=True)
 class RLConfig:
     algo: str = field(default="grpo", metadata={"help": "grpo: group-normalised advantages, no critic; ppo: a "
-                                                         "value head and GAE over steps."})
+                                                         "value head and GAE over steps; expert-iteration: keep "
+                                                         "the verified-correct samples of each round and "
+                                                         "fine-tune on them (rejection-sampling fine-tuning)."})
     reward: str = field(default="outcome", metadata={"help": "prm: the PRM's score of each new step (OpenR's "
                                                               "choice); outcome: 1 for a correct boxed answer; "
                                                               "prm+outcome: both."})
@@ -32,7 +35,23 @@ class RLConfig:
                                                                   "over 10 rounds, 3e-5 held it."})
     warmup_iterations: int = field(default=5, metadata={"help": "Rounds of linear learning-rate warmup."})
     update_epochs: int = field(default=1, metadata={"help": "Passes over each round's episodes."})
-    minibatch_size: int = field(default=32, metadata={"help": "Episodes per optimizer step."})
+    minibatch_size: int = field(default=32, metadata={"help": "Episodes per forward/backward pass."})
+    optimizer_batch_size: int = field(default=0, metadata={"help": "Episodes per optimizer step: the gradients "
+                                                                    "of minibatches are accumulated up to it, so "
+                                                                    "a step averages out the noise of which "
+                                                                    "samples were drawn (0: one minibatch)."})
+    dynamic_sampling: bool = field(default=False, metadata={"help": "GRPO (as DAPO): drop the groups whose rewards "
+                                                                     "are all equal (they carry no signal) and "
+                                                                     "draw more questions until the round holds "
+                                                                     "questions-per-iteration groups with signal, "
+                                                                     f"at most {MAX_DRAWS_PER_ROUND} draws."})
+    edge_of_competence: bool = field(default=False, metadata={"help": "Skip questions whose samples in earlier "
+                                                                       "rounds were all right or all wrong: train "
+                                                                       "where the pass rate is strictly between 0 "
+                                                                       "and 1."})
+    gradient_signal: bool = field(default=True, metadata={"help": "Measure each round's gradient signal: the "
+                                                                   "cosine between the policy gradients of two "
+                                                                   "halves of its batch (one more backward pass)."})
     clip: float = field(default=0.2, metadata={"help": "PPO/GRPO ratio clip epsilon."})
     kl_coef: float = field(default=0.02, metadata={"help": "Weight of the KL penalty to the starting policy "
                                                             "(0: no reference model)."})
@@ -43,7 +62,13 @@ class RLConfig:
     value_learning_rate: float = field(default=1e-3, metadata={"help": "PPO: AdamW learning rate of the value "
                                                                         "head, which starts from zero and must "
                                                                         "catch up with returns of scale 1-6."})
-    value_clip: float = field(default=0.2, metadata={"help": "PPO: clip of the value change per update."})
+    value_clip: float = field(default=0.0, metadata={"help": "PPO: clip of the value change per update (0: off; "
+                                                                  "a clip of 0.2 on returns up to ~5 kept the "
+                                                                  "critic from fitting)."})
+    critic_warmup_iterations: int = field(default=2, metadata={"help": "PPO: first rounds in which only the value "
+                                                                        "head learns, so advantages come from a "
+                                                                        "critic that fits; its bias starts at the "
+                                                                        "first round's mean return."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Global gradient-norm clip."})
     max_steps: int = field(default=12, metadata={"help": "Steps per episode before truncation."})
     max_step_tokens: int = field(default=64, metadata={"help": "Longest valid step in tokens."})
@@ -67,6 +92,8 @@ class RLConfig:
             raise ValueError(f"reward must be one of {REWARDS}, got {self.reward!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if self.optimizer_batch_size < 0 or self.critic_warmup_iterations < 0:
+            raise ValueError("optimizer_batch_size and critic_warmup_iterations must be >= 0")
         for name in ("iterations", "questions_per_iteration", "group_size", "update_epochs", "minibatch_size",
                      "max_steps", "max_step_tokens", "max_episode_tokens", "train_problems", "eval_problems",
                      "eval_every", "save_every"):

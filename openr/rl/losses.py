@@ -101,6 +101,10 @@ def kl_to_reference(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: to
 
 def clipped_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor,
                        clip: float) -> torch.Tensor:
-    """Half the larger of the plain and the clipped squared error (PPO2)."""
+    """Half the larger of the plain and the clipped squared error (PPO2); a clip
+    of 0 turns clipping off (half the plain squared error), rather than freezing
+    the values where they were."""
+    if clip <= 0:
+        return 0.5 * ((values - returns) ** 2).mean()
     clipped = old_values + torch.clamp(values - old_values, -clip, clip)
     return 0.5 * torch.maximum((values - returns) ** 2, (clipped - returns) ** 2).mean()

@@ -1,5 +1,6 @@
 """Online RL on reasoning steps: rollouts through the serving engine, rewards
-from the PRM and/or exact grading, PPO or GRPO updates.
+from the PRM and/or exact grading, PPO, GRPO or expert-iteration updates
+(`openr.rl.update`), with diagnostics every round (`openr.rl.diagnostics`).
 
 Each round draws questions (seeded by round, so a resumed run draws the same
 ones), plays `group_size` episodes of each in `VectorReasoningEnv` with the
@@ -22,8 +23,8 @@ import copy
 import random
 import statistics
 import time
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -31,20 +32,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from openr.engine.hf_engine import HFEngine
 from openr.hardware import TimeCap, choose_dtype, machine_info
-from openr.rl.advantages import gae, group_outcome_advantages, group_process_advantages, normalise
-from openr.rl.checkpoint import RunState, load_latest, save_final, save_state
-from openr.rl.config import RLConfig
+from openr.rl.checkpoint import RunState, load_latest, save_final, save_state, write_history
+from openr.rl.config import MAX_DRAWS_PER_ROUND, RLConfig
 from openr.rl.env import EnvConfig, Episode, ReasoningEnv, VectorReasoningEnv
-from openr.rl.losses import (
-    ValueHead,
-    clipped_policy_loss,
-    clipped_value_loss,
-    kl_to_reference,
-    masked_mean,
-    token_advantages,
-    token_view,
-)
-from openr.rl.rollout import encode_episodes, run_episodes, run_solutions, select_rows
+from openr.rl.losses import ValueHead
+from openr.rl.rollout import run_episodes, run_solutions
+from openr.rl.update import expert_iteration_update, policy_update
 from openr.tasks.problem import Problem
 from openr.training.policy_accuracy import engine_grades
 
@@ -61,37 +54,23 @@ def round_seed(config: RLConfig, iteration: int) -> int:
     return (config.seed * ROUND_SEED_STRIDE + iteration) % SEED_SPACE
 
 
-def draw_problems(pool: Sequence[Problem], config: RLConfig, iteration: int) -> list[Problem]:
-    """The round's questions: a function of the seed and the round alone."""
-    rng = random.Random(round_seed(config, iteration))
-    return rng.sample(pool, min(config.questions_per_iteration, len(pool)))
+def sampling_seed(config: RLConfig, iteration: int, draw: int) -> int:
+    """The engine seed of a round's `draw`-th rollout (dynamic sampling draws again)."""
+    return round_seed(config, iteration) * MAX_DRAWS_PER_ROUND + draw
 
 
-def step_advantages(config: RLConfig, episodes: list[Episode],
-                    old_values: list[torch.Tensor] | None) -> tuple[list[list[float]], list[list[float]]]:
-    """Per-step advantages, and (PPO) the returns the value head regresses to."""
-    if config.algo == "ppo":
-        advantages, returns = [], []
-        for episode, values in zip(episodes, old_values):
-            values = values.tolist()
-            steps = len(episode.rewards)
-            bootstrap = episode.truncated and episode.invalid is None  # cut by a cap, not ended
-            a, r = gae(episode.rewards, values[:steps], values[steps] if bootstrap else 0.0, config.gamma,
-                       config.lam)
-            advantages.append(a)
-            returns.append(r)
-        flat = [a for steps in advantages for a in steps]
-        mean, std = statistics.fmean(flat), statistics.pstdev(flat)
-        return [normalise(steps, mean, std) for steps in advantages], returns
-    advantages = []
-    for start in range(0, len(episodes), config.group_size):
-        group = episodes[start : start + config.group_size]
-        if config.reward == "outcome":
-            totals = group_outcome_advantages([sum(e.rewards) for e in group])
-            advantages += [[total] * len(e.rewards) for total, e in zip(totals, group)]
-        else:
-            advantages += group_process_advantages([e.rewards for e in group])
-    return advantages, []
+def draw_problems(pool: Sequence[Problem], config: RLConfig, iteration: int, draw: int = 0,
+                  skip: Collection[str] = frozenset()) -> list[Problem]:
+    """The round's questions: a function of the seed, the round and the draw
+    alone, never one whose id is in `skip`."""
+    rng = random.Random(round_seed(config, iteration) if draw == 0 else f"{round_seed(config, iteration)}/{draw}")
+    eligible = [p for p in pool if p.id not in skip] if skip else list(pool)
+    return rng.sample(eligible, min(config.questions_per_iteration, len(eligible)))
+
+
+def has_signal(group: Sequence[Episode]) -> bool:
+    """Whether a question's samples earned different rewards (else GRPO's advantages are all 0)."""
+    return len({round(sum(e.rewards), 9) for e in group}) > 1
 
 
 class RLRun:
@@ -123,7 +102,8 @@ class RLRun:
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else \
             self.tokenizer.eos_token_id
         self.model = AutoModelForCausalLM.from_pretrained(policy_dir, dtype=torch.float32)
-        self.reference = copy.deepcopy(self.model).eval().requires_grad_(False) if config.kl_coef else None
+        uses_reference = config.kl_coef and config.algo != "expert-iteration"  # its loss has no KL term
+        self.reference = copy.deepcopy(self.model).eval().requires_grad_(False) if uses_reference else None
         self.value_head = ValueHead(self.model.config.hidden_size) if config.algo == "ppo" else None
         if make_optimizer is not None:
             self.optimizer = make_optimizer(self.model, config)
@@ -162,89 +142,53 @@ class RLRun:
     async def rollout(self, engine: HFEngine, iteration: int,
                       problems: Sequence[Problem] | None = None) -> list[Episode]:
         """`group_size` episodes of each of the round's questions: `problems` when
-        given (an ablation choosing its own), else the round's seeded draw."""
-        if problems is None:
-            problems = draw_problems(self.train_pool, self.config, iteration)
+        given (an ablation choosing its own), else the round's seeded draw. With
+        dynamic sampling, groups whose rewards are all equal are dropped and more
+        questions drawn until the round is full; with edge_of_competence, questions
+        whose earlier samples were all right or all wrong are not drawn. Every
+        sampled episode counts in `state.samples`, kept or not."""
+        config = self.config
+        if problems is not None:
+            return await self.play(engine, problems, sampling_seed(config, iteration, 0))
+        kept: list[list[Episode]] = []
+        for draw in range(MAX_DRAWS_PER_ROUND if config.dynamic_sampling else 1):
+            skip = self.state.settled_questions() if config.edge_of_competence else frozenset()
+            problems = draw_problems(self.train_pool, config, iteration, draw, skip)
+            if not problems:
+                break
+            episodes = await self.play(engine, problems, sampling_seed(config, iteration, draw))
+            groups = [episodes[s : s + config.group_size] for s in range(0, len(episodes), config.group_size)]
+            kept += [group for group in groups if not config.dynamic_sampling or has_signal(group)]
+            if len(kept) >= config.questions_per_iteration:
+                break
+        return [episode for group in kept[: config.questions_per_iteration] for episode in group]
+
+    async def play(self, engine: HFEngine, problems: Sequence[Problem], seed: int) -> list[Episode]:
+        """`group_size` episodes of each problem, counted and remembered by question."""
         envs = self.make_envs(len(problems) * self.config.group_size)
         envs.reset([p for p in problems for _ in range(self.config.group_size)])
         self.model.eval()
         play = run_solutions if self.config.rollout == "solution" else run_episodes
-        return await play(envs, engine, self.config.temperature, seed=round_seed(self.config, iteration))
+        episodes = await play(envs, engine, self.config.temperature, seed=seed)
+        self.state.samples += len(episodes)
+        self.state.record_passes(episodes)
+        return episodes
 
     def update(self, episodes: list[Episode], iteration: int) -> dict:
-        """Advantages, then `update_epochs` passes of clipped policy-gradient steps.
-        Minibatches hold episodes of similar length (little padding: episodes
-        here run from ~100 to ~550 tokens), in a seeded random order."""
-        config = self.config
-        batch = encode_episodes(episodes, self.tokenizer, self.pad_id)
-        lengths = batch.attention_mask.sum(1).tolist()
-        by_length = sorted(range(len(episodes)), key=lambda i: (lengths[i], i))
-        chunks = [torch.tensor(by_length[s : s + config.minibatch_size])
-                  for s in range(0, len(by_length), config.minibatch_size)]
-        old, reference, values = [], [], [None] * len(episodes)
-        with torch.no_grad(), self._autocast():
-            for rows in chunks:
-                sub = select_rows(batch, rows)
-                old.append(token_view(self.model, sub, self.value_head, config.temperature))
-                reference.append(token_view(self.reference, sub, temperature=config.temperature)
-                                 if self.reference is not None else None)
-                for row, value in zip(rows.tolist(), old[-1].values or []):
-                    values[row] = value
-        advantages, returns = step_advantages(config, episodes, values)
-        if self.advantage_transform is not None:
-            advantages = self.advantage_transform(episodes, advantages)
-        generator = torch.Generator().manual_seed(round_seed(config, iteration))
+        """The round's update (`openr.rl.update`), minibatches in a seeded random order."""
+        generator = torch.Generator().manual_seed(round_seed(self.config, iteration))
         self.model.train()
-        warmup = min(1.0, (iteration + 1) / max(config.warmup_iterations, 1))
-        lr = config.learning_rate * warmup
+        warmup = min(1.0, (iteration + 1) / max(self.config.warmup_iterations, 1))
         for group, base_lr in zip(self.optimizer.param_groups, self.base_lrs):
             group["lr"] = base_lr * warmup
-        logs: dict[str, list[float]] = {}
-        for _ in range(config.update_epochs):
-            for k in torch.randperm(len(chunks), generator=generator).tolist():
-                step = self._minibatch_step(select_rows(batch, chunks[k]), chunks[k].tolist(), old[k],
-                                            reference[k], advantages, returns)
-                for name, value in step.items():
-                    logs.setdefault(name, []).append(value)
-        metrics = {name: statistics.fmean(values) for name, values in logs.items()}
-        if config.algo == "ppo":
-            predicted = torch.cat([v[: len(e.rewards)] for v, e in zip(values, episodes)])
-            targets = torch.tensor([r for steps in returns for r in steps])
-            variance = targets.var().item()
-            metrics["explained_variance"] = 1 - (targets - predicted).var().item() / variance if variance else 0.0
-        metrics["lr"] = lr
-        return metrics
-
-    def _minibatch_step(self, sub, rows: list[int], old, reference, advantages, returns) -> dict:
-        config = self.config
-        with self._autocast():
-            view = token_view(self.model, sub, self.value_head, config.temperature)
-        mask = view.mask
-        token_adv = token_advantages([advantages[r] for r in rows], view.step_index)
-        policy_loss, stats = clipped_policy_loss(view.logprobs, old.logprobs, token_adv, mask, config.clip)
-        entropy = masked_mean(view.entropy, mask)
-        loss = policy_loss - config.entropy_coef * entropy
-        logs = {"policy_loss": policy_loss.item(), "entropy": entropy.item(), **stats}
-        if reference is not None:
-            kl = kl_to_reference(view.logprobs, reference.logprobs, mask)
-            loss = loss + config.kl_coef * kl
-            logs["kl"] = kl.item()
-        if self.value_head is not None:
-            steps = [len(returns[r]) for r in rows]
-            predicted = torch.cat([v[:n] for v, n in zip(view.values, steps)])
-            previous = torch.cat([v[:n] for v, n in zip(old.values, steps)])
-            target = torch.tensor([x for r in rows for x in returns[r]])
-            value_loss = clipped_value_loss(predicted.float(), previous, target, config.value_clip)
-            loss = loss + config.value_coef * value_loss
-            logs["value_loss"] = value_loss.item()
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
-        torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
-        self.optimizer.step()
-        return logs
+        if self.config.algo == "expert-iteration":
+            metrics = expert_iteration_update(self, episodes, generator)
+        else:
+            metrics = policy_update(self, episodes, iteration, generator)
+        return metrics | {"lr": self.config.learning_rate * warmup}
 
-    def _autocast(self):
+    def autocast(self):
         return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.dtype.autocast)
 
     async def evaluate(self, engine: HFEngine) -> float:
@@ -278,9 +222,12 @@ async def _train(run: RLRun, progress: bool) -> dict:
         while state.iteration < config.iterations and not cap.reached(state.iteration, config.iterations):
             iteration, started = state.iteration, time.monotonic()
             episodes = await run.rollout(engine, iteration)
-            metrics = {"iteration": iteration + 1, **run.rollout_metrics(episodes), **run.update(episodes, iteration)}
+            if not episodes:  # dynamic sampling found no question with signal: no update
+                metrics = {"iteration": iteration + 1, "groups": 0}
+            else:
+                metrics = {"iteration": iteration + 1, "groups": len(episodes) // config.group_size,
+                           **run.rollout_metrics(episodes), **run.update(episodes, iteration)}
             state.iteration += 1
-            state.samples += len(episodes)
             metrics["samples"] = state.samples
             state.history.append(metrics)
             if state.iteration % config.eval_every == 0 or state.iteration == config.iterations:
@@ -293,8 +240,11 @@ async def _train(run: RLRun, progress: bool) -> dict:
             if state.iteration % config.save_every == 0 or state.iteration == config.iterations:
                 save_state(run.out, run)
             bar.update(1)
-            bar.set_postfix(reward=f"{metrics['reward']:.3f}", acc=f"{state.evals[-1]['accuracy']:.3f}",
-                            kl=f"{metrics.get('kl', 0.0):.4f}", ent=f"{metrics['entropy']:.3f}")
+            write_history(run.out, state)
+            bar.set_postfix(reward=f"{metrics.get('reward', 0.0):.3f}", acc=f"{state.evals[-1]['accuracy']:.3f}",
+                            signal=f"{metrics.get('gradient_signal', 0.0):.3f}",
+                            zero_adv=f"{metrics.get('zero_advantage_share', 0.0):.2f}",
+                            kl=f"{metrics.get('kl', 0.0):.4f}", ent=f"{metrics.get('entropy', 0.0):.3f}")
     finally:
         bar.close()
         await engine.close()
