@@ -80,7 +80,7 @@ def test_grpo_raises_the_reward_on_a_seeded_run(tmp_path):
     pool = POOL[:8]
     config = RLConfig(iterations=10, questions_per_iteration=8, group_size=8, minibatch_size=32, eval_every=10,
                       save_every=10, eval_problems=8, learning_rate=5e-5, kl_coef=0.0, warmup_iterations=1,
-                      max_steps=6, seed=3)
+                      max_steps=6, seed=3, gradient_signal=False)
     summary = train_rl(config, POLICY, None, tmp_path, pool, pool, progress=False)
     rewards = [json.loads(line)["reward"] for line in (tmp_path / "history.jsonl").read_text().splitlines()]
     assert len(rewards) == 10 and summary["samples"] == 10 * 64
