@@ -91,3 +91,12 @@ def test_bad_input_against_the_default_server(tmp_path):
     assert summary["cases"] >= 50 and len(summary["results"]) == summary["cases"]
     assert summary["server_errors"] == summary["accepted_but_due_refusal"] == summary["follow_ups_failed"] == []
     assert '"other_4xx_than_due": []' in out
+
+
+def test_rl_signal_smallest(tmp_path):
+    out_file = tmp_path / "rl_signal.json"
+    run_bench("rl_signal", "--batches", "16", "--rounds", "2", "--out", str(out_file), "--no-progress")
+    result = json.loads(out_file.read_text())
+    (row,) = result["settings"]
+    assert row["samples_per_round"] == 16 and row["samples"] == 2 * 16 and len(row["cosines"]) == 2
+    assert all(-1.0 <= c <= 1.0 for c in row["cosines"]) and 0.0 <= row["zero_advantage_share"] <= 1.0
