@@ -11,12 +11,11 @@ of a batch agree only through the signal they share: if one sample's gradient
 is signal mu plus noise of variance sigma^2, halves of n samples meet at a
 cosine of about n|mu|^2 / (n|mu|^2 + sigma^2). So the cosine says how many
 samples an optimizer step needs before its direction is the reward's rather
-than the draw's. Nothing is trained. `--dynamic-sampling` settings keep only
-the questions whose samples earned different rewards, as the trainer's
-dynamic sampling does, and the zero-advantage share says how many samples
-would otherwise carry nothing.
+than the draw's. Nothing is trained. The zero-advantage share says how many
+of a round's samples carry nothing (their gradient is exactly 0): dynamic
+sampling draws 1 / (1 - share) times the samples to fill a round with ones that do.
 
-Writes OUT (JSON: per setting, every round's cosine, their mean and its
+Writes OUT (JSON: per batch size, every round's cosine, their mean and
 standard error, the zero-advantage share, samples, minutes, the machine).
 
     python -m bench.rl_signal --out bench/results/rl_signal.json
@@ -41,7 +40,7 @@ from openr.rl.commands import RL_PROBLEM_SEED
 from openr.rl.config import RLConfig
 from openr.rl.diagnostics import zero_advantage_share
 from openr.rl.rollout import encode_episodes
-from openr.rl.trainer import RLRun, has_signal
+from openr.rl.trainer import RLRun
 from openr.rl.update import gradient_signal, step_advantages
 from openr.tasks import arith
 
@@ -53,37 +52,39 @@ TRAIN_PROBLEMS = 20_000  # `openr train rl`'s default pool
 REVIEW_COSINE = 0.012  # two real rounds of 128 samples, as the review measured it (issue #26)
 
 
-async def measure(run: RLRun, engine: HFEngine, rounds: int, dynamic: bool, bar) -> dict:
-    cosines, zero_shares, samples = [], [], 0
+def round_signal(run: RLRun, episodes: list) -> tuple[float | None, float]:
+    """The round's gradient signal and zero-advantage share (None: no group to compare)."""
+    advantages, _ = step_advantages(run.config, episodes, None)
+    if len(episodes) < 2 * run.config.group_size:
+        return None, zero_advantage_share(advantages)
+    batch = encode_episodes(episodes, run.tokenizer, run.pad_id)
+    return gradient_signal(run, batch, advantages), zero_advantage_share(advantages)
+
+
+def summary(values: list[float | None]) -> dict:
+    kept = [v for v in values if v is not None]
+    spread = statistics.stdev(kept) / len(kept) ** 0.5 if len(kept) > 1 else None
+    return {"per_round": values, "mean": statistics.fmean(kept) if kept else None, "standard_error": spread}
+
+
+async def measure(run: RLRun, engine: HFEngine, rounds: int, bar) -> dict:
+    """Every round's signal and zero-advantage share."""
+    cosines, zero_shares = [], []
     for iteration in range(rounds):
-        before = run.state.samples
-        episodes = await run.rollout(engine, iteration)
-        samples += run.state.samples - before
-        if dynamic:
-            groups = [episodes[s : s + run.config.group_size]
-                      for s in range(0, len(episodes), run.config.group_size)]
-            episodes = [e for group in groups if has_signal(group) for e in group]
+        cosine, zero_share = round_signal(run, await run.rollout(engine, iteration))
+        cosines.append(cosine)
+        zero_shares.append(zero_share)
         bar.update(1)
-        if not episodes:  # no question of the round had signal
-            continue
-        advantages, _ = step_advantages(run.config, episodes, None)
-        zero_shares.append(zero_advantage_share(advantages))
-        batch = encode_episodes(episodes, run.tokenizer, run.pad_id)
-        cosines.append(gradient_signal(run, batch, advantages))
-    spread = statistics.stdev(cosines) / len(cosines) ** 0.5 if len(cosines) > 1 else None
-    return {"cosines": cosines, "mean_cosine": statistics.fmean(cosines) if cosines else None,
-            "standard_error": spread, "zero_advantage_share": statistics.fmean(zero_shares) if zero_shares else None,
-            "samples": samples}
+    return {"cosine": summary(cosines), "zero_advantage_share": statistics.fmean(zero_shares),
+            "samples": run.state.samples}
 
 
 async def run_settings(args) -> list[dict]:
     pool = arith.train_problems(TRAIN_PROBLEMS, seed=RL_PROBLEM_SEED)
     held_out = arith.test_split()[:1]  # unused: nothing is evaluated
-    settings = [(batch, dynamic) for batch in args.batches for dynamic in ([False, True] if args.dynamic_sampling
-                                                                          else [False])]
     rows = []
-    with tqdm(total=len(settings) * args.rounds, desc="rl signal", disable=args.no_progress) as bar:
-        for batch, dynamic in settings:
+    with tqdm(total=len(args.batches) * args.rounds, desc="rl signal", disable=args.no_progress) as bar:
+        for batch in args.batches:
             config = RLConfig(questions_per_iteration=batch // args.group_size, group_size=args.group_size,
                               minibatch_size=32, kl_coef=0.0, seed=args.seed)
             run = RLRun(config, args.policy, None, tempfile.mkdtemp(), pool, held_out)
@@ -91,11 +92,11 @@ async def run_settings(args) -> list[dict]:
             await engine.start()
             started = time.monotonic()
             try:
-                row = await measure(run, engine, args.rounds, dynamic, bar)
+                row = await measure(run, engine, args.rounds, bar)
             finally:
                 await engine.close()
-            rows.append({"samples_per_round": batch, "group_size": args.group_size, "dynamic_sampling": dynamic,
-                         **row, "minutes": (time.monotonic() - started) / 60})
+            rows.append({"samples_per_round": batch, "group_size": args.group_size, **row,
+                         "minutes": (time.monotonic() - started) / 60})
     return rows
 
 
@@ -108,8 +109,6 @@ def main(argv: list[str] | None = None) -> None:
                         help="samples per question (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS,
                         help="rounds measured per setting (default: %(default)s)")
-    parser.add_argument("--dynamic-sampling", action="store_true",
-                        help="also measure each batch with the no-signal groups dropped")
     parser.add_argument("--seed", type=int, default=0, help="seeds the questions and the sampling")
     parser.add_argument("--out", required=True, help="the JSON file to write")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -121,12 +120,12 @@ def main(argv: list[str] | None = None) -> None:
               "machine": machine_info()}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{'samples/round':>13} {'dynamic':>7} {'cosine':>8} {'+-':>6} {'zero-adv':>8} {'minutes':>7}")
+    print(f"{'samples/round':>13} {'cosine':>8} {'+-':>6} {'zero-adv':>8} {'minutes':>7}")
     for row in rows:
-        cells = [_cell(row["mean_cosine"], 8, 3), _cell(row["standard_error"], 6, 3),
+        cosine = row["cosine"]
+        cells = [_cell(cosine["mean"], 8, 3), _cell(cosine["standard_error"], 6, 3),
                  _cell(row["zero_advantage_share"], 8, 2)]
-        print(f"{row['samples_per_round']:>13} {str(row['dynamic_sampling']):>7} {' '.join(cells)} "
-              f"{row['minutes']:>7.1f}")
+        print(f"{row['samples_per_round']:>13} {' '.join(cells)} {row['minutes']:>7.1f}")
 
 
 def _cell(value: float | None, width: int, digits: int) -> str:

@@ -98,5 +98,7 @@ def test_rl_signal_smallest(tmp_path):
     run_bench("rl_signal", "--batches", "16", "--rounds", "2", "--out", str(out_file), "--no-progress")
     result = json.loads(out_file.read_text())
     (row,) = result["settings"]
-    assert row["samples_per_round"] == 16 and row["samples"] == 2 * 16 and len(row["cosines"]) == 2
-    assert all(-1.0 <= c <= 1.0 for c in row["cosines"]) and 0.0 <= row["zero_advantage_share"] <= 1.0
+    assert row["samples_per_round"] == 16 and row["samples"] == 2 * 16
+    cosines = row["cosine"]["per_round"]
+    assert len(cosines) == 2 and all(-1.0 <= c <= 1.0 for c in cosines)
+    assert 0.0 <= row["zero_advantage_share"] <= 1.0
