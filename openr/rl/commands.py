@@ -11,6 +11,7 @@ from openr.hardware import DTYPES
 from openr.rl.config import ALGORITHMS, ROLLOUTS, RLConfig
 from openr.rl.env import REWARDS
 
+ARITH_TEST, ARITH_VALIDATION = "arith", "arith-val"  # as `openr eval --dataset` names them
 RL_PROBLEM_SEED = 2  # SFT draws arith problems with seed 0, labelling with 1; RL from its own stream
 CHOICES = {"algo": ALGORITHMS, "reward": REWARDS, "dtype": DTYPES, "rollout": ROLLOUTS}
 
@@ -30,7 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="output directory (checkpoint, history, resumable state)")
     parser.add_argument("--dataset", help="training problems as jsonl (GSM8K/MATH formats); default: the "
                                           "synthetic arith train split")
-    parser.add_argument("--eval-dataset", help="held-out problems as jsonl; default: the arith test split")
+    parser.add_argument("--eval-dataset", default=ARITH_TEST,
+                        help=f"held-out problems: `{ARITH_VALIDATION}` (arith problems no training stage used: choose "
+                             f"runs, checkpoints and settings on it), `{ARITH_TEST}` (the arith test split: report it "
+                             "once, for the chosen run) or a jsonl file (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_config_flags(parser, RLConfig, choices=CHOICES)
     return parser
@@ -42,7 +46,8 @@ def problem_sets(args: argparse.Namespace, config: RLConfig) -> tuple[list, list
 
     pool = load_problems(args.dataset) if args.dataset else arith.train_problems(config.train_problems,
                                                                                   seed=RL_PROBLEM_SEED)
-    held_out = load_problems(args.eval_dataset) if args.eval_dataset else arith.test_split()
+    splits = {ARITH_TEST: arith.test_split, ARITH_VALIDATION: arith.validation_split}
+    held_out = splits[args.eval_dataset]() if args.eval_dataset in splits else load_problems(args.eval_dataset)
     return pool, held_out[: config.eval_problems]
 
 

@@ -170,3 +170,14 @@ def test_the_edge_of_competence_skips_settled_questions(tmp_path):
     wide = dataclasses.replace(CONFIG, questions_per_iteration=len(POOL))
     assert POOL[1] not in draw_problems(POOL, wide, 0, skip=settled)
     assert draw_problems(POOL, CONFIG, 5) == draw_problems(POOL, CONFIG, 5, skip=frozenset())
+
+
+@pytest.mark.parametrize(("name", "split"), [("arith-val", arith.validation_split), ("arith", arith.test_split)])
+def test_runs_are_chosen_on_the_validation_split_by_name(name, split):
+    from openr.rl.commands import build_parser, problem_sets
+
+    args = build_parser().parse_args(["--policy", "p", "--out", "o", "--eval-dataset", name, "--eval-problems", "5"])
+    config = RLConfig(eval_problems=args.eval_problems, train_problems=8)
+    _, held_out = problem_sets(args, config)
+    assert held_out == split()[:5]
+    assert {p.id for p in arith.validation_split()}.isdisjoint(p.id for p in arith.test_split())
