@@ -49,14 +49,15 @@ class RunState:
         """Questions whose samples so far were all right or all wrong: off the edge of competence."""
         return frozenset(q for q, (right, drawn) in self.passes.items() if right in (0, drawn))
 
-    def record_eval(self, iteration: int, accuracy: float) -> str | None:
+    def record_eval(self, iteration: int, accuracy: float, probe_entropy: float | None = None) -> str | None:
         """Record a held-out accuracy with the mean PRM reward of the rounds since
         the last eval; returns a warning when that reward rose while accuracy fell."""
         since = self.evals[-1]["iteration"] if self.evals else 0
         rewards = [m["prm_reward"] for m in self.history if since < m["iteration"] <= iteration and "prm_reward" in m]
         prm_reward = statistics.fmean(rewards) if rewards else None
         previous = next((e for e in reversed(self.evals) if e["prm_reward"] is not None), None)
-        self.evals.append({"iteration": iteration, "accuracy": accuracy, "prm_reward": prm_reward})
+        self.evals.append({"iteration": iteration, "accuracy": accuracy, "prm_reward": prm_reward,
+                           "probe_entropy": probe_entropy})
         if previous and prm_reward is not None and prm_reward > previous["prm_reward"] and \
                 accuracy < previous["accuracy"]:
             warning = (f"possible reward hacking at round {iteration}: PRM reward {previous['prm_reward']:.3f} -> "

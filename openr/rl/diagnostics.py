@@ -10,6 +10,8 @@ carry signal, or is it noise that Adam turns into a full-size step?
   (a GRPO group whose rewards are all equal): they cost sampling and teach nothing.
 - `explained_variance`: how much of the returns' variance PPO's critic explains;
   until it is well above 0, GAE's advantages follow step position, not quality.
+- `probe_entropy`: the policy's mean token entropy on a fixed set of gold
+  solutions, so that it does not move with the questions a round drew.
 """
 
 from __future__ import annotations
@@ -18,7 +20,14 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
+from openr.contracts import Step
+from openr.rl.env import Episode
+from openr.rl.losses import masked_mean, token_view
+from openr.rl.rollout import encode_episodes, split_solution
+from openr.tasks.problem import Problem
+
 ZERO_ADVANTAGE = 1e-12  # an advantage this small teaches nothing
+PROBE_PROBLEMS = 64  # held-out problems whose gold solutions make the entropy probe
 
 
 def flat_gradient(parameters: Iterable[torch.nn.Parameter]) -> torch.Tensor:
@@ -55,3 +64,25 @@ def explained_variance(predicted: torch.Tensor, targets: torch.Tensor) -> float:
     if not variance:
         return 0.0
     return 1.0 - (targets - predicted).var().item() / variance
+
+
+def probe_episodes(problems: Sequence[Problem], prompt_for, count_tokens) -> list[Episode]:
+    """The gold solutions of the first PROBE_PROBLEMS problems that have one, as episodes."""
+    episodes = []
+    for problem in [p for p in problems if p.solution][:PROBE_PROBLEMS]:
+        episode = Episode(problem, prompt_for(problem.question))
+        episode.actions = split_solution(Step(problem.solution, 0, "eos", 0.0), count_tokens)
+        episodes.append(episode)
+    return episodes
+
+
+def probe_entropy(model, tokenizer, pad_id: int, episodes: list[Episode], temperature: float) -> float | None:
+    """The policy's mean entropy per action token over `episodes`, teacher-forced
+    (None without episodes): falling entropy on a fixed probe is the policy
+    sharpening, not a change in what was drawn."""
+    if not episodes:
+        return None
+    batch = encode_episodes(episodes, tokenizer, pad_id)
+    with torch.no_grad():
+        view = token_view(model, batch, temperature=temperature)
+    return float(masked_mean(view.entropy, view.mask))

@@ -34,6 +34,7 @@ from openr.engine.hf_engine import HFEngine
 from openr.hardware import TimeCap, choose_dtype, machine_info
 from openr.rl.checkpoint import RunState, load_latest, save_final, save_state, write_history
 from openr.rl.config import MAX_DRAWS_PER_ROUND, RLConfig
+from openr.rl.diagnostics import probe_entropy, probe_episodes
 from openr.rl.env import EnvConfig, Episode, ReasoningEnv, VectorReasoningEnv
 from openr.rl.losses import ValueHead
 from openr.rl.rollout import run_episodes, run_solutions
@@ -124,20 +125,19 @@ class RLRun:
             self.scorer = load_prm(prm_dir)
         load_latest(self.out, self)
 
+    def prompt_for(self, question: str) -> str:
+        return self.tokenizer.apply_chat_template([{"role": "user", "content": question}],
+                                                  add_generation_prompt=True, tokenize=False)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer.encode(text, add_special_tokens=False))
+
     def make_envs(self, count: int) -> VectorReasoningEnv:
         config = self.config
         env_config = EnvConfig(reward=config.reward, max_steps=config.max_steps,
                                max_step_tokens=config.max_step_tokens, max_episode_tokens=config.max_episode_tokens)
-
-        def prompt_for(question: str) -> str:
-            return self.tokenizer.apply_chat_template([{"role": "user", "content": question}],
-                                                      add_generation_prompt=True, tokenize=False)
-
-        def count_tokens(text: str) -> int:
-            return len(self.tokenizer.encode(text, add_special_tokens=False))
-
-        return VectorReasoningEnv([ReasoningEnv(self.train_pool, env_config, self.scorer, prompt_for, count_tokens)
-                                   for _ in range(count)])
+        return VectorReasoningEnv([ReasoningEnv(self.train_pool, env_config, self.scorer, self.prompt_for,
+                                                self.count_tokens) for _ in range(count)])
 
     async def rollout(self, engine: HFEngine, iteration: int,
                       problems: Sequence[Problem] | None = None) -> list[Episode]:
@@ -191,11 +191,14 @@ class RLRun:
     def autocast(self):
         return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.dtype.autocast)
 
-    async def evaluate(self, engine: HFEngine) -> float:
-        """Held-out greedy accuracy, through the engine that samples the rollouts."""
+    async def evaluate(self, engine: HFEngine) -> tuple[float, float | None]:
+        """Held-out greedy accuracy, through the engine that samples the rollouts,
+        and the policy's entropy on the held-out gold solutions (the fixed probe)."""
         self.model.eval()
         grades = await engine_grades(engine, self.eval_set, progress=False)
-        return sum(grades) / len(grades)
+        probe = probe_episodes(self.eval_set, self.prompt_for, self.count_tokens)
+        entropy = probe_entropy(self.model, self.tokenizer, self.pad_id, probe, self.config.temperature)
+        return sum(grades) / len(grades), entropy
 
     def rollout_metrics(self, episodes: list[Episode]) -> dict:
         metrics = {"reward": statistics.fmean(sum(e.rewards) for e in episodes),
@@ -218,7 +221,7 @@ async def _train(run: RLRun, progress: bool) -> dict:
     bar = tqdm(total=config.iterations, initial=state.iteration, desc=f"rl {config.algo}", disable=not progress)
     try:
         if state.iteration == 0 and not state.evals:
-            state.record_eval(0, await run.evaluate(engine))
+            state.record_eval(0, *await run.evaluate(engine))
         while state.iteration < config.iterations and not cap.reached(state.iteration, config.iterations):
             iteration, started = state.iteration, time.monotonic()
             episodes = await run.rollout(engine, iteration)
@@ -231,10 +234,11 @@ async def _train(run: RLRun, progress: bool) -> dict:
             metrics["samples"] = state.samples
             state.history.append(metrics)
             if state.iteration % config.eval_every == 0 or state.iteration == config.iterations:
-                warning = state.record_eval(state.iteration, await run.evaluate(engine))
+                warning = state.record_eval(state.iteration, *await run.evaluate(engine))
                 if warning:
                     tqdm.write(f"WARNING: {warning}")
                 metrics["held_out_accuracy"] = state.evals[-1]["accuracy"]
+                metrics["probe_entropy"] = state.evals[-1]["probe_entropy"]
             state.minutes += (time.monotonic() - started) / 60
             metrics["minutes"] = state.minutes
             if state.iteration % config.save_every == 0 or state.iteration == config.iterations:

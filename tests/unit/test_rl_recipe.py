@@ -181,3 +181,16 @@ def test_runs_are_chosen_on_the_validation_split_by_name(name, split):
     _, held_out = problem_sets(args, config)
     assert held_out == split()[:5]
     assert {p.id for p in arith.validation_split()}.isdisjoint(p.id for p in arith.test_split())
+
+
+def test_the_entropy_probe_reads_fixed_gold_solutions(tmp_path):
+    run = RLRun(CONFIG, POLICY, None, tmp_path, POOL, HELD_OUT)
+    from openr.rl.diagnostics import probe_entropy, probe_episodes
+
+    probe = probe_episodes(POOL, run.prompt_for, run.count_tokens)
+    assert len(probe) == len(POOL) and all("\n\n".join(a.text for a in e.actions) == e.problem.solution
+                                           for e in probe)
+    sharp = probe_entropy(run.model, run.tokenizer, run.pad_id, probe, temperature=0.5)
+    flat = probe_entropy(run.model, run.tokenizer, run.pad_id, probe, temperature=2.0)
+    assert 0 < sharp < flat  # a hotter policy is less certain on the same tokens
+    assert probe_entropy(run.model, run.tokenizer, run.pad_id, [], 1.0) is None
