@@ -69,9 +69,13 @@ def minibatches(batch: EncodedBatch, size: int) -> list[torch.Tensor]:
     return [torch.tensor(by_length[s : s + size]) for s in range(0, len(by_length), size)]
 
 
-def accumulation(config) -> int:
-    """Minibatches per optimizer step."""
-    return max(1, math.ceil(config.optimizer_batch_size / config.minibatch_size))
+def accumulated(order: list[int], config):
+    """Each minibatch of `order` with the share of its optimizer step's loss (1 /
+    the minibatches that step accumulates) and whether the step is taken after it."""
+    per_step = max(1, math.ceil(config.optimizer_batch_size / config.minibatch_size))
+    for position, k in enumerate(order):
+        in_this_step = min(per_step, len(order) - position // per_step * per_step)
+        yield k, 1.0 / in_this_step, (position + 1) % per_step == 0 or position + 1 == len(order)
 
 
 def policy_update(run, episodes: list[Episode], iteration: int, generator: torch.Generator) -> dict:
@@ -99,15 +103,13 @@ def policy_update(run, episodes: list[Episode], iteration: int, generator: torch
         metrics["gradient_signal"] = gradient_signal(run, batch, advantages)
     critic_only = config.algo == "ppo" and iteration < config.critic_warmup_iterations
     logs: dict[str, list[float]] = {}
-    per_step = accumulation(config)
     for _ in range(config.update_epochs):
         order = torch.randperm(len(chunks), generator=generator).tolist()
-        for position, k in enumerate(order):
+        for k, share, step_now in accumulated(order, config):
             step = minibatch_loss(run, select_rows(batch, chunks[k]), chunks[k].tolist(), old[k], reference[k],
                                   advantages, returns, critic_only)
-            loss = step.pop("loss") / min(per_step, len(order) - position // per_step * per_step)
-            loss.backward()
-            if (position + 1) % per_step == 0 or position + 1 == len(order):
+            (step.pop("loss") * share).backward()
+            if step_now:
                 optimizer_step(run, critic_only)
             for name, value in step.items():
                 logs.setdefault(name, []).append(value)
@@ -211,15 +213,15 @@ def expert_iteration_update(run, episodes: list[Episode], generator: torch.Gener
         return metrics
     batch = encode_episodes(accepted, run.tokenizer, run.pad_id)
     chunks = minibatches(batch, config.minibatch_size)
-    per_step, losses = accumulation(config), []
+    losses = []
     for _ in range(config.update_epochs):
         order = torch.randperm(len(chunks), generator=generator).tolist()
-        for position, k in enumerate(order):
+        for k, share, step_now in accumulated(order, config):
             with run.autocast():
                 view = token_view(run.model, select_rows(batch, chunks[k]), temperature=1.0)
             loss = -masked_mean(view.logprobs, view.mask)
-            (loss / min(per_step, len(order) - position // per_step * per_step)).backward()
-            if (position + 1) % per_step == 0 or position + 1 == len(order):
+            (loss * share).backward()
+            if step_now:
                 optimizer_step(run)
             losses.append(loss.item())
     return metrics | {"nll": statistics.fmean(losses)}
