@@ -23,7 +23,7 @@ QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module", params=["hf", "vllm"])
+@pytest.fixture(scope="module", params=["hf", pytest.param("vllm", marks=pytest.mark.vllm)])
 def server(request):
     with ServerProcess(["--engine", request.param, "--model", MODEL, "--max-model-len", "2048"]) as proc:
         yield proc

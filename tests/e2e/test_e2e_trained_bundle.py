@@ -58,7 +58,7 @@ def test_recipe_summary_records_what_its_checkpoints_measure(bundle):
         assert quality["num_steps"] == summary["prm_quality"]["num_steps"] > 0  # both PRMs saw the same steps
 
 
-@pytest.mark.parametrize("engine", ["hf", "vllm"])
+@pytest.mark.parametrize("engine", ["hf", pytest.param("vllm", marks=pytest.mark.vllm)])
 def test_bundle_serves_policy_and_prm(bundle, engine):
     out, _ = bundle
     candidates = [["12 + 7 = 19", "19 - 3 = 16", "The answer is \\boxed{16}"], ["12 + 7 = 20"]]
