@@ -6,7 +6,9 @@ atomically, so a kill mid-save leaves the previous round). Rounds draw their
 questions, sampling seeds and minibatch order from the seed and the round
 number alone, so a resumed run repeats nothing and loses only the rounds since
 the last save. The finished policy is written to OUT itself, a plain HF
-checkpoint `openr serve --model OUT` serves.
+checkpoint `openr serve --model OUT` serves; the policy of the best held-out
+evaluation so far is kept in OUT/best/ (with best/held_out.json), so a run is
+chosen at its best round on the validation split rather than at its last.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ LATEST = "latest"
 CONFIG_FILE = "rl_config.json"
 HISTORY_FILE = "history.jsonl"
 SUMMARY_FILE = "summary.json"
+BEST_DIR = "best"
+BEST_FILE = "held_out.json"
 
 
 @dataclass
@@ -72,6 +76,26 @@ def _write_policy(run, directory: Path) -> None:
                                                    pad_token_id=run.tokenizer.pad_token_id)
     run.model.save_pretrained(directory)
     run.tokenizer.save_pretrained(directory)
+
+
+def is_best(state: RunState) -> bool:
+    """Whether the latest held-out evaluation beats every earlier one (the first always does)."""
+    *earlier, latest = state.evals
+    return all(latest["accuracy"] > e["accuracy"] for e in earlier)
+
+
+def save_best(out: Path, run) -> None:
+    """Keep the current policy as OUT/best/, with the evaluation that chose it."""
+    directory = out / BEST_DIR
+    staging = out / f"{BEST_DIR}.tmp"
+    if staging.exists():
+        shutil.rmtree(staging)
+    _write_policy(run, staging)
+    chosen = {**run.state.evals[-1], "samples": run.state.samples, "minutes": run.state.minutes}
+    (staging / BEST_FILE).write_text(json.dumps(chosen, indent=2) + "\n")
+    if directory.exists():
+        shutil.rmtree(directory)
+    os.replace(staging, directory)
 
 
 def save_state(out: Path, run) -> None:

@@ -32,7 +32,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from openr.engine.hf_engine import HFEngine
 from openr.hardware import TimeCap, choose_dtype, machine_info
-from openr.rl.checkpoint import RunState, load_latest, save_final, save_state, write_history
+from openr.rl.checkpoint import RunState, is_best, load_latest, save_best, save_final, save_state, write_history
 from openr.rl.config import MAX_DRAWS_PER_ROUND, RLConfig
 from openr.rl.diagnostics import probe_entropy, probe_episodes
 from openr.rl.env import EnvConfig, Episode, ReasoningEnv, VectorReasoningEnv
@@ -222,6 +222,7 @@ async def _train(run: RLRun, progress: bool) -> dict:
     try:
         if state.iteration == 0 and not state.evals:
             state.record_eval(0, *await run.evaluate(engine))
+            save_best(run.out, run)
         while state.iteration < config.iterations and not cap.reached(state.iteration, config.iterations):
             iteration, started = state.iteration, time.monotonic()
             episodes = await run.rollout(engine, iteration)
@@ -239,6 +240,8 @@ async def _train(run: RLRun, progress: bool) -> dict:
                     tqdm.write(f"WARNING: {warning}")
                 metrics["held_out_accuracy"] = state.evals[-1]["accuracy"]
                 metrics["probe_entropy"] = state.evals[-1]["probe_entropy"]
+                if is_best(state):
+                    save_best(run.out, run)
             state.minutes += (time.monotonic() - started) / 60
             metrics["minutes"] = state.minutes
             if state.iteration % config.save_every == 0 or state.iteration == config.iterations:

@@ -74,6 +74,20 @@ def test_summary_reports_accuracy_by_exact_grading_and_the_machine(uninterrupted
     assert json.loads((out / "summary.json").read_text())["samples"] == summary["samples"]
 
 
+def test_the_best_held_out_round_is_kept_for_choosing_the_run(uninterrupted):
+    out, summary = uninterrupted
+    chosen = json.loads((out / "best" / "held_out.json").read_text())
+    best = max(e["accuracy"] for e in summary["evals"])
+    first_best = next(e for e in summary["evals"] if e["accuracy"] == best)
+    assert (chosen["iteration"], chosen["accuracy"]) == (first_best["iteration"], best)
+    kept = _weights(out / "best")
+    if chosen["iteration"] == SMALL.iterations:
+        assert all(torch.equal(kept[k], w) for k, w in _weights(out).items())
+    else:  # the starting policy was the best
+        start = load_file(f"{POLICY}/model.safetensors")
+        assert all(torch.equal(kept[k], w) for k, w in start.items())
+
+
 def test_grpo_raises_the_reward_on_a_seeded_run(tmp_path):
     """Eight easy problems, the same ones every round: the policy's sampled
     solutions get right more often (0.66 -> 0.9 when this was written)."""
