@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shlex
+import sys
+from pathlib import Path
 
 from openr.cli_flags import add_config_flags
 from openr.hardware import DTYPES
@@ -13,6 +16,7 @@ from openr.rl.env import REWARDS
 
 ARITH_TEST, ARITH_VALIDATION = "arith", "arith-val"  # as `openr eval --dataset` names them
 RL_PROBLEM_SEED = 2  # SFT draws arith problems with seed 0, labelling with 1; RL from its own stream
+COMMAND_FILE = "command.txt"
 CHOICES = {"algo": ALGORITHMS, "reward": REWARDS, "dtype": DTYPES, "rollout": ROLLOUTS}
 
 
@@ -66,5 +70,9 @@ def main(argv: list[str] | None = None) -> None:
             raise ValueError("the training and held-out sets each need at least one problem")
     except (OSError, ValueError) as error:
         build_parser().error(str(error))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)  # the command that wrote the run, beside what it wrote
+    (out / COMMAND_FILE).write_text(shlex.join(["openr", "train", "rl", *(sys.argv[1:] if argv is None else argv)])
+                                    + "\n")
     summary = train_rl(config, args.policy, args.prm, args.out, pool, held_out, progress=not args.no_progress)
     print(json.dumps({k: v for k, v in summary.items() if k != "machine"}, indent=2))

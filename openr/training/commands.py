@@ -13,7 +13,8 @@ STAGES = {
     "prm": ("openr.training.prm_train", "train a step-tag PRM on stepwise-labelled jsonl"),
     "verifier": ("openr.training.verifier", "calibrate a causal LM into a likelihood-verifier PRM on labelled jsonl"),
     "prm-eval": ("openr.training.prm_quality", "ProcessBench F1 and step AUROC of a PRM"),
-    "rl": ("openr.rl.commands", "online RL on reasoning steps: PPO or GRPO, rewarded by a PRM and/or grading"),
+    "rl": ("openr.rl.commands",
+           "online RL on reasoning steps: PPO, GRPO or expert iteration, rewarded by a PRM and/or grading"),
 }
 
 

@@ -151,3 +151,40 @@ def test_the_rl_policy_is_served(uninterrupted):
         reply = client.chat.completions.create(model=client.models.list().data[0].id, max_tokens=64, temperature=0,
                                                messages=[{"role": "user", "content": "Compute 12 + 7 - 3."}])
     assert reply.choices[0].message.content and reply.usage.completion_tokens > 0
+
+
+def test_the_runs_report_reads_what_the_run_wrote(uninterrupted, tmp_path):
+    from bench import rl_runs
+
+    out, summary = uninterrupted
+    rl_runs.main([str(out), "--out", str(tmp_path / "report")])
+    [record] = json.loads((tmp_path / "report" / "results.json").read_text())["runs"]
+    assert [(e["iteration"], e["accuracy"]) for e in record["evals"]] == \
+        [(e["iteration"], e["accuracy"]) for e in summary["evals"]]
+    assert record["samples"] == summary["samples"] and record["finished"]
+    assert record["chosen"]["accuracy"] == max(e["accuracy"] for e in summary["evals"])
+    assert "--iterations 3" in record["flags"] and "--no-gradient-signal" not in record["flags"]
+    copied = tmp_path / "report" / "runs" / out.name
+    assert (copied / "history.jsonl").read_text() == (out / "history.jsonl").read_text()
+    assert (tmp_path / "report" / "curves.png").stat().st_size > 0
+    assert out.name in (tmp_path / "report" / "table.md").read_text()
+
+
+def test_the_paired_comparison_counts_problems_only_one_side_gets_right():
+    from bench import rl_runs
+
+    start = [True, True, False, False, False, True]
+    chosen = [True, False, True, True, False, True]
+    result = rl_runs.paired(start, chosen)
+    assert (result["right_only_chosen"], result["right_only_start"]) == (2, 1)
+    assert 0.99 < result["sign_test_p"] <= 1.0
+    assert rl_runs.paired([False] * 20, [True] * 20)["sign_test_p"] < 1e-5
+
+
+def test_the_command_that_wrote_a_run_is_kept_beside_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(trainer, "train_rl", lambda *args, **kwargs: {"algo": "grpo"})
+    rl_main(["--policy", str(POLICY), "--out", str(tmp_path), "--iterations", "2", "--eval-problems", "4",
+             "--eval-dataset", "arith-val"])
+    assert (tmp_path / "command.txt").read_text().split() == \
+        ["openr", "train", "rl", "--policy", str(POLICY), "--out", str(tmp_path), "--iterations", "2",
+         "--eval-problems", "4", "--eval-dataset", "arith-val"]
