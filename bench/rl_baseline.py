@@ -87,7 +87,7 @@ async def training_curve(run: RLRun, label: str, rounds: int, eval_every: int, t
     bar = tqdm(total=rounds, desc=label)
 
     async def record(iteration: int):
-        accuracy, entropy = await run.evaluate(engine)
+        accuracy, entropy, _ = await run.evaluate(engine)
         curve.append({"round": iteration, "steps": steps, "samples": samples, "minutes": clock.minutes,
                       "accuracy": accuracy, "probe_entropy": entropy})
         bar.set_postfix(acc=f"{curve[-1]['accuracy']:.3f}")

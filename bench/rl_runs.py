@@ -59,11 +59,12 @@ def run_record(run: Path) -> dict:
     history = [json.loads(line) for line in (run / HISTORY_FILE).read_text().splitlines()] \
         if (run / HISTORY_FILE).exists() else []
     # the history is written every round, the state only at saves: take evaluations from both
-    evals = {e["iteration"]: e["accuracy"] for e in (summary or state or {}).get("evals", [])}
-    evals.update({m["iteration"]: m["held_out_accuracy"] for m in history if "held_out_accuracy" in m})
+    evals = {e["iteration"]: (e["accuracy"], e.get("by_level")) for e in (summary or state or {}).get("evals", [])}
+    evals.update({m["iteration"]: (m["held_out_accuracy"], m.get("held_out_by_level")) for m in history
+                  if "held_out_accuracy" in m})
     best = _read_json(run / BEST_DIR / BEST_FILE)
     if best is None:  # no round beat the start (or the run predates OUT/best/): the start is chosen
-        best = {"iteration": 0, "accuracy": evals.get(0), "samples": 0, "minutes": 0.0}
+        best = {"iteration": 0, "accuracy": evals[0][0] if 0 in evals else None, "samples": 0, "minutes": 0.0}
     last = history[-1] if history else {}
     defaults = dataclasses.asdict(RLConfig())
     flags = [(f"--{'' if v else 'no-'}{k.replace('_', '-')}" if isinstance(v, bool) else f"--{k.replace('_', '-')} {v}")
@@ -73,10 +74,10 @@ def run_record(run: Path) -> dict:
             "finished": summary is not None,
             "rounds": last.get("iteration", 0), "samples": last.get("samples", 0),
             "minutes": round(last.get("minutes", 0.0), 2),
-            "evals": [{"iteration": i, "accuracy": a,
+            "evals": [{"iteration": i, "accuracy": a, "by_level": levels,
                        "samples": next((m["samples"] for m in history if m["iteration"] == i), 0),
                        "minutes": next((round(m["minutes"], 2) for m in history if m["iteration"] == i), 0.0)}
-                      for i, a in sorted(evals.items())],
+                      for i, (a, levels) in sorted(evals.items())],
             "chosen": best, "history": history}
 
 
@@ -109,6 +110,25 @@ def run_table(records: list[dict]) -> str:
         lines.append(f"| {r['name']} | {r['config']['algo']} | `{r['flags']}` | {r['rounds']} | {r['samples']:,} | "
                      f"{r['minutes']:.1f} | {fmt(start)} | {best_cell} | {last} |")
     return "\n".join(lines)
+
+
+def level_table(records: list[dict]) -> str:
+    """Validation accuracy per level at the start and at each run's best round (runs that record levels)."""
+    rows = []
+    for r in records:
+        with_levels = [e for e in r["evals"] if e.get("by_level")]
+        if not with_levels:
+            continue
+        best = max(with_levels, key=lambda e: (e["accuracy"], -e["iteration"]))
+        for label, e in (("start", with_levels[0]), (f"best, round {best['iteration']}", best)):
+            rows.append((r["name"], label, e["by_level"]))
+    if not rows:
+        return ""
+    levels = sorted({level for *_, by in rows for level in by}, key=int)
+    lines = ["| run | round | " + " | ".join(f"L{lv}" for lv in levels) + " |", "|---|---|" + "---|" * len(levels)]
+    lines += [f"| {name} | {label} | " + " | ".join(f"{100 * by[lv]:.0f}" if lv in by else "-" for lv in levels) + " |"
+              for name, label, by in rows]
+    return "Validation accuracy by level (%):\n\n" + "\n".join(lines)
 
 
 def plot(records: list[dict], path: Path) -> None:
@@ -212,6 +232,8 @@ def main(argv: list[str] | None = None) -> None:
         copy_run_files(run, args.out)
     report = {"runs": [{k: v for k, v in r.items() if k != "history"} for r in records], "machine": machine_info()}
     table = "# RL runs on openr-arith\n\nValidation: arith-val (greedy, exact grading).\n\n" + run_table(records)
+    if level_table(records):
+        table += "\n\n" + level_table(records)
     previous = _read_json(args.out / "test.json")
     if args.test:
         test = test_once(records, runs, args.test, args.start_policy)

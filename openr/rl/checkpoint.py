@@ -39,7 +39,8 @@ class RunState:
     samples: int = 0
     minutes: float = 0.0
     history: list[dict] = field(default_factory=list)  # one metrics dict per round
-    evals: list[dict] = field(default_factory=list)  # {"iteration", "accuracy", "prm_reward"}
+    # {"iteration", "accuracy", "prm_reward", "probe_entropy", "by_level": {level: accuracy}}
+    evals: list[dict] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     # question id -> [samples right, samples drawn], over every round so far
     passes: dict[str, list[int]] = field(default_factory=dict)
@@ -53,7 +54,8 @@ class RunState:
         """Questions whose samples so far were all right or all wrong: off the edge of competence."""
         return frozenset(q for q, (right, drawn) in self.passes.items() if right in (0, drawn))
 
-    def record_eval(self, iteration: int, accuracy: float, probe_entropy: float | None = None) -> str | None:
+    def record_eval(self, iteration: int, accuracy: float, probe_entropy: float | None = None,
+                    by_level: dict[str, float] | None = None) -> str | None:
         """Record a held-out accuracy with the mean PRM reward of the rounds since
         the last eval; returns a warning when that reward rose while accuracy fell."""
         since = self.evals[-1]["iteration"] if self.evals else 0
@@ -61,7 +63,7 @@ class RunState:
         prm_reward = statistics.fmean(rewards) if rewards else None
         previous = next((e for e in reversed(self.evals) if e["prm_reward"] is not None), None)
         self.evals.append({"iteration": iteration, "accuracy": accuracy, "prm_reward": prm_reward,
-                           "probe_entropy": probe_entropy})
+                           "probe_entropy": probe_entropy, "by_level": by_level})
         if previous and prm_reward is not None and prm_reward > previous["prm_reward"] and \
                 accuracy < previous["accuracy"]:
             warning = (f"possible reward hacking at round {iteration}: PRM reward {previous['prm_reward']:.3f} -> "

@@ -69,6 +69,16 @@ def draw_problems(pool: Sequence[Problem], config: RLConfig, iteration: int, dra
     return rng.sample(eligible, min(config.questions_per_iteration, len(eligible)))
 
 
+def accuracy_by_level(problems: Sequence[Problem], grades: Sequence[bool]) -> dict[str, float] | None:
+    """The share right at each level (None when a problem has no level)."""
+    if any(p.level is None for p in problems):
+        return None
+    by_level: dict[str, list[bool]] = {}
+    for problem, grade in sorted(zip(problems, grades), key=lambda pair: pair[0].level):
+        by_level.setdefault(str(problem.level), []).append(grade)
+    return {level: sum(right) / len(right) for level, right in by_level.items()}
+
+
 def has_signal(group: Sequence[Episode]) -> bool:
     """Whether a question's samples earned different rewards (else GRPO's advantages are all 0)."""
     return len({round(sum(e.rewards), 9) for e in group}) > 1
@@ -191,14 +201,15 @@ class RLRun:
     def autocast(self):
         return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.dtype.autocast)
 
-    async def evaluate(self, engine: HFEngine) -> tuple[float, float | None]:
+    async def evaluate(self, engine: HFEngine) -> tuple[float, float | None, dict[str, float] | None]:
         """Held-out greedy accuracy, through the engine that samples the rollouts,
-        and the policy's entropy on the held-out gold solutions (the fixed probe)."""
+        the policy's entropy on the held-out gold solutions (the fixed probe), and
+        the accuracy per level where the problems have levels."""
         self.model.eval()
         grades = await engine_grades(engine, self.eval_set, progress=False)
         probe = probe_episodes(self.eval_set, self.prompt_for, self.count_tokens)
         entropy = probe_entropy(self.model, self.tokenizer, self.pad_id, probe, self.config.temperature)
-        return sum(grades) / len(grades), entropy
+        return sum(grades) / len(grades), entropy, accuracy_by_level(self.eval_set, grades)
 
     def rollout_metrics(self, episodes: list[Episode]) -> dict:
         metrics = {"reward": statistics.fmean(sum(e.rewards) for e in episodes),
@@ -240,6 +251,8 @@ async def _train(run: RLRun, progress: bool) -> dict:
                     tqdm.write(f"WARNING: {warning}")
                 metrics["held_out_accuracy"] = state.evals[-1]["accuracy"]
                 metrics["probe_entropy"] = state.evals[-1]["probe_entropy"]
+                if state.evals[-1]["by_level"] is not None:
+                    metrics["held_out_by_level"] = state.evals[-1]["by_level"]
                 if is_best(state):
                     save_best(run.out, run)
             state.minutes += (time.monotonic() - started) / 60

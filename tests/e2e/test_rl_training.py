@@ -71,6 +71,10 @@ def test_summary_reports_accuracy_by_exact_grading_and_the_machine(uninterrupted
     assert [e["iteration"] for e in summary["evals"]] == [0, 3]
     assert all(0 <= e["accuracy"] <= 1 for e in summary["evals"])
     assert summary["dtype"] == "float32" and "cpu" in summary["machine"]
+    for e in summary["evals"]:  # and by level: the levels' shares weigh up to the whole
+        counts = {str(level): sum(p.level == level for p in HELD_OUT) for level in {p.level for p in HELD_OUT}}
+        assert set(e["by_level"]) == set(counts)
+        assert sum(e["by_level"][lv] * n for lv, n in counts.items()) / len(HELD_OUT) == pytest.approx(e["accuracy"])
     assert json.loads((out / "summary.json").read_text())["samples"] == summary["samples"]
 
 
@@ -168,6 +172,7 @@ def test_the_runs_report_reads_what_the_run_wrote(uninterrupted, tmp_path):
     assert (copied / "history.jsonl").read_text() == (out / "history.jsonl").read_text()
     assert (tmp_path / "report" / "curves.png").stat().st_size > 0
     assert out.name in (tmp_path / "report" / "table.md").read_text()
+    assert "Validation accuracy by level" in (tmp_path / "report" / "table.md").read_text()
 
 
 def test_the_paired_comparison_counts_problems_only_one_side_gets_right():
