@@ -44,7 +44,7 @@ from openr.contracts import Step
 from openr.engine.checkpoints import materialize, split_bundle
 from openr.engine.hf_engine import HFEngine
 from openr.hardware import machine_info
-from openr.rl.commands import RL_PROBLEM_SEED
+from openr.rl.commands import rl_train_problems
 from openr.rl.config import RLConfig
 from openr.rl.rollout import run_solutions
 from openr.rl.trainer import AdvantageTransform, RLRun, draw_problems
@@ -294,7 +294,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--rounds, --questions, --eval-every and --eval-problems must be positive, --group at least 2")
     policy_arg, bundled_prm = split_bundle(args.policy)
     policy, prm = materialize(policy_arg), args.prm or bundled_prm
-    pool = arith.train_problems(RLConfig.train_problems, seed=RL_PROBLEM_SEED)
+    pool = rl_train_problems(RLConfig.train_problems)
     held_out = arith.test_split()[: args.eval_problems]
     runs = [run_variant(VARIANTS[name], args, policy, prm, pool, held_out) for name in args.variants]
     write_report(args.out, {"policy": str(policy), "prm": prm, "machine": machine_info(),

@@ -45,7 +45,7 @@ from openr.contracts import Step
 from openr.engine.checkpoints import ARITH_ALIAS, BUILTIN_BUNDLES, POLICY_SUBDIR
 from openr.engine.hf_engine import HFEngine
 from openr.hardware import machine_info
-from openr.rl.commands import RL_PROBLEM_SEED
+from openr.rl.commands import rl_train_problems
 from openr.rl.config import RLConfig
 from openr.rl.rollout import split_solution
 from openr.rl.trainer import RLRun, draw_problems
@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> None:
     config = RLConfig(algo="grpo", reward="outcome", questions_per_iteration=args.questions, group_size=args.group,
                       minibatch_size=args.minibatch, learning_rate=args.learning_rate, kl_coef=args.kl,
                       temperature=args.temperature, seed=args.seed)
-    pool = arith.train_problems(config.train_problems, seed=RL_PROBLEM_SEED)
+    pool = rl_train_problems(config.train_problems)
     held_out = arith.test_split()[: args.eval_problems]
     sides = {"ours": run_ours, "trl": run_trl}
     curves = {}

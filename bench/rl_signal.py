@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from openr.engine.checkpoints import ARITH_ALIAS, BUILTIN_BUNDLES, POLICY_SUBDIR
 from openr.engine.hf_engine import HFEngine
 from openr.hardware import machine_info
-from openr.rl.commands import RL_PROBLEM_SEED
+from openr.rl.commands import rl_train_problems
 from openr.rl.config import RLConfig
 from openr.rl.diagnostics import zero_advantage_share
 from openr.rl.rollout import encode_episodes
@@ -80,7 +80,7 @@ async def measure(run: RLRun, engine: HFEngine, rounds: int, bar) -> dict:
 
 
 async def run_settings(args) -> list[dict]:
-    pool = arith.train_problems(TRAIN_PROBLEMS, seed=RL_PROBLEM_SEED)
+    pool = rl_train_problems(TRAIN_PROBLEMS)
     held_out = arith.test_split()[:1]  # unused: nothing is evaluated
     rows = []
     with tqdm(total=len(args.batches) * args.rounds, desc="rl signal", disable=args.no_progress) as bar:

@@ -13,9 +13,17 @@ from openr.cli_flags import add_config_flags
 from openr.hardware import DTYPES
 from openr.rl.config import ALGORITHMS, ROLLOUTS, RLConfig
 from openr.rl.env import REWARDS
+from openr.tasks import arith
 
 ARITH_TEST, ARITH_VALIDATION = "arith", "arith-val"  # as `openr eval --dataset` names them
-RL_PROBLEM_SEED = 2  # SFT draws arith problems with seed 0, labelling with 1; RL from its own stream
+# SFT draws arith problems with seed 0, labelling with 1, the validation split is seed 2; RL has its own stream,
+# from which the validation split's problems are dropped too, since RL runs are chosen on it
+RL_PROBLEM_SEED = 3
+
+
+def rl_train_problems(n: int, min_ops: int = arith.MIN_LEVEL, max_ops: int = arith.MAX_LEVEL) -> list:
+    """RL's arith training problems: none in the test or the validation split."""
+    return arith.train_problems(n, seed=RL_PROBLEM_SEED, min_ops=min_ops, max_ops=max_ops, without_validation=True)
 COMMAND_FILE = "command.txt"
 CHOICES = {"algo": ALGORITHMS, "reward": REWARDS, "dtype": DTYPES, "rollout": ROLLOUTS}
 
@@ -45,11 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def problem_sets(args: argparse.Namespace, config: RLConfig) -> tuple[list, list]:
-    from openr.tasks import arith
     from openr.tasks.datasets import load_problems
 
-    pool = load_problems(args.dataset) if args.dataset else arith.train_problems(config.train_problems,
-                                                                                  seed=RL_PROBLEM_SEED)
+    pool = load_problems(args.dataset) if args.dataset else rl_train_problems(config.train_problems)
     splits = {ARITH_TEST: arith.test_split, ARITH_VALIDATION: arith.validation_split}
     held_out = splits[args.eval_dataset]() if args.eval_dataset in splits else load_problems(args.eval_dataset)
     return pool, held_out[: config.eval_problems]

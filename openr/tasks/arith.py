@@ -239,10 +239,17 @@ def _test_solutions() -> frozenset[str]:
     return frozenset(problem.solution for problem in _test_split())
 
 
+@functools.lru_cache(maxsize=1)
+def _validation_solutions() -> frozenset[str]:
+    return frozenset(problem.solution for problem in validation_split())
+
+
 def train_problems(n: int, seed: int, min_ops: int = MIN_LEVEL,
-                   max_ops: int = MAX_LEVEL) -> list[Problem]:
-    """Like `generate`, minus any problem whose arithmetic is in the test split."""
-    held_out = _test_solutions()
+                   max_ops: int = MAX_LEVEL, without_validation: bool = False) -> list[Problem]:
+    """Like `generate`, minus any problem whose arithmetic is in the test split
+    (and, with `without_validation`, in the validation split: for a stage whose
+    runs are chosen on it, such as RL)."""
+    held_out = _test_solutions() | (_validation_solutions() if without_validation else frozenset())
     kept = []
     for problem in _stream(seed, min_ops, max_ops):
         if len(kept) == n:

@@ -194,3 +194,13 @@ def test_the_entropy_probe_reads_fixed_gold_solutions(tmp_path):
     flat = probe_entropy(run.model, run.tokenizer, run.pad_id, probe, temperature=2.0)
     assert 0 < sharp < flat  # a hotter policy is less certain on the same tokens
     assert probe_entropy(run.model, run.tokenizer, run.pad_id, [], 1.0) is None
+
+
+def test_rl_never_trains_on_the_problems_its_runs_are_chosen_or_reported_on():
+    from openr.rl.commands import rl_train_problems
+
+    problems = rl_train_problems(5000)
+    pool = {p.solution for p in problems}
+    assert len(problems) == 5000
+    assert not pool & {p.solution for p in arith.validation_split()}
+    assert not pool & {p.solution for p in arith.test_split()}
