@@ -30,7 +30,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import shutil
+import statistics
 from pathlib import Path
 
 from openr.engine.checkpoints import ARITH_ALIAS, BUILTIN_BUNDLES, POLICY_SUBDIR
@@ -66,12 +68,16 @@ def run_record(run: Path) -> dict:
     if best is None:  # no round beat the start (or the run predates OUT/best/): the start is chosen
         best = {"iteration": 0, "accuracy": evals[0][0] if 0 in evals else None, "samples": 0, "minutes": 0.0}
     last = history[-1] if history else {}
+    cosines = [m["gradient_signal"] for m in history if "gradient_signal" in m]
+    signal = {"mean": statistics.fmean(cosines), "rounds": len(cosines),
+              "standard_error": statistics.stdev(cosines) / math.sqrt(len(cosines)) if len(cosines) > 1 else 0.0} \
+        if cosines else None
     defaults = dataclasses.asdict(RLConfig())
     flags = [(f"--{'' if v else 'no-'}{k.replace('_', '-')}" if isinstance(v, bool) else f"--{k.replace('_', '-')} {v}")
              for k, v in config.items() if defaults.get(k) != v]
     command = (run / COMMAND_FILE).read_text().strip() if (run / COMMAND_FILE).exists() else None
     return {"name": run.name, "config": config, "flags": " ".join(flags), "command": command,
-            "finished": summary is not None,
+            "finished": summary is not None, "gradient_signal": signal,
             "rounds": last.get("iteration", 0), "samples": last.get("samples", 0),
             "minutes": round(last.get("minutes", 0.0), 2),
             "evals": [{"iteration": i, "accuracy": a, "by_level": levels,
@@ -98,8 +104,8 @@ def copy_run_files(run: Path, out: Path) -> None:
 
 
 def run_table(records: list[dict]) -> str:
-    lines = ["| run | algo | flags | rounds | samples | minutes | val at start | best val (round, samples) | "
-             "last val |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| run | algo | flags | rounds | samples | minutes | gradient signal | val at start | "
+             "best val (round, samples) | last val |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in records:
         evals = r["evals"]
         start = evals[0]["accuracy"] if evals and evals[0]["iteration"] == 0 else None
@@ -107,8 +113,10 @@ def run_table(records: list[dict]) -> str:
         fmt = lambda x: "-" if x is None else f"{100 * x:.1f}%"  # noqa: E731
         best_cell = f"{fmt(best['accuracy'])} ({best['iteration']}, {best['samples']:,})" if best else "-"
         last = fmt(evals[-1]["accuracy"] if evals else None)
+        signal = r["gradient_signal"]
+        signal_cell = f"{signal['mean']:.3f} +- {signal['standard_error']:.3f}" if signal else "-"
         lines.append(f"| {r['name']} | {r['config']['algo']} | `{r['flags']}` | {r['rounds']} | {r['samples']:,} | "
-                     f"{r['minutes']:.1f} | {fmt(start)} | {best_cell} | {last} |")
+                     f"{r['minutes']:.1f} | {signal_cell} | {fmt(start)} | {best_cell} | {last} |")
     return "\n".join(lines)
 
 
@@ -120,8 +128,12 @@ def level_table(records: list[dict]) -> str:
         if not with_levels:
             continue
         best = max(with_levels, key=lambda e: (e["accuracy"], -e["iteration"]))
-        for label, e in (("start", with_levels[0]), (f"best, round {best['iteration']}", best)):
-            rows.append((r["name"], label, e["by_level"]))
+        shown = [("start", with_levels[0])]
+        if best["iteration"]:
+            shown.append((f"best, round {best['iteration']}", best))
+        if with_levels[-1] is not best and with_levels[-1]["iteration"]:
+            shown.append((f"last, round {with_levels[-1]['iteration']}", with_levels[-1]))
+        rows += [(r["name"], label, e["by_level"]) for label, e in shown]
     if not rows:
         return ""
     levels = sorted({level for *_, by in rows for level in by}, key=int)

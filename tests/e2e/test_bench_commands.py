@@ -102,3 +102,17 @@ def test_rl_signal_smallest(tmp_path):
     cosines = row["cosine"]["per_round"]
     assert len(cosines) == 2 and all(-1.0 <= c <= 1.0 for c in cosines)
     assert 0.0 <= row["zero_advantage_share"] <= 1.0
+
+
+def test_rl_accepted_smallest(tmp_path):
+    out_file = tmp_path / "rl_accepted.json"
+    run_bench("rl_accepted", "--questions", "4", "--samples", "2", "--temperatures", "1.0", "--out", str(out_file))
+    (row,) = json.loads(out_file.read_text())["rows"]
+    assert row["samples"] == 8 and 0 <= row["correct_with_a_wrong_step"] <= row["correct"] <= 8
+
+
+def test_a_right_answer_through_cancelling_slips_has_a_wrong_step():
+    from bench.rl_accepted import has_wrong_step
+
+    assert has_wrong_step("3 + 4 = 8\n\n8 - 1 = 6\n\nThe answer is \\boxed{6}")  # 3 + 4 - 1 is 6, by two slips
+    assert not has_wrong_step("3 + 4 = 7\n\n7 - 1 = 6\n\nThe answer is \\boxed{6}")
