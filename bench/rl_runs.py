@@ -167,12 +167,6 @@ def plot(records: list[dict], path: Path) -> None:
     plt.close(figure)
 
 
-def grade_by_level(policy: Path, problems: list) -> list[bool]:
-    from openr.training.policy_accuracy import greedy_grades
-
-    return greedy_grades(policy, problems, progress=True)
-
-
 def paired(start: list[bool], chosen: list[bool]) -> dict:
     from scipy.stats import binomtest
 
@@ -182,24 +176,20 @@ def paired(start: list[bool], chosen: list[bool]) -> dict:
     return {"right_only_chosen": gains, "right_only_start": losses, "sign_test_p": p}
 
 
-def by_level(problems: list, grades: list[bool]) -> dict[str, float]:
-    levels = sorted({p.level for p in problems})
-    return {str(level): sum(g for p, g in zip(problems, grades) if p.level == level) /
-            sum(1 for p in problems if p.level == level) for level in levels}
-
-
 def test_once(records: list[dict], runs: dict[str, Path], names: list[str], start_policy: Path) -> dict:
+    from openr.rl.trainer import accuracy_by_level as by_level
     from openr.tasks import arith
+    from openr.training.policy_accuracy import greedy_grades
 
     problems = arith.test_split()
-    start = grade_by_level(start_policy, problems)
+    start = greedy_grades(start_policy, problems)
     result = {"problems": len(problems), "start": {"policy": str(start_policy), "accuracy": sum(start) / len(start),
                                                    "by_level": by_level(problems, start)}, "chosen": {}}
     for name in names:
         record = next(r for r in records if r["name"] == name)
         best = runs[name] / BEST_DIR
         policy = best if (best / BEST_FILE).exists() else start_policy
-        grades = start if policy == start_policy else grade_by_level(policy, problems)
+        grades = start if policy == start_policy else greedy_grades(policy, problems)
         result["chosen"][name] = {"round": record["chosen"]["iteration"], "val_accuracy": record["chosen"]["accuracy"],
                                   "samples": record["chosen"].get("samples"), "accuracy": sum(grades) / len(grades),
                                   "by_level": by_level(problems, grades), **paired(start, grades),
