@@ -228,7 +228,10 @@ def main(argv: list[str] | None = None) -> None:
     unknown = sorted(set(args.test) - set(runs))
     if unknown:
         parser.error(f"--test names runs not given: {unknown}")
-    records = [run_record(run) for run in args.runs]
+    try:
+        records = [run_record(run) for run in args.runs]
+    except (OSError, ValueError) as error:  # not a run directory, or its files unreadable
+        parser.error(str(error))
     args.out.mkdir(parents=True, exist_ok=True)
     for run in args.runs:
         copy_run_files(run, args.out)

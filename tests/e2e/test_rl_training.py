@@ -193,3 +193,11 @@ def test_the_command_that_wrote_a_run_is_kept_beside_it(tmp_path, monkeypatch):
     assert (tmp_path / "command.txt").read_text().split() == \
         ["openr", "train", "rl", "--policy", str(POLICY), "--out", str(tmp_path), "--iterations", "2",
          "--eval-problems", "4", "--eval-dataset", "arith-val"]
+
+
+def test_the_runs_report_refuses_a_directory_that_holds_no_run(tmp_path, capsys):
+    from bench import rl_runs
+
+    with pytest.raises(SystemExit) as exit_info:
+        rl_runs.main([str(tmp_path), "--out", str(tmp_path / "report")])
+    assert exit_info.value.code == 2 and "holds no RL run" in capsys.readouterr().err
