@@ -21,7 +21,7 @@ class SearchLimits:
     ranges `openr.search` itself accepts."""
 
     default_strategy: str = "beam_search"
-    max_samples: int = 64  # largest `SearchConfig.samples` (search.n; mcts: n_children x num_simulations)
+    max_samples: int = 256  # largest `SearchConfig.samples` (search.n; mcts: n_children x num_simulations)
     max_tokens_total: int = 100_000  # largest generation budget per request, in tokens
     default_timeout_s: float = 120.0
     max_timeout_s: float = 600.0

@@ -86,7 +86,7 @@ async def test_auto_traces_its_choice_and_takes_reasoning_effort_as_its_budget()
     ({"strategy": "telepathy"}, "search.strategy"),
     ({"strategy": "best_of_n", "aggregation": "prm_median_max"}, "search.aggregation"),
     ({"strategy": "beam_search", "n": 6, "beam_width": 4}, "search.n"),
-    ({"strategy": "beam_search", "n": 128, "beam_width": 4}, "search.n"),
+    ({"strategy": "beam_search", "n": 512, "beam_width": 4}, "search.n"),
     ({"strategy": "best_of_n", "n": 0}, "search.n"),
     ({"strategy": "mcts", "c_puct": -1}, "search.c_puct"),
     ({"strategy": "best_of_n", "timeout_s": -2}, "search.timeout_s"),
@@ -157,7 +157,7 @@ async def test_tree_searches_voting_at_the_end_still_need_a_prm_and_fail_before_
 @pytest.mark.parametrize("search, param", [
     ({"strategy": "best_of_n", "max_tokens_total": 100_001}, "search.max_tokens_total"),  # within Budget's range
     ({"strategy": "best_of_n", "timeout_s": 601}, "search.timeout_s"),  # within Budget's range
-    ({"strategy": "mcts", "n_children": 8, "num_simulations": 9}, "search.n"),  # 72 samples, each option in range
+    ({"strategy": "mcts", "n_children": 16, "num_simulations": 17}, "search.n"),  # 272 samples, each option in range
 ])
 async def test_server_limits_apply_to_the_parsed_options_before_sampling(search, param):
     engine = CountingEngine()

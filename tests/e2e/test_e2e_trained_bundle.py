@@ -104,3 +104,22 @@ def test_scale_out_front_uses_remote_engine_and_remote_prm(bundle_server):
             extra_body={"search": {"strategy": "beam_search", "n": 4, "beam_width": 2, **SMALL, "return_trace": True}})
     assert via_front == direct
     assert r.model_extra["search_trace"]["prm_calls"] > 0 and r.usage.completion_tokens > 0
+
+
+def test_every_sampling_and_prm_strategy_runs_at_n_256_under_the_default_limits(bundle_server):
+    """n=256 is a first-class budget: the server's default --search-max-samples allows it
+    and each strategy keeps its whole width (beam search: n per depth, beam_width kept)."""
+    server, model = bundle_server
+    client = openai.OpenAI(base_url=server.base_url, api_key=API_KEY, max_retries=0, timeout=600)
+    kept = {}
+    for strategy, options in [("best_of_n", {}), ("majority_vote", {}), ("beam_search", {"beam_width": 16}),
+                              ("particle_filtering", {})]:
+        r = client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": QUESTION}],
+            extra_body={"search": {"strategy": strategy, "n": 256, **options, **SMALL, "max_steps": 2,
+                                   "return_trace": True}})
+        trace = r.model_extra["search_trace"]
+        assert trace["stop_reason"] is None and r.choices[0].message.content, (strategy, trace["stop_reason"])
+        assert r.usage.completion_tokens > 256, strategy  # every sample drew at least one token
+        kept[strategy] = len(trace["candidates"])
+    assert kept == {"best_of_n": 256, "majority_vote": 256, "beam_search": 16, "particle_filtering": 256}
