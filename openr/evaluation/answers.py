@@ -174,7 +174,7 @@ async def answer(client: openai.AsyncOpenAI, model: str, job: Job, max_tokens: i
     problem, setting = job.problem, job.setting
     row = {"problem_id": problem.id, "setting": setting.name, "strategy": setting.strategy,
            "budget": setting.budget, "answer": None, "extracted": None, "gold": problem.answer, "correct": False,
-           "final_answer": False, "finish_reason": None, "stop_reason": None,
+           "final_answer": False, "finish_reason": None, "stop_reason": None, "ceiling": None,
            "completion_tokens": 0, "reasoning_tokens": 0, "latency_s": 0.0, "error": None}
     limit = {} if max_tokens is None else {"max_completion_tokens": max_tokens}
     start = time.perf_counter()
@@ -195,9 +195,20 @@ async def answer(client: openai.AsyncOpenAI, model: str, job: Job, max_tokens: i
                correct=is_correct(text, problem.answer, lenient=grading.lenient),
                final_answer=final_answer(text) is not None, finish_reason=reply.choices[0].finish_reason,
                stop_reason=trace.get("stop_reason"),
+               ceiling=ceiling(trace, problem.answer, grading.lenient),
                completion_tokens=usage.completion_tokens if usage else 0,
                reasoning_tokens=(details.reasoning_tokens or 0) if details else 0)
     return row
+
+
+def ceiling(trace: dict[str, Any], gold: str, lenient: bool) -> bool | None:
+    """Whether any finished candidate of the search is right (pass@n: what a perfect
+    pick among its solutions would score); None when the reply has no candidates."""
+    candidates = trace.get("candidates") or []
+    if not candidates:
+        return None
+    return any(c.get("finished") and is_correct("\n".join(c.get("steps") or []), gold, lenient=lenient)
+               for c in candidates)
 
 
 def _answered(row: dict[str, Any] | None) -> bool:

@@ -39,6 +39,7 @@ class Summary:
     final_answers: float = 1.0  # share of answers that state a final answer
     time_cuts: int = 0  # searches the time budget ended
     budget_cuts: int = 0  # searches another budget (tokens, PRM calls, context) ended
+    ceiling: float | None = None  # share with a right finished candidate (pass@n); None: not recorded
 
 
 def summarize(rows: list[dict[str, Any]], settings: list[Setting]) -> list[Summary]:
@@ -57,17 +58,28 @@ def summarize(rows: list[dict[str, Any]], settings: list[Setting]) -> list[Summa
             # rows written before these were recorded count as stating an answer and uncut
             final_answers=sum(bool(row.get("final_answer", True)) for row in mine) / count,
             time_cuts=sum(row.get("stop_reason") == "time" for row in mine),
-            budget_cuts=sum(row.get("stop_reason") in ("tokens", "prm_calls", "context") for row in mine)))
+            budget_cuts=sum(row.get("stop_reason") in ("tokens", "prm_calls", "context") for row in mine),
+            ceiling=_ceiling(mine)))
     return summaries
 
 
+def _ceiling(rows: list[dict[str, Any]]) -> float | None:
+    """pass@n over the rows, a failed request counting as no right candidate; None when an
+    answered row did not record it (a run from before it was, or a reply without candidates)."""
+    if not rows or any(row.get("ceiling") is None and row["error"] is None for row in rows):
+        return None
+    return sum(bool(row["ceiling"]) for row in rows) / len(rows)
+
+
 def format_table(summaries: list[Summary]) -> str:
-    header = ("| setting | strategy | budget | accuracy | mean tokens | mean reasoning tokens | mean latency (s) "
-              "| N | errors | final answer stated | cut by time | cut by tokens/PRM/context |")
+    header = ("| setting | strategy | budget | accuracy | pass@n (ceiling) | mean tokens | mean reasoning tokens "
+              "| mean latency (s) | N | errors | final answer stated | cut by time | cut by tokens/PRM/context |")
     lines = [header, "|" + " --- |" * (header.count("|") - 1)]
     for s in summaries:
         mark = " ⚠ time cuts" if s.time_cuts else ""  # the machine, not only the search, shaped this row
-        lines.append(f"| {s.setting}{mark} | {s.strategy} | {s.budget} | {s.accuracy:.1%} | {s.mean_tokens:.1f} "
+        ceiling = "—" if s.ceiling is None else f"{s.ceiling:.1%}"
+        lines.append(f"| {s.setting}{mark} | {s.strategy} | {s.budget} | {s.accuracy:.1%} | {ceiling} "
+                     f"| {s.mean_tokens:.1f} "
                      f"| {s.mean_reasoning_tokens:.1f} | {s.mean_latency_s:.2f} | {s.n} | {s.errors} "
                      f"| {s.final_answers:.0%} | {s.time_cuts} | {s.budget_cuts} |")
     return "\n".join(lines) + "\n"

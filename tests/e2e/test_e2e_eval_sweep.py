@@ -33,6 +33,8 @@ def test_tiny_sweep_against_a_real_server_then_resumes_with_nothing_to_ask(bundl
     assert all(row["finish_reason"] in ("stop", "length") and isinstance(row["final_answer"], bool) for row in rows)
     assert all(row["final_answer"] for row in rows if row["correct"])  # graded only on a stated answer
     assert {row["stop_reason"] for row in rows} <= {None, "tokens", "time", "prm_calls", "context", "confident"}
+    voted = [row for row in rows if row["strategy"] != "cot"]  # each answer is one of the finished candidates
+    assert all(isinstance(row["ceiling"], bool) and row["ceiling"] >= row["correct"] for row in voted), voted
     run = json.loads((out / "run.json").read_text())
     assert run["budgets"]["timeout_s"] == 600.0 and run["grading"] == "final answer only"
     [server] = run["servers"]  # what answered, as the server's /version reports it

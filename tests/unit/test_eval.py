@@ -96,10 +96,26 @@ def test_table_and_plot_from_rows(tmp_path):
     assert [(s.setting, s.n, s.errors, s.accuracy, s.mean_tokens) for s in summaries] == [
         ("cot", 2, 0, 0.5, 20.0), ("majority_vote-n1", 0, 0, 0.0, 0.0), ("majority_vote-n64", 2, 1, 0.5, 1000.0)]
     table = format_table(summaries).splitlines()
-    assert table[0].startswith("| setting | strategy | budget | accuracy | mean tokens")
-    assert table[2] == "| cot | cot | 1 | 50.0% | 20.0 | 10.0 | 0.50 | 2 | 0 | 100% | 0 | 0 |"
+    assert table[0].startswith("| setting | strategy | budget | accuracy | pass@n (ceiling) | mean tokens")
+    assert table[2] == "| cot | cot | 1 | 50.0% | — | 20.0 | 10.0 | 0.50 | 2 | 0 | 100% | 0 | 0 |"
     write_plot(summaries, tmp_path / "plot.png", title="synthetic")  # tokens span 100x: log x-axis
     assert (tmp_path / "plot.png").read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_the_ceiling_is_any_finished_candidate_right_and_a_failed_request_counts_as_none():
+    from openr.evaluation.answers import ceiling
+
+    right, wrong = ["3 + 4 = 7", "\\boxed{7}"], ["3 + 4 = 8", "\\boxed{8}"]
+    trace = {"candidates": [{"steps": wrong, "finished": True}, {"steps": right, "finished": False}]}
+    assert ceiling(trace, "7", lenient=False) is False  # the right one never finished
+    trace["candidates"][1]["finished"] = True
+    assert ceiling(trace, "7", lenient=False) is True and ceiling({}, "7", lenient=False) is None
+    settings = _grid(strategies=["best_of_n"], budgets=[4])
+    rows = [{**_row(p, "best_of_n-n4", False, 10), "ceiling": c} for p, c in (("p0", True), ("p1", False))]
+    failed = _row("p2", "best_of_n-n4", False, 0, error="HTTP 500")
+    assert summarize(rows + [{**failed, "ceiling": None}], settings)[0].ceiling == pytest.approx(1 / 3)
+    assert summarize(rows + [_row("p2", "best_of_n-n4", False, 10)], settings)[0].ceiling is None  # not recorded
+    assert "| 50.0% |" in format_table(summarize(rows, settings)).splitlines()[2]
 
 
 def test_resume_skips_answered_pairs_and_asks_failed_ones_again(tmp_path):
