@@ -131,6 +131,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="search.max_steps: reasoning steps per solution (default: the server's)")
     grid.add_argument("--max-step-tokens", type=_positive, default=None,
                       help="search.max_step_tokens: tokens per step (default: the server's)")
+    grid.add_argument("--temperature", type=float, default=None,
+                      help="search.temperature of every sampling strategy (cot stays greedy); choose it on "
+                           f"`{ARITH_VALIDATION_DATASET}` (default: the server's)")
     grid.add_argument("--max-tokens", type=_positive, default=None,
                       help="max_completion_tokens: every token one request may generate, search included "
                            "(default: unset, so the budget alone decides, up to the server's ceiling)")
@@ -189,7 +192,7 @@ def sweep_from_args(args: argparse.Namespace) -> Sweep:
                               mcts_simulations=args.mcts_simulations, mcts_children=args.mcts_children,
                               efforts=args.reasoning_effort, aggregation=args.aggregation, adaptive=args.adaptive,
                               search_options={"max_steps": args.max_steps, "max_step_tokens": args.max_step_tokens,
-                                              "seed": args.seed})
+                                              "seed": args.seed, "temperature": args.temperature})
     except ValueError as exc:
         raise SystemExit(f"openr eval: {exc}") from None
     return Sweep(dataset=args.dataset, limit=args.limit, seed=args.seed, settings=settings, base_url=args.base_url,

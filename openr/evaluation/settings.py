@@ -52,7 +52,8 @@ def build_grid(strategies: Sequence[str], budgets: Sequence[int], *, beam_width:
                adaptive: bool = False) -> list[Setting]:
     """Settings in plotting order: per strategy, budgets ascending; then the efforts.
 
-    `search_options` (max_steps, seed, ...) go into every request's `search` object;
+    `search_options` (max_steps, seed, temperature, ...) go into every request's `search`
+    object (temperature into every one but cot's, which stays greedy);
     `adaptive` makes the ADAPTIVE_STRATEGIES stop adaptively (named "...-adaptive").
     auto runs at each of the EFFORTS (search.effort), its budget levels.
     Raises ValueError for a grid the server would reject as a whole.
@@ -64,8 +65,9 @@ def build_grid(strategies: Sequence[str], budgets: Sequence[int], *, beam_width:
             raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
         extra = {"aggregation": aggregation} if aggregation and takes_option(strategy, "aggregation") else {}
         sized_by = budget_option(strategy)
-        if sized_by is None:
-            settings.append(_search_setting(strategy, strategy, COT_BUDGET, common))
+        if sized_by is None:  # cot: one greedy solution, whatever temperature the samplers get
+            greedy = {key: value for key, value in common.items() if key != "temperature"}
+            settings.append(_search_setting(strategy, strategy, COT_BUDGET, greedy))
         elif sized_by == "effort":
             for effort in EFFORTS:
                 settings.append(_search_setting(f"{strategy}-{effort}", strategy, effort,

@@ -51,6 +51,15 @@ def test_grid_names_each_setting_and_builds_its_request():
     assert json.loads(json.dumps([s.to_json() for s in settings]))[1]["request"]["search"]["n"] == 1
 
 
+def test_a_sampling_temperature_reaches_every_strategy_but_greedy_cot():
+    settings = build_grid(["cot", "best_of_n", "beam_search"], [4], beam_width=4, mcts_simulations=[4],
+                          search_options={"temperature": 1.2, "seed": 0})
+    temperatures = {s.name: s.request["search"].get("temperature") for s in settings}
+    assert temperatures == {"cot": None, "best_of_n-n4": 1.2, "beam_search-n4-bw4": 1.2}
+    args = build_parser().parse_args(["eval", "--out", "x", "--temperature", "0.6"])
+    assert args.temperature == 0.6
+
+
 def test_grid_rejects_what_the_server_would():
     with pytest.raises(ValueError, match=r"multiple of beam_width \(4\)"):
         build_grid(["beam_search"], [6], beam_width=4, mcts_simulations=[4])
