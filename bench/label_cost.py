@@ -9,7 +9,7 @@ them), and how often each label agrees with the exact label: in the arith
 world every step can be checked against the gold chain
 (`openr.training.prm_quality.label_by_checking`).
 
-    python -m bench.label_cost --problems 40 --k 4
+    python -m bench.label_cost --problems 40 --k 4 --out bench/results/label_cost.json
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.results_file import add_result_flags, write_result
 from openr.engine.checkpoints import ARITH_ALIAS, BUILTIN_BUNDLES
 from openr.engine.hf_engine import HFEngine
-from openr.hardware import machine_info
 from openr.tasks import arith
 from openr.tasks.problem import STEP_SEPARATOR
 from openr.training.labels.omegaprm import OmegaPRMConfig
@@ -78,13 +78,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--k", type=int, default=4, help="completions per estimate, both methods")
     parser.add_argument("--omegaprm-budget", type=int, default=OmegaPRMConfig.rollout_budget,
                         help="OmegaPRM's completions per problem")
-    parser.add_argument("--out", type=Path, help="keep the label files here (default: a temporary folder)")
+    parser.add_argument("--keep-labels", type=Path, help="keep the label files here (default: a temporary folder)")
+    add_result_flags(parser)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as scratch:
-        out = args.out or Path(scratch)
-        results = asyncio.run(run(args.problems, args.k, args.omegaprm_budget, out))
-    print(json.dumps({"problems": args.problems, "k": args.k, "machine": machine_info()["cpu"], **results},
-                     indent=2))
+        labels = args.keep_labels or Path(scratch)
+        results = asyncio.run(run(args.problems, args.k, args.omegaprm_budget, labels))
+    record = write_result(args.out, "label_cost", argv, args.note,
+                          {"problems": args.problems, "k": args.k, "omegaprm_budget": args.omegaprm_budget, **results})
+    print(json.dumps(record, indent=2))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,9 @@ Three HTTP figures are kept, each over the direct side's latency (goal <= 1.10):
 Prints, per engine and batch size: tokens/s of the direct and sdk paths and
 the three ratios.
 
-    python -m bench.serve_overhead --engines hf vllm --batches 1 8
+    python -m bench.serve_overhead --engines hf vllm --batches 1 8 --out bench/results/serve_overhead.json
+
+`--out` writes the same rows, with the command, the machine and the date, to a JSON file.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ import json
 import multiprocessing
 import statistics
 import time
+
+from bench.results_file import add_result_flags, write_result
 
 MESSAGES = [{"role": "user", "content": "Write a short poem about the sea."}]
 DEFAULT_MAX_TOKENS = 48
@@ -253,6 +257,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--client", choices=["process", "in-process"], default="process",
                         help="where the HTTP side's OpenAI SDK client runs: its own process (as a real client), "
                              "or this event loop, which then does the client's work too")
+    add_result_flags(parser)
     args = parser.parse_args(argv)
     rows = []
     for kind in args.engines:
@@ -266,6 +271,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| {r['engine']} | {r['batch']} | {r['direct_tok_s']:.1f} | {r['http_tok_s']:.1f} | "
               f"{r['ratio']:.3f} | {r['server_ratio']:.3f} | {r['raw_ratio']:.3f} | "
               f"{r['overhead_ms']['sdk']:.1f}, {r['overhead_ms']['raw']:.1f} | {r['tokens']} |")
+    write_result(args.out, "serve_overhead", argv, args.note,
+                 {"rounds": args.rounds, "max_tokens": args.max_tokens, "client": args.client, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ backward, optimizer) and each setting's step time as a ratio to the default:
 
 To see an AVX2-only CPU on a newer one, restrict oneDNN and ATen to AVX2:
 `ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python -m bench.train_step`.
+`--out` writes the medians and ratios, with the command and the machine, to a
+JSON file (`bench/results/train_step.json` is the committed one).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import time
 
 import torch
 
+from bench.results_file import add_result_flags, write_result
 from openr.hardware import DtypeChoice, machine_info
 from openr.training.sft import (
     SFTConfig,
@@ -69,11 +72,23 @@ def timed_step(model, optimizers, autocast: bool, examples, rows, pad_id) -> dic
     return {name: marks[i + 1] - marks[i] for i, name in enumerate(phases)}
 
 
-def main() -> None:
+def summarise(times: dict[str, list[dict]]) -> dict[str, dict]:
+    """Per setting: the median step and phase times (ms) and the step's ratio to float32's."""
+    base = statistics.median(sum(p.values()) for p in times["float32"])
+    summary = {}
+    for name, rounds in times.items():
+        step = statistics.median(sum(p.values()) for p in rounds)
+        summary[name] = {"step_ms": round(step * 1000, 1), "ratio_to_float32": round(step / base, 2),
+                         "phase_ms": {k: round(statistics.median(p[k] for p in rounds) * 1000, 1) for k in rounds[0]}}
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=12, help="steps per setting (the first two are warm-up)")
     parser.add_argument("--problems", type=int, default=5000, help="training problems to draw batches from")
-    args = parser.parse_args()
+    add_result_flags(parser)
+    args = parser.parse_args(argv)
     config = SFTConfig(num_train_problems=args.problems)
     tokenizer = build_tokenizer(config.max_len)
     examples, _ = training_examples(config, tokenizer)
@@ -87,12 +102,13 @@ def main() -> None:
             if round_index >= 2:
                 times[name].append(phases)
     print(json.dumps(machine_info()))
-    base = statistics.median(sum(p.values()) for p in times["float32"])
+    summary = summarise(times)
     print(f"{'setting':<22} {'step ms':>8} {'÷ float32':>10}   " + "  ".join(f"{k:>9}" for k in times["float32"][0]))
-    for name, rounds in times.items():
-        step = statistics.median(sum(p.values()) for p in rounds)
-        phases = "  ".join(f"{statistics.median(p[k] for p in rounds) * 1000:9.1f}" for k in rounds[0])
-        print(f"{name:<22} {step * 1000:8.1f} {step / base:10.2f}   {phases}")
+    for name, row in summary.items():
+        phases = "  ".join(f"{ms:9.1f}" for ms in row["phase_ms"].values())
+        print(f"{name:<22} {row['step_ms']:8.1f} {row['ratio_to_float32']:10.2f}   {phases}")
+    write_result(args.out, "train_step", argv, args.note,
+                 {"rounds": args.rounds, "warmup_rounds": 2, "batch_size": config.batch_size, "settings": summary})
 
 
 if __name__ == "__main__":

@@ -22,10 +22,16 @@ def run_bench(module: str, *args: str) -> str:
     return done.stdout
 
 
-def test_serve_overhead_on_the_default_model():
-    out = run_bench("serve_overhead", "--engines", "hf", "--batches", "1", "--rounds", "1", "--max-tokens", "4")
+def test_serve_overhead_on_the_default_model(tmp_path):
+    out = run_bench("serve_overhead", "--engines", "hf", "--batches", "1", "--rounds", "1", "--max-tokens", "4",
+                    "--out", str(tmp_path / "overhead.json"))
     row = next(line for line in out.splitlines() if line.startswith("| hf | 1 |"))
     assert row.endswith("| (4, 4, 4) |")  # the direct, SDK and raw paths each generated the 4 tokens asked for
+    record = json.loads((tmp_path / "overhead.json").read_text())
+    assert record["command"].startswith("python -m bench.serve_overhead --engines hf")
+    assert record["machine"]["cpu_count"] > 0 and record["date"]
+    [written] = record["rows"]
+    assert (written["engine"], written["batch"], written["tokens"]) == ("hf", 1, [4, 4, 4])
 
 
 @pytest.mark.vllm
@@ -55,18 +61,34 @@ def test_search_profile_smallest(tmp_path):
         assert row["policy_s"] + row["prm_s"] <= row["wall_s"]
 
 
-def test_train_step_smallest():
-    out = run_bench("train_step", "--rounds", "3", "--problems", "64")
+def test_train_step_smallest(tmp_path):
+    out = run_bench("train_step", "--rounds", "3", "--problems", "64", "--out", str(tmp_path / "step.json"))
     lines = out.splitlines()
     rows = lines[lines.index(next(line for line in lines if line.startswith("setting"))) + 1:]
     ratios = {row[:22].strip(): float(row[22:].split()[1]) for row in rows if row.strip()}
     assert set(ratios) == {"float32", "float32, torch Muon", "bfloat16 autocast"}
     assert ratios["float32"] == 1.0 and all(r > 0 for r in ratios.values())  # each timed against float32
+    written = json.loads((tmp_path / "step.json").read_text())["settings"]
+    assert {name: row["ratio_to_float32"] for name, row in written.items()} == ratios  # the file is the table
 
 
-def test_label_cost_smallest():
-    out = run_bench("label_cost", "--problems", "1", "--k", "2", "--omegaprm-budget", "4")
-    assert '"math_shepherd"' in out and '"omegaprm"' in out
+def test_label_cost_smallest(tmp_path):
+    run_bench("label_cost", "--problems", "1", "--k", "2", "--omegaprm-budget", "4", "--out", str(tmp_path / "c.json"))
+    record = json.loads((tmp_path / "c.json").read_text())
+    assert (record["problems"], record["k"]) == (1, 2)
+    for method in ("math_shepherd", "omegaprm"):
+        labels = record[method]
+        assert labels["labels_checked"] == labels["steps"] >= labels["measured_checked"] == labels["measured_steps"]
+        assert 0.0 <= labels["agree"] <= 1.0
+
+
+def test_greedy_levels_smallest(tmp_path):
+    run_bench("greedy_levels", "--problems", "7", "--out", str(tmp_path / "greedy.json"))
+    record = json.loads((tmp_path / "greedy.json").read_text())
+    for model in ("policy", "verifier"):
+        graded = record["models"][model]
+        assert set(graded["by_level"]) == {str(level) for level in range(2, 9)}  # the split cycles levels 2..8
+        assert graded["accuracy"] == round(sum(graded["by_level"].values()) / 7, 4)  # one problem per level
 
 
 def test_adaptive_replay_smallest(tmp_path):
