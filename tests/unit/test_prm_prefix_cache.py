@@ -58,7 +58,9 @@ def test_cached_scores_equal_full_forward_passes_and_only_new_tokens_run():
                 new = sum(len(r.ids) - r.cuts[-2] for r in rows)
                 assert new < sum(len(r.ids) for r in rows) / 4
             assert cached.forwarded_tokens - before == new
-    assert full.forwarded_tokens > 4 * cached.forwarded_tokens
+    # 7,670 tokens without the cache against 1,005 with it on these calls (7.6x; the counts are exact,
+    # as the calls and the character tokenizer are fixed): the README quotes this bound
+    assert full.forwarded_tokens > 7.5 * cached.forwarded_tokens
 
 
 def test_a_repeated_call_runs_nothing_and_clearing_runs_it_again():
