@@ -2,6 +2,8 @@
 (`/v1/completions`, `/tokenize`, `/detokenize`): a `vllm serve` pool behind a
 load balancer, or another `openr serve`. This is the scale-out path: this
 process stays stateless and light while the remote servers hold the GPUs.
+Inside a search every request carries the search's session key
+(`openr.session`), so a router can keep the search on one warm replica.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import AsyncIterator
 import httpx
 
 from openr.engine.base import Delta, Engine, EngineError, EngineRequestError, PreparedPrompt, SamplingConfig
+from openr.session import session_body, session_headers
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +70,7 @@ class OpenAIEngine(Engine):
         return self._active
 
     async def prepare_chat(self, messages: list[dict]) -> PreparedPrompt:
-        body = {"model": self.model, "messages": messages, "add_generation_prompt": True}
+        body = {"model": self.model, "messages": messages, "add_generation_prompt": True, **session_body()}
         tokens = (await self._post_or_get("POST", f"{self.root_url}/tokenize", body))["tokens"]
         return PreparedPrompt(await self.detokenize(tokens), len(tokens))
 
@@ -95,7 +98,8 @@ class OpenAIEngine(Engine):
         # response close can be swallowed by the cancellation it runs in).
         client = httpx.AsyncClient(headers=self.client.headers, timeout=self.client.timeout)
         try:
-            request = client.build_request("POST", f"{self.base_url}/completions", json=body)
+            request = client.build_request("POST", f"{self.base_url}/completions", json=body,
+                                           headers=session_headers())
             response = await client.send(request, stream=True)
             if response.status_code != 200:
                 await response.aread()
@@ -119,7 +123,7 @@ class OpenAIEngine(Engine):
 
     async def _post_or_get(self, method: str, url: str, body: dict | None = None) -> dict:
         try:
-            response = await self.client.request(method, url, json=body)
+            response = await self.client.request(method, url, json=body, headers=session_headers())
         except httpx.HTTPError as exc:
             raise EngineError(f"remote backend {url} failed: {exc}") from exc
         if response.status_code != 200:

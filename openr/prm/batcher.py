@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+from openr.session import SearchSession, current_session, in_session
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_MICRO_BATCH_SIZE = 64  # candidates per score_batch call, gathered across requests
@@ -28,6 +30,7 @@ class _Call:
     question: str
     candidates: Sequence[Sequence[str]]
     future: asyncio.Future = field(repr=False)
+    session: SearchSession | None = None  # the search that made the call
 
 
 class MicroBatchingScorer:
@@ -43,6 +46,7 @@ class MicroBatchingScorer:
         if micro_batch_size < 1 or max_wait_ms < 0:
             raise ValueError("micro_batch_size must be >= 1 and max_wait_ms >= 0")
         self.scorer = scorer
+        self.per_session = getattr(scorer, "session_affine", False)  # never mix searches in one batch
         self.micro_batch_size = micro_batch_size
         self.max_wait_s = max_wait_ms / 1000
         self._on_batch = on_batch or (lambda size, seconds: None)
@@ -57,7 +61,7 @@ class MicroBatchingScorer:
             return []
         if self._worker is None:
             self._worker = asyncio.create_task(self._run(), name="prm-micro-batcher")
-        call = _Call(question, candidates, asyncio.get_running_loop().create_future())
+        call = _Call(question, candidates, asyncio.get_running_loop().create_future(), current_session())
         self._queue.append(call)
         self._on_queue(self._queued_candidates())
         self._arrived.set()
@@ -86,14 +90,24 @@ class MicroBatchingScorer:
             while self._queued_candidates() < self.micro_batch_size and time.monotonic() < deadline:
                 await asyncio.sleep(min(self.max_wait_s / 4, deadline - time.monotonic()))
             while self._queue:
-                await self._score_one_batch(self._take_batch())
+                batches = [self._take_batch()]
+                while self.per_session and self._queue:
+                    batches.append(self._take_batch())
+                self._shared_last_batch = any(len(batch) > 1 for batch in batches)
+                await asyncio.gather(*(self._score_one_batch(batch) for batch in batches))
 
     def _take_batch(self) -> list[_Call]:
         """Whole calls, first come first served, up to micro_batch_size candidates
-        (a single larger call goes alone rather than being split)."""
+        (a single larger call goes alone rather than being split); with
+        `per_session`, only calls of the first call's search."""
+        session = self._queue[0].session
         batch, size = [], 0
-        while self._queue and (not batch or size + len(self._queue[0].candidates) <= self.micro_batch_size):
-            call = self._queue.pop(0)
+        for call in list(self._queue):
+            if self.per_session and call.session != session:
+                continue
+            if batch and size + len(call.candidates) > self.micro_batch_size:
+                break
+            self._queue.remove(call)
             batch.append(call)
             size += len(call.candidates)
         self._on_queue(self._queued_candidates())
@@ -101,13 +115,13 @@ class MicroBatchingScorer:
 
     async def _score_one_batch(self, batch: list[_Call]) -> None:
         live = [c for c in batch if not c.future.done()]
-        self._shared_last_batch = len(live) > 1
         pairs = [(c.question, steps) for c in live for steps in c.candidates]
         if not pairs:
             return
         start = time.perf_counter()
         try:
-            scores = await asyncio.to_thread(self.scorer.score_batch, pairs)
+            with in_session(live[0].session if self.per_session else None):  # to_thread copies it
+                scores = await asyncio.to_thread(self.scorer.score_batch, pairs)
         except Exception as exc:
             if len(live) > 1:  # one call's bad input must not fail the others: score each alone
                 logger.warning("PRM batch of %d calls failed (%s); scoring them one by one", len(live), exc)

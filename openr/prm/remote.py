@@ -9,17 +9,22 @@ still coalesces this server's calls before they cross the network. The remote's
 errors come back as the errors a local PRM gives: too long an input is
 `ScorerInputTooLong` (a 400, or a dropped candidate in a search), another 4xx
 keeps its status, and an unreachable or failing server is a 503 (`ScorerError`).
+Every request carries the session key of the search it scores for
+(`openr.session`), and the micro-batcher never mixes searches in one batch for
+these scorers (`session_affine`), so a router keeps each search on one replica.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from contextvars import copy_context
 from typing import Sequence
 
 import httpx
 
 from openr.contracts import ScorerError, ScorerInputTooLong
 from openr.prm.formats import QWEN_PRM, qwen_prm_messages
+from openr.session import session_body, session_headers
 
 TIMEOUT_S = 300.0
 MAX_PARALLEL_REQUESTS = 16  # /pooling requests of one micro-batch in flight at once
@@ -30,6 +35,8 @@ CONTEXT_ERROR_HINTS = ("context_length_exceeded", "maximum context length", "too
 
 class RemoteScorer:
     """An HTTP client to a scoring server, with its errors mapped."""
+
+    session_affine = True  # the micro-batcher batches one search's calls at a time (openr.prm.batcher)
 
     def __init__(self, root_url: str, api_key: str | None = None, model: str | None = None):
         self.root_url = root_url
@@ -42,7 +49,7 @@ class RemoteScorer:
             body = {"model": self.model, **body}
         url = f"{self.root_url}{path}"
         try:
-            response = self.client.post(url, json=body)
+            response = self.client.post(url, json=body, headers=session_headers())
         except httpx.HTTPError as exc:
             raise ScorerError(f"the remote PRM at {url} is unreachable: {exc}") from exc
         if response.status_code == 200:
@@ -87,11 +94,15 @@ class VLLMPoolingPRM(RemoteScorer):
     def score_batch(self, pairs: Sequence[tuple[str, Sequence[str]]]) -> list[list[float]]:
         from concurrent.futures import ThreadPoolExecutor
 
+        # The pool's threads start with an empty context: each request runs in
+        # a copy of this one, which holds the search's session.
+        contexts = [copy_context() for _ in pairs]
         with ThreadPoolExecutor(max_workers=min(len(pairs), MAX_PARALLEL_REQUESTS) or 1) as pool:
-            return list(pool.map(lambda pair: self.score_one(*pair), pairs))
+            return list(pool.map(lambda context, pair: context.run(self.score_one, *pair), contexts, pairs))
 
     def score_one(self, question: str, steps: Sequence[str]) -> list[float]:
-        body = {"messages": qwen_prm_messages(question, list(steps)), "add_generation_prompt": False}
+        body = {"messages": qwen_prm_messages(question, list(steps)), "add_generation_prompt": False,
+                **session_body()}
         rows = self.post("/pooling", body)["data"][0]["data"]
         if len(rows) != len(steps):
             raise ScorerError(f"the remote PRM at {self.root_url} gave {len(rows)} step scores for {len(steps)} "

@@ -5,6 +5,8 @@ strategy on the engine and the micro-batched PRM, and answer in OpenAI's shape.
 
 Usage: `completion_tokens` is every token the search generated;
 `completion_tokens_details.reasoning_tokens` the part not in the returned choices.
+Each search runs in a session of its own (`openr.session`), whose key its calls
+to remote backends carry.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from openr.server.responses import (
     now,
 )
 from openr.server.settings import SearchLimits
+from openr.session import search_session
 from openr.tasks.grading import extract_answer
 
 PROGRESS_INTERVAL_S = 1.0  # how often a streamed search reports progress
@@ -109,6 +112,11 @@ def _default_tokens(request: ChatCompletionRequest, limits: SearchLimits) -> int
 
 async def create_search_completion(ctx: ServingContext, request: ChatCompletionRequest):
     """A `ChatCompletion` chosen by search, or an async iterator of SSE lines when streaming."""
+    with search_session(ctx.settings.session_header):  # a streamed search's task copies it when it starts
+        return await _search_completion(ctx, request)
+
+
+async def _search_completion(ctx: ServingContext, request: ChatCompletionRequest):
     check_model(ctx, request.model)
     check_n(ctx, request)
     plan = plan_search(ctx, request)

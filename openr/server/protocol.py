@@ -217,6 +217,7 @@ class TokenizeRequest(OpenAIModel):
     messages: list[ChatMessage] | None = None
     add_generation_prompt: Literal[True] = True
     add_special_tokens: Literal[False] = False  # as in CompletionRequest
+    session_params: dict | None = None  # a front's session key for routers (openr.session); not read here
 
 
 class DetokenizeRequest(OpenAIModel):

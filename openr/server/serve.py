@@ -28,6 +28,7 @@ from openr.prm.formats import AUTO, FORMAT_CHOICES, FORMAT_HELP
 from openr.prm.remote import API_CHOICES
 from openr.search.auto import AUTO_TABLE_FILE, AutoTable
 from openr.server.settings import SearchLimits, ServerSettings
+from openr.session import check_header_name
 
 logger = logging.getLogger("openr.serve")
 
@@ -83,6 +84,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("--remote-api-key", default=os.environ.get("OPENR_REMOTE_API_KEY"),
                    help="API key of the remote server behind --engine openai or a --prm URL "
                         "(default: $OPENR_REMOTE_API_KEY)")
+    p.add_argument("--session-header", type=_header_name, default=defaults.session_header,
+                   help="header that carries each search's session key (random per search) on every request to "
+                        "a remote policy or PRM, so a router keeps a search on one replica: vllm-router's "
+                        "consistent_hash reads x-session-id; chat-shaped requests also carry "
+                        "session_params.session_id in the body (docs/scale.md)")
     p.add_argument("--seed", type=int, default=0, help="engine seed, for reproducible sampling")
     p.add_argument("--search-max-samples", type=int, default=defaults.search.max_samples,
                    help="search: largest number of samples one request may ask for (search.n; mcts: n_children "
@@ -127,6 +133,13 @@ def _unescaped(value: str) -> str:
     return text
 
 
+def _header_name(value: str) -> str:
+    try:
+        return check_header_name(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def validate(args: argparse.Namespace) -> None:
     for flag in ("max_concurrent", "max_queue", "max_n", "max_request_bytes", "decode_batch_size", "port",
                  "search_max_samples", "search_max_tokens", "prm_micro_batch_size", "prm_forward_batch_size",
@@ -150,7 +163,7 @@ def settings_of(args: argparse.Namespace) -> ServerSettings:
     return ServerSettings(api_key=args.api_key, max_concurrent=args.max_concurrent, max_queue=args.max_queue,
                           max_n=args.max_n, max_request_bytes=args.max_request_bytes, search=search,
                           prm_micro_batch_size=args.prm_micro_batch_size, prm_max_wait_ms=args.prm_max_wait_ms,
-                          step_separator=args.step_separator)
+                          step_separator=args.step_separator, session_header=args.session_header)
 
 
 def _auto_table(args: argparse.Namespace) -> AutoTable | None:

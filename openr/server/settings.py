@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from openr.prm.batcher import DEFAULT_MAX_WAIT_MS, DEFAULT_MICRO_BATCH_SIZE
 from openr.search.auto import AutoTable
+from openr.session import DEFAULT_SESSION_HEADER
 from openr.tasks.problem import STEP_SEPARATOR
 
 
@@ -41,3 +42,4 @@ class ServerSettings:
     prm_micro_batch_size: int = DEFAULT_MICRO_BATCH_SIZE  # candidates per PRM batch, across requests
     prm_max_wait_ms: float = DEFAULT_MAX_WAIT_MS  # how long a PRM call may wait for others to join
     step_separator: str = STEP_SEPARATOR  # what the policy writes between reasoning steps (search's stop string)
+    session_header: str = DEFAULT_SESSION_HEADER  # carries each search's session key to remote backends

@@ -43,7 +43,14 @@ def test_auto_table_flag_overrides_the_bundles_and_a_bad_table_stops_start_up(tm
     (["--prm-micro-batch-size", "5", "--prm-max-wait-ms", "1"], ServerSettings(prm_micro_batch_size=5,
                                                                              prm_max_wait_ms=1.0)),
     (["--step-separator", "\\n---\\n"], ServerSettings(step_separator="\n---\n")),
+    (["--session-header", "X-Gateway-Session"], ServerSettings(session_header="x-gateway-session")),
 ])
 def test_each_flag_lands_in_its_setting(monkeypatch, flags, expected):
     monkeypatch.delenv("OPENR_API_KEY", raising=False)
     assert settings_for(*flags) == expected
+
+
+def test_a_session_header_that_is_no_header_name_stops_the_parser(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--session-header", "x session"])
+    assert "'x session' is not an HTTP header name" in capsys.readouterr().err
