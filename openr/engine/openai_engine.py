@@ -112,9 +112,7 @@ class OpenAIEngine(Engine):
                     raise EngineError(f"remote error: {payload['error'].get('message')}")
                 for choice in payload.get("choices", []):
                     logprobs = (choice.get("logprobs") or {}).get("token_logprobs") or []
-                    finish = choice.get("finish_reason")
-                    yield Delta(choice.get("text", ""), [float(x) for x in logprobs],
-                                FINISH.get(finish, "length") if finish else None)
+                    yield Delta(choice.get("text", ""), [float(x) for x in logprobs], _finish_of(choice))
         except httpx.HTTPError as exc:
             raise EngineError(f"remote backend {self.base_url} failed: {exc}") from exc
         finally:
@@ -129,6 +127,19 @@ class OpenAIEngine(Engine):
         if response.status_code != 200:
             raise _remote_error(response)
         return response.json()
+
+
+def _finish_of(choice: dict) -> str | None:
+    """The engine's finish reason of a streamed choice. "stop" is both an end of
+    text and a stop string in OpenAI's terms; vLLM's `stop_reason` tells them
+    apart (None: end of text; the string or token that stopped it otherwise),
+    and a search needs to know which: a step that ends in eos ends its solution."""
+    finish = choice.get("finish_reason")
+    if not finish:
+        return None
+    if finish == "stop" and "stop_reason" in choice and choice["stop_reason"] is None:
+        return "eos"
+    return FINISH.get(finish, "length")
 
 
 def _remote_error(response: httpx.Response) -> Exception:
