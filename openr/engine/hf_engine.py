@@ -121,10 +121,11 @@ class HFEngine(LocalTokenizerEngine):
         self._worker = asyncio.create_task(self._schedule(), name="hf-engine-scheduler")
 
     def _load(self) -> None:
-        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        dtype = torch.float32 if self.device == "cpu" else torch.float16
+        from openr.hardware import inference_dtype
+
+        dtype = inference_dtype(self.device)
         self._adopt(AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=dtype).to(self.device).eval(),
                     AutoTokenizer.from_pretrained(self.model_dir))
         _size_threads(self.model, self.device)

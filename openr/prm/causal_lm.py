@@ -16,6 +16,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from openr.contracts import ScorerInputTooLong
+from openr.hardware import inference_dtype
 from openr.prm.prefix_cache import CacheEntry, Encoded, PrefixCache, full_attention_only, spliced_past
 from openr.tasks.problem import STEP_SEPARATOR
 
@@ -94,8 +95,7 @@ class CausalLMScorer:
             raise ValueError("cache_mb must be >= 0 (0 switches the prefix cache off)")
         self.device = device
         self.forward_batch_size = forward_batch_size
-        dtype = torch.float32 if device == "cpu" else torch.float16
-        self.tokenizer, model = self.load(model_dir, dtype)
+        self.tokenizer, model = self.load(model_dir, inference_dtype(device))
         self.model = model.to(device).eval()
         self.max_len = self.model.config.max_position_embeddings
         pad_id = self.tokenizer.pad_token_id
