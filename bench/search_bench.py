@@ -36,9 +36,11 @@ OMP_NUM_THREADS=1 avoids that for the transformers models (both sides alike).
    search of figure 1 (the same rounds time both). Seeds are assigned as the
    batched engine assigns them, so both paths draw the same samples.
 2b. Why figure 2 is what it is (no goal): the PRM's tokens/s over the same
-   logged candidates in forward passes of 64 rows, divided by passes of 1 row.
-   Batching can only pay where a larger pass costs less per token; on a GPU
-   it does, by far; on a small CPU it may not at all.
+   logged candidates in forward passes of the largest of `--forward-sizes`
+   rows (default 64), divided by passes of 1 row; the detail gives every size
+   (bench/prm_forward_curve.py). Batching can only pay where a larger pass
+   costs less per token; on a GPU it does, by far; on a small CPU it may not
+   at all.
 4. Prefix-cache hit rate (vllm only): prompt tokens vLLM found cached over
    prompt tokens it looked up, during one pass of the `--problems` searches on
    an emptied cache, next to the most a perfect cache could have served
@@ -49,8 +51,14 @@ OMP_NUM_THREADS=1 avoids that for the transformers models (both sides alike).
    over twice as many problems, each run to the end of its solutions (the
    default step limits, not --max-steps; see search_latency.py).
 
+`--figures` picks which to measure (1 and 3 share their rounds, as do 2 and
+2b: asking for one measures both); `--device` where (default: the GPU if torch
+sees one); `--out` writes the figures, with the command, the machine and the
+date, to a JSON file (bench/gpu_check.sh runs this script that way).
+
     python -m bench.search_bench --engine hf             # on the built-in openr-arith
     python -m bench.search_bench --model runs/arith --engine vllm --problems 4 --rounds 3
+    python -m bench.search_bench --device cuda --figures 1 2 3 --forward-sizes 1 16 256 --out f.json
 """
 
 from __future__ import annotations
@@ -59,8 +67,10 @@ import argparse
 import asyncio
 import statistics
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
+from bench.prm_forward_curve import DEFAULT_FORWARD_SIZES, curve_candidates, forward_curve
+from bench.results_file import add_result_flags, write_result
 from bench.search_adapters import (
     CountingVLLMEngine,
     PerCandidateScorer,
@@ -70,8 +80,9 @@ from bench.search_adapters import (
     UnbatchedScorer,
 )
 from bench.search_latency import in_flight_latencies, latency_ratio
-from openr.engine import choose_engine, make_engine
+from openr.engine import make_engine
 from openr.engine.checkpoints import ARITH_ALIAS, split_bundle
+from openr.hardware import DEVICES, choose_device
 from openr.prm import load_prm
 from openr.prm.batcher import DEFAULT_MICRO_BATCH_SIZE as BATCHER_MAX_BATCH
 from openr.prm.batcher import MicroBatchingScorer
@@ -94,8 +105,7 @@ EFFICIENCY_GOAL = 0.85  # search tokens/s over raw engine tokens/s, at least
 BATCHING_GOAL = 4.0  # batched over unbatched PRM steps/s, at least
 PER_NODE_GOAL = 3.0  # per-node over batched wall time per problem, at least
 LATENCY_GOAL = 1.5  # beam search p50 over best-of-N p50 under load, at most
-FORWARD_SIZES = (1, 4, 16, 64)  # rows per PRM forward pass compared in figure 2b
-SCALING_CANDIDATES = 128  # logged candidates figure 2b scores at each size
+FIGURES = ("1", "2", "3", "4", "5")  # 1 and 3 are measured together, and 2 with 2b
 
 
 @dataclass(frozen=True)
@@ -108,6 +118,7 @@ class Figure:
     unit: str
     detail: str
     at_most: bool = False  # the goal is a ceiling, not a floor
+    data: dict = field(default_factory=dict)  # the numbers behind `value`, for the result file
 
     def line(self) -> str:
         value = "skipped" if self.value is None else f"{self.value:.2f}{self.unit}"
@@ -190,7 +201,8 @@ async def search_figures(engine, prm, openr_prm, problems, config, rounds: int) 
         "1. search tok/s / raw engine tok/s", search_rate / raw_rate, EFFICIENCY_GOAL, "",
         f"{search_rate:.0f} vs {raw_rate:.0f} tok/s; tokens per round {sides['search'][0][1]} vs "
         f"{sides['raw'][0][1]}; {calls} policy calls over {len(problems)} problems; PRM ran "
-        f"{prm_tokens['search'] / (rounds * len(problems)):.0f} tokens per search")
+        f"{prm_tokens['search'] / (rounds * len(problems)):.0f} tokens per search",
+        data={"search_tokens_per_s": search_rate, "raw_tokens_per_s": raw_rate, "policy_calls": calls})
     search_s, per_node_s = (statistics.median(seconds for seconds, _ in sides[side]) / len(problems)
                             for side in ("search", "per_node"))
     openr_way = Figure(
@@ -198,36 +210,30 @@ async def search_figures(engine, prm, openr_prm, problems, config, rounds: int) 
         f"{per_node_s:.2f} vs {search_s:.2f} s per problem; tokens per round "
         f"{sides['per_node'][0][1]} vs {sides['search'][0][1]}; PRM tokens per search "
         f"{prm_tokens['per_node'] / (rounds * len(problems)):.0f} vs "
-        f"{prm_tokens['search'] / (rounds * len(problems)):.0f}")
+        f"{prm_tokens['search'] / (rounds * len(problems)):.0f}",
+        data={"per_node_s_per_problem": per_node_s, "batched_s_per_problem": search_s})
     return [efficiency, openr_way]
 
 
-def forward_scaling_figure(openr_prm, traces, rounds: int) -> Figure:
+def forward_scaling_figure(openr_prm, traces, rounds: int, sizes: tuple[int, ...]) -> Figure:
     """What a larger forward pass buys on this machine, the premise of figure 2:
-    tokens/s of the PRM (no prefix cache) over the same candidates, in forward
-    passes of FORWARD_SIZES[-1] rows divided by passes of 1 row."""
-    pairs = [(question, steps) for trace in traces for question, candidates in trace
-             for steps in candidates][:SCALING_CANDIDATES]
-    tokens = sum(len(openr_prm.encode(question, steps).ids) for question, steps in pairs)
-    seconds: dict[int, list[float]] = {size: [] for size in FORWARD_SIZES}
-    kept = openr_prm.forward_batch_size
-    try:
-        for _ in range(rounds):
-            for size in FORWARD_SIZES:
-                openr_prm.forward_batch_size = size
-                start = time.perf_counter()
-                openr_prm.score_batch(pairs)
-                seconds[size].append(time.perf_counter() - start)
-    finally:
-        openr_prm.forward_batch_size = kept
-    rate = {size: tokens / statistics.median(taken) for size, taken in seconds.items()}
+    tokens/s of the PRM (no prefix cache) over the same logged candidates, in
+    forward passes of `sizes[-1]` rows divided by passes of 1 row."""
+    logged = [(question, steps) for trace in traces for question, candidates in trace for steps in candidates]
+    pairs = curve_candidates(logged, sizes)
+    curve = forward_curve(openr_prm, pairs, sizes, rounds)
+    rate = {point.size: point.tokens_per_s for point in curve}
     return Figure(
-        f"2b. PRM tok/s, forwards of {FORWARD_SIZES[-1]} rows / of 1", rate[FORWARD_SIZES[-1]] / rate[1], None, "x",
-        "; ".join(f"{size} rows: {rate[size]:.0f} tok/s" for size in FORWARD_SIZES)
-        + f" ({len(pairs)} logged candidates, {tokens} tokens; on a GPU this is what batching buys)")
+        f"2b. PRM tok/s, forwards of {sizes[-1]} rows / of 1", rate[sizes[-1]] / rate[1], None, "x",
+        "; ".join(f"{p.size} rows: {p.tokens_per_s:.0f} tok/s ({p.rows_per_forward:.1f} a pass)" for p in curve)
+        + f" ({len(pairs)} candidates of {len(logged)} logged; on a GPU this is what batching buys)",
+        data={"tokens_per_s_by_rows": {str(p.size): p.tokens_per_s for p in curve},
+              "rows_per_forward_by_rows": {str(p.size): p.rows_per_forward for p in curve},
+              "candidates": len(pairs), "logged_candidates": len(logged)})
 
 
-async def prm_batching_figure(engine, prm, openr_prm, problems, config, rounds: int) -> list[Figure]:
+async def prm_batching_figure(engine, prm, openr_prm, problems, config, rounds: int,
+                              sizes: tuple[int, ...]) -> list[Figure]:
     """Figure 2: the logged PRM calls of concurrent searches, coalesced or scored
     call by call; and 2b, the forward-size scaling behind it."""
     live = MicroBatchingScorer(prm)
@@ -254,8 +260,10 @@ async def prm_batching_figure(engine, prm, openr_prm, problems, config, rounds: 
         f"2. PRM steps/s, {len(problems)} searches: batched / per call", batched_rate / unbatched_rate,
         BATCHING_GOAL, "x",
         f"{batched_rate:.0f} vs {unbatched_rate:.0f} steps/s; {steps} steps in {calls} calls; "
-        f"{statistics.mean(batch_sizes):.1f} candidates per batch, in forwards of <= {prm.forward_batch_size}"),
-        forward_scaling_figure(openr_prm, traces, rounds)]
+        f"{statistics.mean(batch_sizes):.1f} candidates per batch, in forwards of <= {prm.forward_batch_size}",
+        data={"batched_steps_per_s": batched_rate, "per_call_steps_per_s": unbatched_rate, "steps": steps,
+              "calls": calls, "candidates_per_batch": statistics.mean(batch_sizes)}),
+        forward_scaling_figure(openr_prm, traces, rounds, sizes)]
 
 
 async def prefix_cache_figure(engine, prm, problems, config) -> Figure:
@@ -275,7 +283,8 @@ async def prefix_cache_figure(engine, prm, problems, config) -> Figure:
     ceiling = await cacheable_tokens(engine, recorder.calls, engine.block_size)
     return Figure(name, rate, None, "",
                   f"{counter.hits} of {counter.queries} prompt tokens cached; at most {ceiling} could be "
-                  f"(repeated whole blocks of {engine.block_size} tokens)")
+                  f"(repeated whole blocks of {engine.block_size} tokens)",
+                  data={"hits": counter.hits, "queries": counter.queries, "cacheable": ceiling})
 
 
 async def cacheable_tokens(engine, calls, block_size: int) -> int:
@@ -307,9 +316,10 @@ async def prepare(engine, count: int) -> list[SearchProblem]:
     return problems
 
 
-async def bench(args: argparse.Namespace) -> list[Figure]:
+async def bench(args: argparse.Namespace) -> tuple[list[Figure], dict]:
+    """The figures asked for, in order, and the settings they were measured with."""
     policy_dir, prm_dir = split_bundle(args.model)
-    _, device, _ = choose_engine(args.engine)
+    device = args.device
     config = build_config(STRATEGY, {"n": args.n, "beam_width": args.beam_width, "max_steps": args.max_steps,
                                      "max_step_tokens": args.max_step_tokens, "seed": seed_for(args.engine, device)})
     prm = load_prm(prm_dir, device=device, forward_batch_size=args.prm_forward_batch_size,
@@ -328,22 +338,28 @@ async def bench(args: argparse.Namespace) -> list[Figure]:
     try:
         await engine.start()
         problems = await prepare(engine, args.problems)
-        # First, while the prefix cache holds nothing from earlier figures.
-        report(await prefix_cache_figure(engine, prm, problems, config))
-        for figure in await search_figures(engine, prm, openr_prm, problems, config, args.rounds):
-            report(figure)
-        in_flight = await prepare(engine, args.searches)
-        for figure in await prm_batching_figure(engine, prm, openr_prm, in_flight, config, args.rounds):
-            report(figure)
-        loaded = await in_flight_latencies(engine, prm, await prepare(engine, 2 * args.searches), config,
-                                           args.rounds, args.searches)
-        ratio, detail = latency_ratio(loaded)
-        report(Figure(f"5. beam search p50 / best-of-N p50, {args.searches} in flight", ratio, LATENCY_GOAL, "x",
-                      detail, at_most=True))
+        if "4" in args.figures:  # first, while the prefix cache holds nothing from earlier figures
+            report(await prefix_cache_figure(engine, prm, problems, config))
+        if {"1", "3"} & set(args.figures):
+            for figure in await search_figures(engine, prm, openr_prm, problems, config, args.rounds):
+                report(figure)
+        if "2" in args.figures:
+            in_flight = await prepare(engine, args.searches)
+            for figure in await prm_batching_figure(engine, prm, openr_prm, in_flight, config, args.rounds,
+                                                    tuple(args.forward_sizes)):
+                report(figure)
+        if "5" in args.figures:
+            loaded = await in_flight_latencies(engine, prm, await prepare(engine, 2 * args.searches), config,
+                                               args.rounds, args.searches)
+            ratio, detail = latency_ratio(loaded)
+            report(Figure(f"5. beam search p50 / best-of-N p50, {args.searches} in flight", ratio, LATENCY_GOAL,
+                          "x", detail, at_most=True))
     finally:
         await engine.close()
-    print(f"\n{config}; engine {args.engine}; model {args.model}\n")
-    return sorted(figures, key=lambda figure: figure.name)
+    print(f"\n{config}; engine {args.engine}; device {device}; model {args.model}\n")
+    settings = {"config": str(config), "engine": args.engine, "device": device, "model": args.model,
+                "problems": args.problems, "searches": args.searches, "rounds": args.rounds}
+    return sorted(figures, key=lambda figure: figure.name), settings
 
 
 def seed_for(engine: str, device: str) -> int | None:
@@ -355,11 +371,17 @@ def seed_for(engine: str, device: str) -> int | None:
     return None if engine == "vllm" and device == "cpu" else SEED
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=ARITH_ALIAS,
                         help="built-in bundle or bundle directory with policy/ and prm/ (default: %(default)s)")
     parser.add_argument("--engine", default="hf", choices=["hf", "vllm"], help="policy backend (figure 4 needs vllm)")
+    parser.add_argument("--device", default="auto", choices=DEVICES,
+                        help="where the policy and the PRM run (auto: the GPU if torch sees one)")
+    parser.add_argument("--figures", nargs="+", default=list(FIGURES), choices=FIGURES,
+                        help="figures to measure (1 and 3 are measured together, as are 2 and 2b)")
+    parser.add_argument("--forward-sizes", type=int, nargs="+", default=list(DEFAULT_FORWARD_SIZES),
+                        help="figure 2b: rows per PRM forward pass, compared at each (the first must be 1)")
     parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS,
                         help="alternating rounds per figure (median kept)")
     parser.add_argument("--problems", type=int, default=DEFAULT_PROBLEMS,
@@ -378,19 +400,28 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-steps", type=int, default=DEFAULT_MAX_STEPS, help="beam search: depth limit")
     parser.add_argument("--max-step-tokens", type=int, default=DEFAULT_MAX_STEP_TOKENS,
                         help="beam search: per-sample token cap of each step")
-    args = parser.parse_args()
+    add_result_flags(parser)
+    args = parser.parse_args(argv)
     if split_bundle(args.model)[1] is None:
         parser.error(f"--model {args.model}: no prm/ checkpoint in that bundle")
+    if args.forward_sizes[0] != 1 or any(size < 1 for size in args.forward_sizes):
+        parser.error("--forward-sizes: the first size is 1 (figure 2b divides by it), and every size is >= 1")
+    try:
+        args.device = choose_device(args.device)
+    except ValueError as exc:
+        parser.error(f"--device: {exc}")
     return args
 
 
-def main() -> None:
-    args = parse_args()
-    figures = asyncio.run(bench(args))
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    figures, settings = asyncio.run(bench(args))
     print("| figure | measured | goal | met | detail |")
     print("| --- | --- | --- | --- | --- |")
     for figure in figures:
         print(figure.line())
+    write_result(args.out, "search_bench", argv, args.note,
+                 {"settings": settings, "figures": [asdict(figure) for figure in figures]})
 
 
 if __name__ == "__main__":
