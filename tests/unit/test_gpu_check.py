@@ -98,3 +98,18 @@ def test_the_gpu_check_imports_nothing_the_gpu_image_lacks():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "openr.search.strategies.beam_search" in json.loads(done.stdout)  # the blocker let the search load
+
+
+def test_the_readme_quotes_the_committed_cpu_check():
+    """bench/README.md's gpu_check table is the committed CPU result file's figures."""
+    readme = (ROOT / "bench" / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## `gpu_check.sh`"):]
+    section = section[:section.index("\n## ")]
+    record = json.loads((ROOT / "bench" / "results" / "gpu_check_cpu.json").read_text())
+    assert record["complete"] and "Result file: `results/gpu_check_cpu.json`" in section
+    runs = list(record["runs"].values())
+    for number, unit in (("1", ""), ("2", "×"), ("2b", "×"), ("3", "×")):
+        [line] = [line for line in section.splitlines() if line.startswith(f"| {number}. ")]
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        assert cells[1:3] == [f"{run['figures'][number]:.2f}{unit}" for run in runs]
+    assert f"in {record['minutes']} minutes" in section
