@@ -1,0 +1,199 @@
+"""The ratios, counts and accuracies the docs quote are those of the committed
+result files they name (issue 29): a re-run that changes a file, or an edit
+that changes a doc, fails here until the other follows. Timings are never
+compared (they belong to the machine that ran them); the ratios of timings a
+bench measured side by side in one run are, as the file records them."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH_RESULTS = ROOT / "bench" / "results"
+EVAL = ROOT / "docs" / "eval"
+CARD = ROOT / "openr" / "models" / "openr-arith"
+DOCS_WITH_TABLES = ("bench/README.md", "openr/models/openr-arith/README.md", "docs/eval/README.md")
+# Where a table's own figures come from: a file under bench/results/, a summary.json or an eval's table.md
+RESULT_FILE = re.compile(r"results/[\w{},./-]*\.json|results/[\w-]+/|summary\.json|table\.md|results\.jsonl")
+# Sections whose figures still have no result file, with the issue that gives them one
+NO_RESULT_FILE_YET = {"## `search_bench.py` on openr-arith": "#32: search_bench.py --json",
+                      "## Earlier: `search_bench.py` on openr-arith": "#32: search_bench.py --json"}
+LINES_AROUND_A_TABLE = 14  # how far above or below a table its result file may be named
+WORD_TABLES = ("| script | what it compares |",)  # tables of words, not of figures
+
+
+def text(path: str) -> str:
+    return (ROOT / path).read_text(encoding="utf-8")
+
+
+def result(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def row(doc: str, start: str) -> list[str]:
+    """The cells of the one table row of `doc` that starts with `start`."""
+    [line] = [line for line in doc.splitlines() if line.startswith(start)]
+    return [cell.replace("**", "").strip().strip("*") for cell in line.strip("|").split("|")]
+
+
+def pct(share: float) -> str:
+    return f"{100 * share:.1f}%"
+
+
+def whole(value: float | str) -> str:
+    """Rounded half up, as the docs round (Python's round() goes to even: 1522.5 -> 1522)."""
+    return str(int(float(value) + 0.5))
+
+
+def eval_table(folder: str) -> dict[str, dict[str, str]]:
+    """An `openr eval` table.md, by setting, by column name."""
+    lines = (EVAL / folder / "table.md").read_text().splitlines()
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    return {cells[0]: dict(zip(header, cells)) for cells in
+            ([cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:])}
+
+
+def tables(doc: str) -> list[tuple[int, str]]:
+    """(line index, header) of every table in `doc`."""
+    lines = doc.splitlines()
+    return [(i, line) for i, line in enumerate(lines)
+            if line.startswith("| ") and (i == 0 or not lines[i - 1].startswith("|"))]
+
+
+@pytest.mark.parametrize("path", DOCS_WITH_TABLES)
+def test_every_table_of_figures_names_its_result_file(path):
+    doc = text(path)
+    lines = doc.splitlines()
+    missing = []
+    for i, header in tables(doc):
+        body = lines[i:next((j for j in range(i, len(lines)) if not lines[j].startswith("|")), len(lines))]
+        if header in WORD_TABLES:
+            continue
+        section = next((line for line in reversed(lines[:i]) if line.startswith("## ")), "")
+        if any(section.startswith(pending) for pending in NO_RESULT_FILE_YET):
+            continue
+        end = i + len(body)
+        if not RESULT_FILE.search("\n".join(lines[max(0, i - LINES_AROUND_A_TABLE):end + LINES_AROUND_A_TABLE])):
+            missing.append(f"line {i + 1}: {header[:60]}")
+    assert missing == [], f"{path}: tables that name no result file"
+
+
+def test_docs_eval_main_table_is_its_table_md():
+    doc, table = text("docs/eval/README.md"), eval_table("openr-arith")
+    settings = {"| cot (greedy) |": "cot", "| majority_vote n=4 |": "majority_vote-n4",
+                "| majority_vote n=16 |": "majority_vote-n16", "| best_of_n n=4 |": "best_of_n-n4",
+                "| best_of_n n=16 |": "best_of_n-n16", "| beam_search n=4, width 4 |": "beam_search-n4-bw4",
+                "| beam_search n=16, width 4 |": "beam_search-n16-bw4", "| mcts, 8 simulations |": "mcts-sims8"}
+    for start, setting in settings.items():
+        cells = row(doc, start)
+        assert cells[1] == table[setting]["accuracy"], start
+        assert cells[2] == whole(table[setting]["mean tokens"]), start
+
+
+def test_docs_eval_adaptive_and_auto_rows_are_its_table_md():
+    doc, table = text("docs/eval/README.md"), eval_table("openr-arith")
+    for strategy in ("majority_vote", "best_of_n"):
+        setting, full = f"{strategy}-n16-adaptive", f"{strategy}-n16"
+        cells, tokens = row(doc, f"| {strategy} n<=16, adaptive |"), float(table[setting]["mean tokens"])
+        assert cells[1] == table[setting]["accuracy"]
+        assert cells[2] == f"{whole(tokens)} ({tokens / float(table[full]['mean tokens']):.2f}x)"
+    for level in ("low", "medium", "high"):
+        cells = row(doc, f"| auto {level} |")
+        auto = table[f"auto-{level}"]
+        assert (cells[1], cells[2]) == (auto["accuracy"], whole(auto["mean tokens"]))
+
+
+def test_docs_eval_early_stops_are_counted_in_results_jsonl():
+    rows = [json.loads(line) for line in (EVAL / "openr-arith" / "results.jsonl").read_text().splitlines()]
+    adaptive = [r for r in rows if r["setting"] == "best_of_n-n16-adaptive"]
+    confident = [r for r in adaptive if r["stop_reason"] == "confident"]
+    right = sum(r["correct"] for r in confident)
+    doc = " ".join(text("docs/eval/README.md").split())
+    assert f"It stops early on {len(confident)} of {len(adaptive)} problems" in doc
+    assert f"and {right} of those {len(confident)} answers ({100 * right / len(confident):.0f}%) are right" in doc
+
+
+def test_greedy_accuracies_are_greedy_levels_json():
+    models = result(BENCH_RESULTS / "greedy_levels.json")["models"]
+    verifier_row = row(text("docs/eval/README.md"), "| *the verifier alone, greedy")
+    assert verifier_row[1] == pct(models["verifier"]["eval_draw_accuracy"])
+    assert row(text("docs/eval/README.md"), "| cot (greedy) |")[1] == pct(models["policy"]["eval_draw_accuracy"])
+    policy_row = row(text("openr/models/openr-arith/README.md"), "| policy greedy accuracy, 500 held-out problems |")
+    by_level = ", ".join(f"{100 * share:.0f}" for share in models["policy"]["by_level"].values())
+    assert policy_row[1] == f"{pct(models['policy']['accuracy'])} (by operations 2..8: {by_level}%)"
+
+
+def test_card_table_is_summary_json():
+    summary, card = result(CARD / "summary.json"), text("openr/models/openr-arith/README.md")
+    assert row(card, "| policy greedy accuracy, 500")[1].startswith(pct(summary["greedy_accuracy"]) + " ")
+    assert row(card, "| verifier greedy accuracy")[1] == pct(summary["verifier_greedy_accuracy"])
+    shepherd, omega = summary["labels"]["math_shepherd"], summary["labels"]["omegaprm"]
+    assert row(card, "| Math-Shepherd labels (300 problems")[1] == (f"{shepherd['steps_per_minute']:.0f} labelled "
+                                                                  f"steps/min, {shepherd['completions_per_step']} "
+                                                                  "completions per step")
+    assert row(card, "| OmegaPRM labels (20 problems")[1].startswith(
+        f"{omega['steps_per_minute']:.0f} labelled steps/min, {omega['completions_per_step']} completions per written")
+    quality, step_tag = summary["prm_quality"], summary["step_tag_prm_quality"]
+    assert row(card, "| PRM (this verifier), ProcessBench-style F1")[1] == (
+        f"{quality['f1']:.2f} (errors found {100 * quality['error_accuracy']:.0f}%, correct solutions passed "
+        f"{100 * quality['correct_accuracy']:.0f}%)")
+    assert row(card, "| PRM step AUROC")[1] == f"{quality['step_auroc']:.2f} ({quality['step_auroc']:.4f})"
+    assert row(card, "| step-tag PRM on the same labels")[1] == (
+        f"F1 {step_tag['f1']:.2f}, AUROC {step_tag['step_auroc']:.2f}")
+
+
+def test_card_label_cost_table_is_label_cost_json():
+    cost, card = result(BENCH_RESULTS / "label_cost.json"), text("openr/models/openr-arith/README.md")
+    shepherd, omega = cost["math_shepherd"], cost["omegaprm"]
+    assert row(card, "| labels written / measured |")[1:] == [
+        f"{m['steps']} / {m['measured_steps']}" for m in (shepherd, omega)]
+    assert row(card, "| completions |")[1:] == [f"{m['completions']:,}" for m in (shepherd, omega)]
+    assert row(card, "| completions per written label |")[1:] == [
+        f"{m['completions_per_step']:.2f}" for m in (shepherd, omega)]
+    assert row(card, "| completions per measured label |")[1:] == [
+        f"{m['completions_per_measured_label']:.2f}" for m in (shepherd, omega)]
+    assert row(card, "| labels that agree with the exact label")[1:] == [
+        f"{pct(m['agree'])} / {pct(m['measured_agree'])}" for m in (shepherd, omega)]
+
+
+def test_train_step_ratios_are_train_step_json():
+    settings, doc = result(BENCH_RESULTS / "train_step.json")["settings"], text("bench/README.md")
+    for start, name in (("| float32 (default", "float32"), ("| float32, torch's Muon", "float32, torch Muon"),
+                        ("| bfloat16 autocast", "bfloat16 autocast")):
+        assert row(doc, start)[1] == f"{settings[name]['step_ms']} ({settings[name]['ratio_to_float32']:.2f})"
+    card = " ".join(text("openr/models/openr-arith/README.md").split())
+    assert f"takes {settings['float32, torch Muon']['ratio_to_float32']:.2f} times as long" in card
+    assert f"Muon, {settings['bfloat16 autocast']['ratio_to_float32']:.2f} times" in card
+
+
+def test_bad_input_counts_are_its_result_files():
+    doc = text("bench/README.md")
+    for start, name in (("| `openr serve --engine hf`, SmolLM2 |", "bad_input_hf.json"),
+                        ("| `openr serve --engine vllm`, SmolLM2 |", "bad_input_vllm.json")):
+        found = result(BENCH_RESULTS / name)
+        assert row(doc, start)[1:] == [str(found[key]) if key == "cases" else str(len(found[key])) for key in
+                                       ("cases", "server_errors", "accepted_but_due_refusal", "follow_ups_failed")]
+
+
+def test_search_profile_counts_are_its_result_files():
+    """Round trips and tokens per search (counts, not timings) of the "now" rows."""
+    doc = text("bench/README.md")
+    for engine in ("hf", "vllm"):
+        rows = {r["setting"].split("-")[0]: r for r in result(BENCH_RESULTS / f"search_profile_{engine}.json")["rows"]}
+        for strategy in ("beam_search", "best_of_n"):
+            cells = row(doc, f"| {engine}, now | {strategy} |")
+            assert cells[-2:] == [f"{rows[strategy]['policy_round_trips']:.1f}", f"{rows[strategy]['tokens']:.0f}"]
+
+
+def test_serve_overhead_ratios_are_serve_overhead_json():
+    rows, doc = result(BENCH_RESULTS / "serve_overhead.json")["rows"], text("bench/README.md")
+    assert len(rows) == 4
+    for r in rows:
+        cells = row(doc, f"| {r['engine']} | {r['batch']} | ")
+        assert cells[2:] == [f"{r[key]:.2f}" for key in ("raw_ratio", "server_ratio", "ratio")]
+    doc = " ".join(doc.split())
+    assert f"(raw: {max(r['raw_ratio'] for r in rows):.2f} at most)" in doc
