@@ -197,3 +197,24 @@ def test_serve_overhead_ratios_are_serve_overhead_json():
         assert cells[2:] == [f"{r[key]:.2f}" for key in ("raw_ratio", "server_ratio", "ratio")]
     doc = " ".join(doc.split())
     assert f"(raw: {max(r['raw_ratio'] for r in rows):.2f} at most)" in doc
+
+
+def test_adaptive_replay_table_is_the_replay_of_its_samples():
+    from bench.adaptive_replay import replay, rules
+    from openr.search.aggregation import AGGREGATIONS
+
+    samples, doc = result(BENCH_RESULTS / "adaptive_replay_arith.json"), text("bench/README.md")
+    doc_rows = {  # a row's start -> (aggregation, the replay's rules in the row's order)
+        "| prm_min_max (best_of_n) | n=4": ("prm_min_max", ["n=4", "n=8", "n=16"]),
+        "| prm_min_max | adaptive": ("prm_min_max", ["adaptive, confidence 0.95", "adaptive, confidence 0.85"]),
+        "| prm_min_max | oracle": ("prm_min_max", ["oracle"]),
+        "| prm_min_max | give up": ("prm_min_max", ["give up at 6 below 0.2", "give up at 8 below 0.6"]),
+        "| majority_vote | n=4": ("majority_vote", ["n=4", "n=8", "n=16"]),
+        "| majority_vote | adaptive": ("majority_vote", ["adaptive, confidence 0.95", "adaptive, confidence 0.85"]),
+        "| majority_vote | oracle": ("majority_vote", ["oracle"]),
+    }
+    for start, (name, names) in doc_rows.items():
+        aggregation = AGGREGATIONS[name]
+        found = [replay(samples, aggregation, rules(aggregation)[rule]) for rule in names]
+        assert row(doc, start)[2:] == [" / ".join(pct(accuracy) for accuracy, _ in found),
+                                       " / ".join(f"{tokens:.2f}x" for _, tokens in found)], start
