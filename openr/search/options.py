@@ -9,12 +9,13 @@ the typed result afterwards; it never reads the options dict itself.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from openr.search.auto import AutoTable
 from openr.search.budget import Budget
 from openr.search.config import SearchConfig, SearchConfigError
+from openr.search.defaults import SearchDefaults
 from openr.search.registry import build_config
 
 # Budget options, as a request names them -> as `Budget` takes them.
@@ -30,13 +31,16 @@ class SearchPlan:
     config: SearchConfig
     budget: Budget
     return_trace: bool
+    defaults: dict[str, Any] = field(default_factory=dict)  # what the model's search defaults filled in
 
 
 def parse_search(options: Mapping[str, Any], *, default_strategy: str | None = None,
                  default_max_tokens_total: int | None = None,
-                 default_timeout_s: float | None = None, auto_table: AutoTable | None = None) -> SearchPlan:
+                 default_timeout_s: float | None = None, auto_table: AutoTable | None = None,
+                 defaults: SearchDefaults | None = None) -> SearchPlan:
     """Turn a request's `search` options into a plan (defaults for what is missing);
-    `auto_table` is the model's decision table for strategy "auto" (None: the default).
+    `auto_table` is the model's decision table for strategy "auto" (None: the default),
+    `defaults` the model's own sampling settings by strategy and n (None: the built-in ones).
 
     Raises SearchConfigError whose `field` is the option's name as the request
     spells it (`n`, `timeout_s`, ...), before anything runs.
@@ -47,12 +51,13 @@ def parse_search(options: Mapping[str, Any], *, default_strategy: str | None = N
     limits = {"max_tokens_total": options.pop("max_tokens_total", default_max_tokens_total),
               "max_prm_calls": options.pop("max_prm_calls", None),
               "timeout_s": options.pop("timeout_s", default_timeout_s)}
-    config = build_config(strategy, options)
+    filled = defaults.fill(strategy, options) if defaults is not None else {}
+    config = build_config(strategy, {**filled, **options})
     if strategy == "auto" and auto_table is not None:
         config = replace(config, table=auto_table)
     if not isinstance(trace, bool):
         raise SearchConfigError("return_trace", f"return_trace must be true or false, got {trace!r}")
-    return SearchPlan(strategy, config, build_budget(**limits), trace)
+    return SearchPlan(strategy, config, build_budget(**limits), trace, filled)
 
 
 def build_budget(max_tokens_total: int | None = None, max_prm_calls: int | None = None,

@@ -74,7 +74,8 @@ def plan_search(ctx: ServingContext, request: ChatCompletionRequest) -> SearchPl
     try:
         plan = parse_search(options, default_strategy=limits.default_strategy if ctx.prm is not None else
                             "majority_vote", default_max_tokens_total=_default_tokens(request, limits),
-                            default_timeout_s=limits.default_timeout_s, auto_table=limits.auto_table)
+                            default_timeout_s=limits.default_timeout_s, auto_table=limits.auto_table,
+                            defaults=limits.search_defaults)
     except SearchConfigError as exc:
         raise bad_request(str(exc), f"search.{exc.field}") from exc
     except TypeError as exc:  # a value of a type no check expected (e.g. a list where a name goes)
@@ -148,6 +149,8 @@ async def _search_completion(ctx: ServingContext, request: ChatCompletionRequest
     body = ChatCompletion(id=new_id("chatcmpl"), created=now(), model=ctx.model_name, choices=choices, usage=usage)
     if plan.return_trace:
         body.search_trace = trace_of(plan.strategy, result)
+        if plan.defaults:  # what the model's search defaults chose for this request
+            body.search_trace["defaults"] = plan.defaults
     return body
 
 

@@ -27,6 +27,7 @@ from openr.prm.causal_lm import DEFAULT_FORWARD_BATCH_SIZE as DEFAULT_PRM_FORWAR
 from openr.prm.formats import AUTO, FORMAT_CHOICES, FORMAT_HELP
 from openr.prm.remote import API_CHOICES
 from openr.search.auto import AUTO_TABLE_FILE, AutoTable
+from openr.search.defaults import SEARCH_DEFAULTS_FILE, SearchDefaults
 from openr.server.settings import SearchLimits, ServerSettings
 from openr.session import check_header_name
 
@@ -105,6 +106,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--auto-table", default=None,
                    help=f"search: the decision table of strategy auto, a JSON file `openr eval --fit-auto` "
                         f"writes (default: the model bundle's {AUTO_TABLE_FILE}, else auto's built-in default)")
+    p.add_argument("--search-defaults", default=None,
+                   help="search: the model's own sampling settings by strategy and n (e.g. beam_width and "
+                        "temperature at large n, chosen on validation data), a JSON file; a request's options "
+                        f"win (default: the model bundle's {SEARCH_DEFAULTS_FILE}, else the built-in defaults)")
     add_flag(p, "--prm-micro-batch-size", old=["--prm-max-batch-size"], type=int,
              default=defaults.prm_micro_batch_size,
              help="PRM micro-batcher: most candidates gathered into one batch, across all requests")
@@ -159,7 +164,7 @@ def settings_of(args: argparse.Namespace) -> ServerSettings:
     """The one settings object the flags make."""
     search = SearchLimits(max_samples=args.search_max_samples, max_tokens_total=args.search_max_tokens,
                           default_timeout_s=args.search_timeout, max_timeout_s=args.search_max_timeout,
-                          auto_table=_auto_table(args))
+                          auto_table=_auto_table(args), search_defaults=_search_defaults(args))
     return ServerSettings(api_key=args.api_key, max_concurrent=args.max_concurrent, max_queue=args.max_queue,
                           max_n=args.max_n, max_request_bytes=args.max_request_bytes, search=search,
                           prm_micro_batch_size=args.prm_micro_batch_size, prm_max_wait_ms=args.prm_max_wait_ms,
@@ -167,16 +172,26 @@ def settings_of(args: argparse.Namespace) -> ServerSettings:
 
 
 def _auto_table(args: argparse.Namespace) -> AutoTable | None:
-    """--auto-table, else the bundle's auto.json, read and checked now (a bad table stops start-up)."""
-    path = Path(args.auto_table) if args.auto_table else None
+    return _bundle_json(args, "auto-table", AUTO_TABLE_FILE, AutoTable.from_json)
+
+
+def _search_defaults(args: argparse.Namespace) -> SearchDefaults | None:
+    return _bundle_json(args, "search-defaults", SEARCH_DEFAULTS_FILE, SearchDefaults.from_json)
+
+
+def _bundle_json(args: argparse.Namespace, flag: str, file_name: str, parse):
+    """--FLAG's file, else the model bundle's `file_name`, read and checked by `parse`
+    now (a bad file stops start-up); None when there is neither."""
+    given = getattr(args, flag.replace("-", "_"), None)
+    path = Path(given) if given else None
     if path is None and getattr(args, "engine", None) != "openai":
-        path = bundle_file(args.model, AUTO_TABLE_FILE)
+        path = bundle_file(args.model, file_name)
     if path is None:
         return None
     try:
-        return AutoTable.from_json(json.loads(path.read_text(encoding="utf-8")), source=str(path))
+        return parse(json.loads(path.read_text(encoding="utf-8")), source=str(path))
     except (OSError, ValueError) as exc:
-        raise SystemExit(f"openr serve: --auto-table: {exc}") from None
+        raise SystemExit(f"openr serve: --{flag}: {exc}") from None
 
 
 def _prm_factory(prm: str | None, args: argparse.Namespace, device: str):

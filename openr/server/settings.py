@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from openr.prm.batcher import DEFAULT_MAX_WAIT_MS, DEFAULT_MICRO_BATCH_SIZE
 from openr.search.auto import AutoTable
+from openr.search.defaults import SearchDefaults
 from openr.session import DEFAULT_SESSION_HEADER
 from openr.tasks.problem import STEP_SEPARATOR
 
@@ -27,6 +28,7 @@ class SearchLimits:
     default_timeout_s: float = 120.0
     max_timeout_s: float = 600.0
     auto_table: AutoTable | None = None  # strategy "auto"'s decision table (None: its documented default)
+    search_defaults: SearchDefaults | None = None  # the model's sampling settings by strategy and n (None: built-in)
 
 
 @dataclass(frozen=True)

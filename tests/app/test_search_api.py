@@ -11,8 +11,9 @@ import pytest
 
 from openr.prm.batcher import MicroBatchingScorer
 from openr.prm.causal_lm import PRMInputTooLong
+from openr.search.defaults import SearchDefaults
 from openr.server.metrics import metric_in
-from openr.server.settings import ServerSettings
+from openr.server.settings import SearchLimits, ServerSettings
 from tests.support.app_client import MODEL, serving
 from tests.support.fake_engine import FakePRM, StepFakeEngine
 
@@ -23,6 +24,22 @@ MESSAGES = [{"role": "user", "content": "q"}]
 def search_call(sdk, search: dict | None = None, **kwargs):
     extra = {"search": search} if search is not None else None
     return sdk.chat.completions.create(model=MODEL, messages=MESSAGES, extra_body=extra, **kwargs)
+
+
+async def test_the_models_search_defaults_fill_what_a_request_leaves_unset_and_the_trace_says_so():
+    defaults = SearchDefaults.from_json({"strategies": {"beam_search": [
+        {"min_n": 8, "options": {"beam_width": 8, "temperature": 1.2}}]}}, source="search.json")
+    settings = ServerSettings(search=SearchLimits(search_defaults=defaults))
+    async with serving(StepFakeEngine(), settings, prm_factory=FakePRM) as (_, sdk, _):
+        large = await search_call(sdk, {"strategy": "beam_search", "n": 16, "max_steps": 2, "return_trace": True})
+        own = await search_call(sdk, {"strategy": "beam_search", "n": 16, "beam_width": 4, "max_steps": 2,
+                                      "return_trace": True})
+        small = await search_call(sdk, {"strategy": "beam_search", "n": 4, "max_steps": 2, "return_trace": True})
+    assert large.model_extra["search_trace"]["defaults"] == {"beam_width": 8, "temperature": 1.2}
+    assert len(large.model_extra["search_trace"]["candidates"]) == 8  # the beams kept
+    assert own.model_extra["search_trace"]["defaults"] == {"temperature": 1.2}
+    assert len(own.model_extra["search_trace"]["candidates"]) == 4
+    assert "defaults" not in small.model_extra["search_trace"]
 
 
 async def test_best_of_n_answers_with_usage_and_trace():

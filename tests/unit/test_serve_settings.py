@@ -8,16 +8,21 @@ from dataclasses import replace
 import pytest
 
 from openr.cli import build_parser
+from openr.engine.checkpoints import bundle_file
 from openr.search.auto import AUTO_TABLE_FILE
+from openr.search.defaults import SEARCH_DEFAULTS_FILE
 from openr.server.serve import settings_of
 from openr.server.settings import SearchLimits, ServerSettings
 
 
 def settings_for(*flags: str) -> ServerSettings:
-    """The settings the flags make, checked to carry the built-in bundle's auto table, which is then left out."""
+    """The settings the flags make, checked to carry the built-in bundle's auto table and
+    search defaults (where it has them), which are then left out."""
     settings = settings_of(build_parser().parse_args(["serve", *flags]))
     assert settings.search.auto_table.source.endswith(f"openr-arith/{AUTO_TABLE_FILE}")
-    return replace(settings, search=replace(settings.search, auto_table=None))
+    bundled = bundle_file(None, SEARCH_DEFAULTS_FILE)
+    assert (settings.search.search_defaults and settings.search.search_defaults.source) == (bundled and str(bundled))
+    return replace(settings, search=replace(settings.search, auto_table=None, search_defaults=None))
 
 
 def test_flag_defaults_are_the_settings_defaults(monkeypatch):
@@ -34,6 +39,18 @@ def test_auto_table_flag_overrides_the_bundles_and_a_bad_table_stops_start_up(tm
     (tmp_path / "bad.json").write_text(json.dumps(table))
     with pytest.raises(SystemExit, match="bad.json"):
         settings_of(build_parser().parse_args(["serve", "--auto-table", str(tmp_path / "bad.json")]))
+
+
+def test_search_defaults_flag_overrides_the_bundles_and_a_bad_file_stops_start_up(tmp_path):
+    mine = {"strategies": {"beam_search": [{"min_n": 64, "options": {"beam_width": 16}}]}}
+    (tmp_path / "mine.json").write_text(json.dumps(mine))
+    settings = settings_of(build_parser().parse_args(["serve", "--search-defaults", str(tmp_path / "mine.json")]))
+    [tier] = settings.search.search_defaults.strategies["beam_search"]
+    assert (tier.min_n, tier.options) == (64, {"beam_width": 16})
+    mine["strategies"]["beam_search"][0]["min_n"] = 63  # 63 samples cannot split over 16 beams
+    (tmp_path / "bad.json").write_text(json.dumps(mine))
+    with pytest.raises(SystemExit, match="bad.json: not a search defaults file"):
+        settings_of(build_parser().parse_args(["serve", "--search-defaults", str(tmp_path / "bad.json")]))
 
 
 @pytest.mark.parametrize("flags, expected", [
