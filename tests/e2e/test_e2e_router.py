@@ -1,0 +1,138 @@
+"""End to end through a real router: `openr serve --engine openai` fronts on vLLM's
+router (vllm-router, from PyPI), which fronts two replicas (`openr serve --engine hf`,
+each generating and scoring steps on /v1/rewards). With consistent_hash every call
+of a search lands on one replica, as the replicas' own counters show; concurrent
+searches reach both; round-robin splits one search. Two fronts pass the single
+server's SDK checks, and a client's disconnect at a front frees the replica."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import openai
+import pytest
+
+import openr
+from openr.server.launcher import RouterProcess
+from tests.e2e.test_e2e_serve import (  # the single server's SDK checks, run here against each front  # noqa: F401
+    MODEL,
+    test_api_key_is_required_on_v1_only,
+    test_bad_input_raises_the_matching_sdk_exception,
+    test_chat_completion,
+    test_malformed_requests_are_400,
+    test_max_tokens_respected,
+    test_metrics_count_exactly,
+    test_models_endpoint,
+    test_n_2_returns_two_choices,
+    test_request_id_header,
+    test_stop_string_is_honoured,
+    test_streamed_deltas_join_to_the_non_streamed_text,
+    test_streaming_disconnect_frees_the_engine,
+    test_temperature_zero_determinism,
+)
+from tests.support.e2e_helpers import hold_stream_then_drop, metric, wait_for_metric
+from tests.support.servers import API_KEY, ServerProcess
+
+pytestmark = pytest.mark.e2e
+PRM = Path(openr.__file__).parent / "models" / "openr-arith" / "prm"
+# Short steps and two rounds: the routing, not the answers, is under test.
+SEARCH = {"strategy": "beam_search", "n": 2, "beam_width": 1, "max_steps": 2, "max_step_tokens": 8}
+AFFINITY_SEARCHES = 3
+CONCURRENT_SEARCHES = 16
+# What a replica counts that a front's search makes it do: samples answered, PRM batches run.
+WORK = ("openr:request_success_total", "openr:prm_batch_size_count")
+
+
+def start_together(*servers):
+    with ThreadPoolExecutor(len(servers)) as pool:
+        list(pool.map(lambda server: server.start(), servers))
+    return servers
+
+
+@pytest.fixture(scope="module")
+def pool():
+    """Two replicas, a consistent_hash router and a round_robin router on them, two
+    fronts on the first and one on the second; each front's PRM is the replicas' too."""
+    replica_args = ["--engine", "hf", "--model", MODEL, "--max-model-len", "2048", "--prm", str(PRM)]
+    replicas = [ServerProcess(replica_args, api_key=None) for _ in range(2)]
+    routers, fronts = [], []
+    try:
+        start_together(*replicas)
+        urls = [r.url for r in replicas]
+        routers = [RouterProcess(urls, "consistent_hash"), RouterProcess(urls, "round_robin")]
+        start_together(*routers)
+        fronts = [ServerProcess(["--engine", "openai", "--model", router.base_url, "--prm", router.url])
+                  for router in (routers[0], routers[0], routers[1])]
+        start_together(*fronts)
+        yield {"replicas": replicas, "hashed": fronts[:2], "round_robin": fronts[2]}
+    finally:
+        for server in [*fronts, *routers, *replicas]:
+            server.stop()
+
+
+@pytest.fixture(scope="module", params=[0, 1], ids=["front-a", "front-b"])
+def server(request, pool):
+    return pool["hashed"][request.param]
+
+
+@pytest.fixture
+def client(server):
+    return sdk(server)
+
+
+def sdk(front) -> openai.OpenAI:
+    return openai.OpenAI(base_url=front.base_url, api_key=API_KEY, max_retries=0, timeout=300)
+
+
+def work(replicas) -> list[tuple[float, ...]]:
+    return [tuple(metric(r.url, name) for name in WORK) for r in replicas]
+
+
+def work_done(before, after) -> list[tuple[float, ...]]:
+    return [tuple(b - a for a, b in zip(x, y)) for x, y in zip(before, after)]
+
+
+def search(front, question: str, seed: int = 0):
+    return sdk(front).chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": question}],
+        extra_body={"search": {**SEARCH, "seed": seed}})
+
+
+def test_with_affinity_every_call_of_a_search_lands_on_one_replica(pool):
+    replicas = pool["replicas"]
+    for i in range(AFFINITY_SEARCHES):
+        before = work(replicas)
+        search(pool["hashed"][i % 2], f"What is {i} + 7?", seed=i)
+        done = work_done(before, work(replicas))
+        busy = [d for d in done if any(d)]
+        assert len(busy) == 1, done  # the other replica did nothing for this search
+        assert all(n > 0 for n in busy[0]), done  # its samples and its PRM batches
+
+
+def test_concurrent_searches_reach_both_replicas(pool):
+    replicas = pool["replicas"]
+    before = work(replicas)
+    fronts = pool["hashed"]
+    with ThreadPoolExecutor(CONCURRENT_SEARCHES) as threads:
+        answers = list(threads.map(lambda i: search(fronts[i % 2], f"What is {i} * 3?", seed=i),
+                                   range(CONCURRENT_SEARCHES)))
+    assert all(a.choices[0].message.content is not None for a in answers)
+    done = work_done(before, work(replicas))
+    assert all(d[0] > 0 for d in done), done
+
+
+def test_round_robin_splits_a_search_over_both_replicas(pool):
+    replicas = pool["replicas"]
+    before = work(replicas)
+    search(pool["round_robin"], "What is 5 + 7?")
+    done = work_done(before, work(replicas))
+    assert all(d[0] > 0 for d in done), done  # both replicas sampled for one search
+
+
+def test_a_disconnect_at_the_front_frees_the_replica_behind_the_router(pool):
+    front, replicas = pool["hashed"][0], pool["replicas"]
+    running, sequences = hold_stream_then_drop(front.url, MODEL, {"Authorization": f"Bearer {API_KEY}"})
+    assert (running, sequences) == (1, 1)  # the front was streaming from a replica through the router
+    for replica in replicas:
+        assert wait_for_metric(replica.url, "openr:engine_sequences_running", 0) == 0
