@@ -19,9 +19,6 @@ CARD = ROOT / "openr" / "models" / "openr-arith"
 DOCS_WITH_TABLES = ("bench/README.md", "openr/models/openr-arith/README.md", "docs/eval/README.md")
 # Where a table's own figures come from: a file under bench/results/, a summary.json or an eval's table.md
 RESULT_FILE = re.compile(r"results/[\w{},./-]*\.json|results/[\w-]+/|summary\.json|table\.md|results\.jsonl")
-# Sections whose figures still have no result file, with the issue that gives them one
-NO_RESULT_FILE_YET = {"## `search_bench.py` on openr-arith": "#32: search_bench.py --json",
-                      "## Earlier: `search_bench.py` on openr-arith": "#32: search_bench.py --json"}
 LINES_AROUND_A_TABLE = 14  # how far above or below a table its result file may be named
 WORD_TABLES = ("| script | what it compares |",)  # tables of words, not of figures
 
@@ -72,9 +69,6 @@ def test_every_table_of_figures_names_its_result_file(path):
     for i, header in tables(doc):
         body = lines[i:next((j for j in range(i, len(lines)) if not lines[j].startswith("|")), len(lines))]
         if header in WORD_TABLES:
-            continue
-        section = next((line for line in reversed(lines[:i]) if line.startswith("## ")), "")
-        if any(section.startswith(pending) for pending in NO_RESULT_FILE_YET):
             continue
         end = i + len(body)
         if not RESULT_FILE.search("\n".join(lines[max(0, i - LINES_AROUND_A_TABLE):end + LINES_AROUND_A_TABLE])):
@@ -218,3 +212,25 @@ def test_adaptive_replay_table_is_the_replay_of_its_samples():
         found = [replay(samples, aggregation, rules(aggregation)[rule]) for rule in names]
         assert row(doc, start)[2:] == [" / ".join(pct(accuracy) for accuracy, _ in found),
                                        " / ".join(f"{tokens:.2f}x" for _, tokens in found)], start
+
+
+def test_search_bench_figures_are_its_result_files():
+    doc = text("bench/README.md")
+    doc = doc[doc.index("## `search_bench.py` on openr-arith"):]  # gpu_check's table has figures of the same names
+    engines = [name for name in ("hf", "vllm") if (BENCH_RESULTS / f"search_bench_{name}.json").exists()]
+    assert "hf" in engines
+    columns = {"hf": 1, "vllm": 2}
+    for engine in engines:
+        figures = {f["name"].split(".")[0]: f for f in result(BENCH_RESULTS / f"search_bench_{engine}.json")["figures"]}
+        for number in ("1", "2", "2b", "3", "5"):
+            cell = row(doc, f"| {number}. ")[columns[engine]]
+            assert cell.startswith(f"{figures[number]['value']:.2f}"), (engine, number)
+        if figures["4"]["value"] is not None:
+            assert row(doc, "| 4. ")[columns[engine]].startswith(f"{figures['4']['value']:.2f}")
+    prose = " ".join(doc.split())
+    five = result(BENCH_RESULTS / "search_bench_hf.json")["figures"][-1]["detail"]
+    assert "tokens per search 1425 vs 1434" in five and "1425 vs 1434 per search (hf)" in prose
+    three = result(BENCH_RESULTS / "search_bench_hf.json")["figures"][3]["detail"]
+    assert "PRM tokens per search 9928 vs 982" in three and "9,928 without it" in prose and "982 with it" in prose
+    curve = result(BENCH_RESULTS / "search_bench_hf.json")["figures"][2]["data"]["tokens_per_s_by_rows"]
+    assert ", ".join(f"{int(v + 0.5):,}" for v in curve.values()) in prose.replace(" and ", ", ")  # 2b's curve
