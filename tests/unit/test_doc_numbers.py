@@ -234,3 +234,13 @@ def test_search_bench_figures_are_its_result_files():
     assert "PRM tokens per search 9928 vs 982" in three and "9,928 without it" in prose and "982 with it" in prose
     curve = result(BENCH_RESULTS / "search_bench_hf.json")["figures"][2]["data"]["tokens_per_s_by_rows"]
     assert ", ".join(f"{int(v + 0.5):,}" for v in curve.values()) in prose.replace(" and ", ", ")  # 2b's curve
+
+
+def test_beam_over_best_of_16_latency_is_docs_eval_table_md():
+    """A ratio of timings, but of one committed table's two rows, so it is checked like a count."""
+    table = eval_table("openr-arith")
+    beam, best = (float(table[s]["mean latency (s)"]) for s in ("beam_search-n16-bw4", "best_of_n-n16"))
+    assert f"**Where the {beam / best:.1f}x in docs/eval comes from** (beam search n=16's mean latency" in text(
+        "bench/README.md")
+    assert f"beam search n=16 at {beam / best:.1f}x best-of-16's mean latency here" in " ".join(
+        text("docs/eval/README.md").split())
