@@ -136,6 +136,8 @@ def pending_jobs(problems: list[Problem], settings: list[Setting], rows: dict[Ke
     """Pairs without an answer yet, problem by problem so a partial run covers every setting.
 
     Rows that recorded an error are asked again: the error may have been the server's state.
+    So are rows whose search the time budget cut: the machine's load, not the search, shaped
+    that answer, and a scaling-law row must not depend on it.
     """
     return [Job(problem, setting) for problem in problems for setting in settings
             if not _answered(rows.get((problem.id, setting.name)))]
@@ -212,7 +214,7 @@ def ceiling(trace: dict[str, Any], gold: str, lenient: bool) -> bool | None:
 
 
 def _answered(row: dict[str, Any] | None) -> bool:
-    return row is not None and row["error"] is None
+    return row is not None and row["error"] is None and row.get("stop_reason") != "time"
 
 
 def _describe(exc: openai.APIError) -> str:

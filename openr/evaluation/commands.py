@@ -45,7 +45,8 @@ outputs (in --out DIR):
   run.json, command.txt  the model, dataset and settings the rows answer; this command line
 
 Rows are appended as requests finish, so an interrupted run resumes where it stopped:
-rerun the same command and only the missing (or failed) problem x setting pairs are asked.
+rerun the same command and only the missing problem x setting pairs are asked,
+and those that failed or that the time budget cut (the machine, not the search, shaped them).
 
 examples:
   # the default sweep on 100 held-out arith problems, against `openr serve` on this machine

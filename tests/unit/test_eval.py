@@ -127,15 +127,17 @@ def test_the_ceiling_is_any_finished_candidate_right_and_a_failed_request_counts
     assert "| 50.0% |" in format_table(summarize(rows, settings)).splitlines()[2]
 
 
-def test_resume_skips_answered_pairs_and_asks_failed_ones_again(tmp_path):
+def test_resume_skips_answered_pairs_and_asks_failed_and_time_cut_ones_again(tmp_path):
     settings = _grid(budgets=[4])
     results = tmp_path / "results.jsonl"
     lines = [_row("p0", "cot", True, 5), _row("p0", "majority_vote-n4", False, 0, error="HTTP 503"),
-             _row("p1", "cot", False, 5, error="HTTP 503"), _row("p1", "cot", True, 5)]  # retried: last row wins
+             _row("p1", "cot", False, 5, error="HTTP 503"), _row("p1", "cot", True, 5),  # retried: last row wins
+             _row("p1", "majority_vote-n4", False, 90, stop_reason="time"),  # the machine's load cut it
+             _row("p2", "majority_vote-n4", False, 90, stop_reason="tokens")]  # the search's own budget did
     results.write_text("".join(json.dumps(row) + "\n" for row in lines) + '{"problem_id": "p2", "sett')
     pending = pending_jobs(PROBLEMS, settings, read_rows(results))
     assert [(job.problem.id, job.setting.name) for job in pending] == [
-        ("p0", "majority_vote-n4"), ("p1", "majority_vote-n4"), ("p2", "cot"), ("p2", "majority_vote-n4")]
+        ("p0", "majority_vote-n4"), ("p1", "majority_vote-n4"), ("p2", "cot")]
 
 
 def test_run_refuses_a_changed_setting_under_the_same_name(tmp_path):
