@@ -44,7 +44,7 @@ OMP_NUM_THREADS=1 avoids that for the transformers models (both sides alike).
 4. Prefix-cache hit rate (vllm only): prompt tokens vLLM found cached over
    prompt tokens it looked up, during one pass of the `--problems` searches on
    an emptied cache, next to the most a perfect cache could have served
-   (repeated whole blocks; see `cacheable_tokens`), counted by a custom vLLM
+   (repeated whole blocks; see search_prefix_cache.py), counted by a custom vLLM
    stat logger.
 5. Beam search under load (goal <= 1.5x): beam search's p50 latency over
    best-of-N's at equal generated tokens, `--searches` searches in flight
@@ -80,6 +80,7 @@ from bench.search_adapters import (
     UnbatchedScorer,
 )
 from bench.search_latency import in_flight_latencies, latency_ratio
+from bench.search_prefix_cache import prefix_cache_hits
 from openr.engine import make_engine
 from openr.engine.checkpoints import ARITH_ALIAS, split_bundle
 from openr.hardware import DEVICES, choose_device
@@ -267,43 +268,12 @@ async def prm_batching_figure(engine, prm, openr_prm, problems, config, rounds: 
 
 
 async def prefix_cache_figure(engine, prm, problems, config) -> Figure:
-    """Figure 4: prompt-token hit rate of one pass of the searches on an empty prefix cache."""
+    """Figure 4 (bench/search_prefix_cache.py), measured only on vLLM."""
     name = "4. vLLM prefix-cache hit rate in beam search"
     if not isinstance(engine, CountingVLLMEngine):
         return Figure(name, None, None, "", "needs --engine vllm: the hf engine keeps no cache across calls")
-    batched = MicroBatchingScorer(prm)
-    recorder = RecordingPolicy(engine)
-    await engine.reset_prefix_cache()
-    prm.cache.clear()
-    for problem in problems:
-        await run_search(problem, recorder, batched, config)
-    await batched.close()
-    counter = engine.prefix_cache
-    rate = counter.hits / counter.queries if counter.queries else 0.0
-    ceiling = await cacheable_tokens(engine, recorder.calls, engine.block_size)
-    return Figure(name, rate, None, "",
-                  f"{counter.hits} of {counter.queries} prompt tokens cached; at most {ceiling} could be "
-                  f"(repeated whole blocks of {engine.block_size} tokens)",
-                  data={"hits": counter.hits, "queries": counter.queries, "cacheable": ceiling})
-
-
-async def cacheable_tokens(engine, calls, block_size: int) -> int:
-    """Prompt tokens of `calls` a perfect prefix cache would serve, never evicting.
-
-    vLLM caches whole blocks and always computes a prompt's last token, so a
-    sample can reuse the leading full blocks of its first `len - 1` tokens that
-    an earlier sample sent; the n samples of one prefix share all of them.
-    """
-    sent: set[tuple[int, ...]] = set()
-    total = 0
-    for prefixes, n, *_ in calls:
-        for prefix in prefixes:
-            ids = await engine.tokenize(prefix)
-            blocks = [tuple(ids[: (k + 1) * block_size]) for k in range((len(ids) - 1) // block_size)]
-            seen = next((k for k, key in enumerate(blocks) if key not in sent), len(blocks))
-            total += (seen + (n - 1) * len(blocks)) * block_size
-            sent.update(blocks)
-    return total
+    rate, detail, data = await prefix_cache_hits(engine, prm, problems, config)
+    return Figure(name, rate, None, "", detail, data=data)
 
 
 async def prepare(engine, count: int) -> list[SearchProblem]:
