@@ -63,14 +63,17 @@ class TokenLogprob:
 class Delta:
     """New output of one sample: text, one log-probability per new token, and
     `finish` on the last delta. The stop string that ended a sample is never part
-    of `text`. `tokens` is filled only when the sample's `top_logprobs` asked for it;
-    `timing` only on the last delta, by backends that time their samples (hf, vllm)."""
+    of `text`; the last delta names it in `stop_reason` (as vLLM's `stop_reason`
+    does; None at eos and length). `tokens` is filled only when the sample's
+    `top_logprobs` asked for it; `timing` only on the last delta, by backends
+    that time their samples (hf, vllm)."""
 
     text: str
     token_logprobs: list[float] = field(default_factory=list)
     finish: Finish | None = None
     tokens: list[TokenLogprob] | None = None
     timing: SampleTiming | None = None
+    stop_reason: str | None = None
 
     @property
     def num_tokens(self) -> int:
@@ -172,13 +175,14 @@ class Engine(ABC):
 
     async def complete(self, prompt: str, params: SamplingConfig) -> Delta:
         """One whole sample: all deltas joined."""
-        text, logprobs, finish, timing = [], [], None, None
+        text, logprobs, finish, timing, stop_reason = [], [], None, None, None
         async for delta in self.stream(prompt, dataclasses.replace(params, stream=False)):
             text.append(delta.text)
             logprobs.extend(delta.token_logprobs)
             finish = delta.finish or finish
             timing = delta.timing or timing
-        return Delta("".join(text), logprobs, finish or "length", timing=timing)
+            stop_reason = delta.stop_reason or stop_reason
+        return Delta("".join(text), logprobs, finish or "length", timing=timing, stop_reason=stop_reason)
 
     async def generate_steps(
         self,
@@ -228,6 +232,10 @@ class StopStringMatcher:
         start = max(0, search_from - self.holdback)
         hits = [i for i in (text.find(s, start) for s in self.stop) if i >= 0]
         return min(hits) if hits else None
+
+    def stop_at(self, text: str, index: int) -> str:
+        """The stop string that `find` found at `index` (the first listed, where two start there)."""
+        return next(s for s in self.stop if text.startswith(s, index))
 
     def safe_length(self, text: str) -> int:
         """How much of `text` can be emitted while the sample is still running."""

@@ -80,12 +80,12 @@ class _Row:
     def push(self, delta: Delta) -> None:
         self.loop.call_soon_threadsafe(self.queue.put_nowait, delta)
 
-    def flush(self, text: str, finish: str | None = None) -> None:
+    def flush(self, text: str, finish: str | None = None, stop_reason: str | None = None) -> None:
         """Send `text` with the tokens generated since the last delta (and, on
         the last, how the sample's time went)."""
         tokens = self.pending_tokens if self.params.top_logprobs is not None else None
         timing = SampleTiming(self.started, self.first_token_at - self.started, time.monotonic()) if finish else None
-        self.push(Delta(text, self.pending_logprobs, finish, tokens, timing))
+        self.push(Delta(text, self.pending_logprobs, finish, tokens, timing, stop_reason))
         self.pending_logprobs, self.pending_tokens = [], []
 
 
@@ -285,8 +285,9 @@ class HFEngine(LocalTokenizerEngine):
         matcher = row.matcher
         hit = matcher.find(row.text, old_len)
         if hit is not None:
+            stop_reason = matcher.stop_at(row.text, hit)
             row.text = row.text[:hit]
-            self._finish(row, "stop")
+            self._finish(row, "stop", stop_reason)
         elif len(row.token_ids) >= row.params.max_tokens:
             self._finish(row, "length")
         elif row.params.stream and not row.text.endswith("\ufffd"):  # wait for a whole multi-byte character
@@ -295,11 +296,11 @@ class HFEngine(LocalTokenizerEngine):
                 row.flush(row.text[row.emitted:safe])
                 row.emitted = safe
 
-    def _finish(self, row: _Row, finish: str) -> None:
+    def _finish(self, row: _Row, finish: str, stop_reason: str | None = None) -> None:
         row.done = True
         if finish != "stop":  # (a stop string's hit has cut the text already)
             row.text = self.tokenizer.decode(row.token_ids, skip_special_tokens=True)
-        row.flush(row.text[row.emitted:], finish)
+        row.flush(row.text[row.emitted:], finish, stop_reason)
         row.emitted = len(row.text)
 
     def _token_text(self, token: int) -> str:

@@ -112,7 +112,10 @@ class OpenAIEngine(Engine):
                     raise EngineError(f"remote error: {payload['error'].get('message')}")
                 for choice in payload.get("choices", []):
                     logprobs = (choice.get("logprobs") or {}).get("token_logprobs") or []
-                    yield Delta(choice.get("text", ""), [float(x) for x in logprobs], _finish_of(choice))
+                    finish = _finish_of(choice)
+                    stop_reason = choice.get("stop_reason") if finish == "stop" else None
+                    yield Delta(choice.get("text", ""), [float(x) for x in logprobs], finish,
+                                stop_reason=stop_reason if isinstance(stop_reason, str) else None)
         except httpx.HTTPError as exc:
             raise EngineError(f"remote backend {self.base_url} failed: {exc}") from exc
         finally:

@@ -133,7 +133,8 @@ class VLLMEngine(LocalTokenizerEngine):
                 if tokens and finish == "eos":  # the end-of-text token is counted, not shown (as on hf)
                     tokens.pop()
                 timing = sample_timing(out.metrics, time.monotonic()) if out.finished else None
-                yield Delta(sample.text, logprobs, finish, tokens, timing)
+                stop_reason = sample.stop_reason if finish == "stop" else None  # the stop string
+                yield Delta(sample.text, logprobs, finish, tokens, timing, stop_reason)
         except Exception as exc:
             if type(exc).__name__ in ("EngineDeadError", "EngineGenerateError"):
                 raise EngineError(str(exc)) from exc

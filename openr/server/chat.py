@@ -63,15 +63,16 @@ async def _collect(ctx: ServingContext, samples: AsyncIterator[tuple[int, Delta]
     texts: list[list[str]] = [[] for _ in range(n)]
     tokens: list[list] = [[] for _ in range(n)]
     finishes = ["length"] * n
+    stop_reasons: list[str | None] = [None] * n
     async for index, delta in samples:
         tally.add(delta)
         texts[index].append(delta.text)
         tokens[index].extend(delta.tokens or [])
         if delta.finish:
-            finishes[index] = FINISH_REASONS[delta.finish]
+            finishes[index], stop_reasons[index] = FINISH_REASONS[delta.finish], delta.stop_reason
     tally.finish(finishes)
     choices = [ChatChoice(index=i, message=AssistantMessage(content="".join(texts[i])), finish_reason=finishes[i],
-                          logprobs=ChoiceLogprobs.of(tokens[i]) if logprobs else None)
+                          stop_reason=stop_reasons[i], logprobs=ChoiceLogprobs.of(tokens[i]) if logprobs else None)
                for i in range(n)]
     return ChatCompletion(id=new_id("chatcmpl"), created=now(), model=ctx.model_name, choices=choices,
                           usage=Usage.of(tally.prompt_tokens, tally.completion_tokens))
@@ -97,6 +98,7 @@ def _stream_chunks(ctx: ServingContext, samples: AsyncIterator[tuple[int, Delta]
                 continue
             reason = finishes[index] if delta.finish else None
             yield chunk([ChunkChoice(index=index, delta=DeltaMessage(content=delta.text), finish_reason=reason,
+                                     stop_reason=delta.stop_reason,
                                      logprobs=ChoiceLogprobs.of(delta.tokens or []) if logprobs else None)])
         tally.finish(finishes)
         if include_usage:

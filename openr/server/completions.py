@@ -46,15 +46,16 @@ async def create_completion(ctx: ServingContext, request: CompletionRequest):
     texts: list[list[str]] = [[] for _ in range(request.n)]
     logprobs: list[list[float]] = [[] for _ in range(request.n)]
     finishes = ["length"] * request.n
+    stop_reasons: list[str | None] = [None] * request.n
     async for index, delta in samples:
         tally.add(delta)
         texts[index].append(delta.text)
         logprobs[index].extend(delta.token_logprobs)
         if delta.finish:
-            finishes[index] = FINISH_REASONS[delta.finish]
+            finishes[index], stop_reasons[index] = FINISH_REASONS[delta.finish], delta.stop_reason
     tally.finish(finishes)
     choices = [
-        CompletionChoice(index=i, text="".join(texts[i]), finish_reason=finishes[i],
+        CompletionChoice(index=i, text="".join(texts[i]), finish_reason=finishes[i], stop_reason=stop_reasons[i],
                          logprobs=CompletionLogprobs(token_logprobs=logprobs[i]) if want_logprobs else None)
         for i in range(request.n)
     ]
@@ -80,7 +81,7 @@ def _stream(ctx: ServingContext, samples: AsyncIterator[tuple[int, Delta]], tall
                 continue
             logprobs = CompletionLogprobs(token_logprobs=delta.token_logprobs) if want_logprobs else None
             yield chunk([CompletionChoice(index=index, text=delta.text, logprobs=logprobs,
-                                          finish_reason=finishes.get(index))])
+                                          finish_reason=finishes.get(index), stop_reason=delta.stop_reason)])
         tally.finish(list(finishes.values()))
         if include_usage:
             yield chunk([], Usage.of(tally.prompt_tokens, tally.completion_tokens))

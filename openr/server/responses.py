@@ -75,6 +75,7 @@ class ChatChoice(BaseModel):
     message: AssistantMessage
     logprobs: ChoiceLogprobs | None = None
     finish_reason: str
+    stop_reason: str | None = None  # vLLM's extension: the stop string that ended it (None: eos, length)
 
 
 class ChatCompletion(BaseModel):
@@ -99,6 +100,7 @@ class ChunkChoice(BaseModel):
     delta: DeltaMessage
     logprobs: ChoiceLogprobs | None = None
     finish_reason: str | None = None
+    stop_reason: str | None = None  # vLLM's extension, on the choice's last chunk
 
 
 class ChatCompletionChunk(BaseModel):
@@ -122,6 +124,9 @@ class CompletionChoice(BaseModel):
     text: str
     logprobs: CompletionLogprobs | None = None
     finish_reason: str | None = None
+    # vLLM's extension: the stop string that ended it, None at eos or length, so a
+    # front (`--engine openai`) tells a step's end from the solution's, as on vLLM
+    stop_reason: str | None = None
 
 
 class Completion(BaseModel):

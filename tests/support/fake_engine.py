@@ -74,7 +74,8 @@ class FakeEngine(Engine):
                     following = [WORDS[(i + (params.seed or 0) + k) % len(WORDS)] for k in (1, 2)]
                     tokens = [TokenLogprob(word, -0.5, tuple((w, -1.5) for w in following[:params.top_logprobs]))]
                 if hit is not None:
-                    yield Delta((text + word)[len(text):hit], [-0.5], "stop", tokens)
+                    yield Delta((text + word)[len(text):hit], [-0.5], "stop", tokens,
+                                stop_reason=matcher.stop_at(text + word, hit))
                     return
                 text += word
                 yield Delta(word, [-0.5], None, tokens)
@@ -122,7 +123,8 @@ class StepFakeEngine(FakeEngine):
                 await asyncio.sleep(self.delay_s)
                 hit = matcher.find(text + token, len(text))
                 if hit is not None:
-                    yield Delta((text + token)[len(text):hit], [-0.1], "stop")
+                    yield Delta((text + token)[len(text):hit], [-0.1], "stop",
+                                stop_reason=matcher.stop_at(text + token, hit))
                     return
                 text += token
                 yield Delta(token, [-0.1], None)

@@ -24,6 +24,12 @@ def test_stop_string_found_across_token_boundaries():
     assert matcher.find("abcEN") is None and matcher.find("abcEND", 5) == 3
 
 
+def test_the_stop_string_found_is_named():
+    matcher = StopStringMatcher(["END", "\n", "\n\n"])
+    assert matcher.stop_at("a\n\nb", matcher.find("a\n\nb")) == "\n"  # the first listed, as vLLM names it
+    assert matcher.stop_at("xEND", matcher.find("xEND")) == "END"
+
+
 def test_streamed_text_holds_back_a_possible_stop_prefix():
     matcher = StopStringMatcher(["END"])
     assert matcher.safe_length("hello EN") == 6  # "EN" may still become "END"

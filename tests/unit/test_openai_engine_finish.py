@@ -16,7 +16,7 @@ from openr.engine.openai_engine import OpenAIEngine
 from tests.support.recording_backend import recording_backend
 
 pytestmark = pytest.mark.anyio
-NO_KEY = object()  # a server that sends no stop_reason at all (OpenAI proper, or openr serve)
+NO_KEY = object()  # a server that sends no stop_reason at all (OpenAI proper)
 
 
 def vllm_like(stop_reason) -> Starlette:
@@ -46,3 +46,4 @@ async def test_end_of_text_and_stop_string_are_told_apart(stop_reason, finish):
         await engine.close()
     assert "".join(d.text for d in deltas) == "four"
     assert [d.finish for d in deltas] == [None, finish]
+    assert deltas[-1].stop_reason == (stop_reason if isinstance(stop_reason, str) else None)
