@@ -24,6 +24,10 @@ CONNECT_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 600.0  # one sample of a long completion on a busy pool
 MAX_CONNECTIONS = 256
 FINISH = {"stop": "stop", "length": "length"}
+# A token covers at least one byte of its text, but for SentencePiece's word-start
+# marker, which a tokenizer may put before the first word: so a prompt of B UTF-8
+# bytes is at most B + this many tokens, and one that surely fits is not tokenized.
+TOKENS_OVER_BYTES = 1
 
 
 class OpenAIEngine(Engine):
@@ -82,9 +86,23 @@ class OpenAIEngine(Engine):
         body = {"model": self.model, "tokens": token_ids}
         return (await self._post_or_get("POST", f"{self.root_url}/detokenize", body))["prompt"]
 
+    async def fit_max_tokens(self, prompt: str, max_tokens: int) -> int:
+        """`max_tokens` cut to the room the remote's context leaves after `prompt`
+        (0: none), as an in-process engine stops at its context: vLLM refuses
+        (400) a request whose prompt and max_tokens exceed max_model_len, and a
+        search's step asks for its max_step_tokens wherever its prefix has got to.
+        A remote that names no max_model_len gets `max_tokens` as it is."""
+        if not self.max_model_len or len(prompt.encode()) + TOKENS_OVER_BYTES + max_tokens <= self.max_model_len:
+            return max_tokens
+        return max(0, min(max_tokens, self.max_model_len - len(await self.tokenize(prompt))))
+
     async def stream(self, prompt: str, params: SamplingConfig) -> AsyncIterator[Delta]:
+        max_tokens = await self.fit_max_tokens(prompt, params.max_tokens)
+        if max_tokens == 0:  # the prompt fills the context: nothing can follow it
+            yield Delta("", [], "length")
+            return
         body = {
-            "model": self.model, "prompt": prompt, "max_tokens": params.max_tokens,
+            "model": self.model, "prompt": prompt, "max_tokens": max_tokens,
             "temperature": params.temperature, "top_p": params.top_p, "stop": list(params.stop) or None,
             "seed": params.seed, "logprobs": 0, "stream": True,
             "presence_penalty": params.presence_penalty, "frequency_penalty": params.frequency_penalty,

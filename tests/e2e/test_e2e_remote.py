@@ -11,12 +11,15 @@ from tests.support.servers import API_KEY, ServerProcess
 
 MODEL = "smollm2-135m-instruct"
 QUESTION = [{"role": "user", "content": "Name three colours."}]
+BACKEND_CONTEXT = 2048
+STEP_TOKENS = 512  # a search step's max_tokens (the default max_step_tokens)
+LONG_QUESTION_WORDS = 1900  # leaves the backend's context fewer than STEP_TOKENS tokens
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def servers():
-    with ServerProcess(["--engine", "hf", "--model", MODEL, "--max-model-len", "2048"]) as backend:
+    with ServerProcess(["--engine", "hf", "--model", MODEL, "--max-model-len", str(BACKEND_CONTEXT)]) as backend:
         front_args = ["--engine", "openai", "--model", backend.base_url, "--remote-api-key", API_KEY]
         with ServerProcess(front_args) as front:
             yield backend, front
@@ -61,3 +64,18 @@ def test_disconnect_at_the_front_frees_the_backend(servers):
     assert wait_for_metric(backend.url, "openr:engine_sequences_running", 0) == 0
     assert wait_for_metric(front.url, "openr:num_requests_running", 0) == 0
     assert sdk(front).chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=3).choices
+
+
+def test_a_search_step_is_kept_inside_the_backend_context(servers):
+    """A question that leaves the backend's context less room than a step's
+    max_step_tokens: the front cuts each sample to that room instead of sending
+    a max_tokens the backend refuses."""
+    backend, front = servers
+    question = [{"role": "user", "content": "Say the next word: " + "apple " * LONG_QUESTION_WORDS}]
+    probe = sdk(backend).chat.completions.create(model=MODEL, messages=question, max_tokens=1)
+    room = BACKEND_CONTEXT - probe.usage.prompt_tokens
+    assert 0 < room < STEP_TOKENS
+    search = {"strategy": "majority_vote", "n": 2, "max_steps": 1, "max_step_tokens": STEP_TOKENS}
+    answer = sdk(front).chat.completions.create(model=MODEL, messages=question, extra_body={"search": search})
+    assert answer.choices[0].finish_reason in ("stop", "length")
+    assert 0 < answer.usage.completion_tokens_details.reasoning_tokens <= 2 * room
