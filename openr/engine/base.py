@@ -14,14 +14,16 @@ import itertools
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Literal, Sequence
 
-from openr.contracts import Step
+from openr.contracts import Step, TokenMonitor
 from openr.engine.timing import CallTiming, SampleTiming, call_timing
 
-# Why a sample ended: its EOS token, one of the stop strings, or max_tokens.
-Finish = Literal["eos", "stop", "length"]
+# Why a sample ended: its EOS token, one of the stop strings, max_tokens, or its
+# `SamplingConfig.monitor` (a search's early stop).
+Finish = Literal["eos", "stop", "length", "halted"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,9 @@ class SamplingConfig:
     # (non-streamed responses and searches). Not sampling, but it saves the
     # event loop a wake-up and a queue hop per token.
     stream: bool = True
+    # Called with every generated token's log-probability and top-k (with
+    # `top_logprobs`); True halts the sample at that token. Searches only.
+    monitor: TokenMonitor | None = field(default=None, compare=False)
 
     @property
     def penalised(self) -> bool:
@@ -110,6 +115,10 @@ class Engine(ABC):
     # "penalties", "logit_bias", "logprobs" (per-token text and top alternatives),
     # "json_output" (response_format json_object / json_schema).
     features: frozenset[str] = frozenset()
+    # Whether `stream` itself asks `SamplingConfig.monitor` at every token (the hf
+    # engine, in its decode loop); otherwise `sample` asks it as deltas arrive
+    # and closes the stream, which aborts the sample in the backend.
+    halts_in_engine: bool = False
     # Told how each call (`generate_steps`, `stream_many`) spent its time, when
     # the backend timed all its samples; the server's metrics set it.
     on_call_timed: Callable[[CallTiming], None] | None = None
@@ -193,29 +202,71 @@ class Engine(ABC):
         temperature: float,
         top_p: float = 1.0,
         seed: int | None = None,
+        top_logprobs: int = 0,
+        monitor: Callable[[], TokenMonitor] | None = None,
     ) -> list[list[Step]]:
         """The `Policy` contract: n samples of every prefix, all in flight at once
         so the backend batches them."""
         seeds = itertools.count(seed) if seed is not None else itertools.repeat(None)
         jobs = [
-            self.complete(prefix, SamplingConfig(max_tokens, temperature, top_p, tuple(stop), next(seeds)))
+            self.sample(prefix, SamplingConfig(max_tokens, temperature, top_p, tuple(stop), next(seeds),
+                                               top_logprobs=top_logprobs or None,
+                                               monitor=monitor() if monitor else None))
             for prefix in prefixes
             for _ in range(n)
         ]
         submitted = time.monotonic()
         done = await asyncio.gather(*jobs)
         self._report_call(submitted, [d.timing for d in done])
-        steps = [
-            Step(d.text, d.num_tokens, "step" if d.finish == "stop" else d.finish, sum(d.token_logprobs))
-            for d in done
-        ]
+        steps = [_step(d, top_logprobs > 0) for d in done]
         return [steps[i * n : (i + 1) * n] for i in range(len(prefixes))]
+
+    async def sample(self, prompt: str, params: SamplingConfig) -> Delta:
+        """One whole sample for a search: `complete`, with each token's top
+        alternatives kept (`params.top_logprobs`), halted where `params.monitor`
+        says (finish "halted"; its tokens up to there are reported and counted)."""
+        if params.monitor is None and params.top_logprobs is None:
+            return await self.complete(prompt, params)
+        watch = None if self.halts_in_engine else params.monitor
+        text, logprobs, tokens, finish, timing = [], [], [], None, None
+        async with aclosing(self.stream(prompt, dataclasses.replace(params, stream=watch is not None))) as deltas:
+            async for delta in deltas:  # leaving the loop early closes the stream: the backend aborts the sample
+                text.append(delta.text)
+                logprobs.extend(delta.token_logprobs)
+                tokens.extend(delta.tokens or ())
+                finish, timing = delta.finish or finish, delta.timing or timing
+                if watch is not None and finish is None and _halts(watch, delta):
+                    finish = "halted"
+                    break
+        return Delta("".join(text), logprobs, finish or "length", tokens, timing)
 
     def _report_call(self, submitted: float, timings: Sequence[SampleTiming | None]) -> None:
         """Tell `on_call_timed` how a call sent at `submitted` spent its time; a
         call with an untimed sample (a remote backend's) is not told of."""
         if self.on_call_timed is not None and timings and all(t is not None for t in timings):
             self.on_call_timed(call_timing(submitted, timings))
+
+
+def _step(done: Delta, with_logprobs: bool) -> Step:
+    """A `Policy` step from a whole sample (a stop string's finish is "step")."""
+    finish = "step" if done.finish == "stop" else done.finish
+    if not with_logprobs:
+        return Step(done.text, done.num_tokens, finish, sum(done.token_logprobs))
+    top = tuple(tuple(v for _, v in token.top) for token in done.tokens or ())
+    return Step(done.text, done.num_tokens, finish, sum(done.token_logprobs), tuple(done.token_logprobs), top)
+
+
+def _halts(monitor: TokenMonitor, delta: Delta) -> bool:
+    """Whether `monitor` halts the sample at one of `delta`'s tokens (all are
+    shown to it: the backend generated them, so they are counted)."""
+    halted = False
+    if delta.tokens is not None:
+        for token in delta.tokens:
+            halted = monitor(token.logprob, [v for _, v in token.top]) or halted
+    else:
+        for logprob in delta.token_logprobs:
+            halted = monitor(logprob, ()) or halted
+    return halted
 
 
 class StopStringMatcher:

@@ -92,6 +92,7 @@ class _Row:
 class HFEngine(LocalTokenizerEngine):
     name = "hf"
     features = frozenset({"penalties", "logit_bias", "logprobs"})
+    halts_in_engine = True  # `_advance` asks a sample's monitor at every token, in the decode loop
 
     def __init__(self, model: str | None, device: str = "cpu", decode_batch_size: int = DEFAULT_DECODE_BATCH_SIZE,
                  max_model_len: int | None = None):
@@ -276,6 +277,9 @@ class HFEngine(LocalTokenizerEngine):
             alternatives = tuple(zip(map(self._token_text, top[0]), top[1])) if top else ()
             row.pending_tokens.append(TokenLogprob(self._token_text(token), logprob, alternatives))
         row.token_ids.append(token)
+        if row.params.monitor is not None and row.params.monitor(logprob, top[1] if top else ()):
+            self._finish(row, "halted")  # a search's monitor stopped it: the row leaves the batch now
+            return
         if not row.params.stream and not row.params.stop:  # nothing to watch: its text is decoded once, at the end
             if len(row.token_ids) >= row.params.max_tokens:
                 self._finish(row, "length")

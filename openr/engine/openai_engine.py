@@ -15,7 +15,15 @@ from typing import AsyncIterator
 
 import httpx
 
-from openr.engine.base import Delta, Engine, EngineError, EngineRequestError, PreparedPrompt, SamplingConfig
+from openr.engine.base import (
+    Delta,
+    Engine,
+    EngineError,
+    EngineRequestError,
+    PreparedPrompt,
+    SamplingConfig,
+    TokenLogprob,
+)
 from openr.session import session_body, session_headers
 
 logger = logging.getLogger(__name__)
@@ -104,7 +112,7 @@ class OpenAIEngine(Engine):
         body = {
             "model": self.model, "prompt": prompt, "max_tokens": max_tokens,
             "temperature": params.temperature, "top_p": params.top_p, "stop": list(params.stop) or None,
-            "seed": params.seed, "logprobs": 0, "stream": True,
+            "seed": params.seed, "logprobs": params.top_logprobs or 0, "stream": True,
             "presence_penalty": params.presence_penalty, "frequency_penalty": params.frequency_penalty,
             "logit_bias": {str(token): bias for token, bias in params.logit_bias} or None,
             "add_special_tokens": False,  # vLLM extension: the prompt is already rendered
@@ -133,7 +141,8 @@ class OpenAIEngine(Engine):
                     finish = _finish_of(choice)
                     stop_reason = choice.get("stop_reason") if finish == "stop" else None
                     yield Delta(choice.get("text", ""), [float(x) for x in logprobs], finish,
-                                stop_reason=stop_reason if isinstance(stop_reason, str) else None)
+                                stop_reason=stop_reason if isinstance(stop_reason, str) else None,
+                                tokens=_tokens_of(choice, params.top_logprobs))
         except httpx.HTTPError as exc:
             raise EngineError(f"remote backend {self.base_url} failed: {exc}") from exc
         finally:
@@ -148,6 +157,23 @@ class OpenAIEngine(Engine):
         if response.status_code != 200:
             raise _remote_error(response)
         return response.json()
+
+
+def _tokens_of(choice: dict, top: int | None) -> list[TokenLogprob] | None:
+    """A streamed choice's tokens with their `top` most likely alternatives, from
+    the completions API's `logprobs` (`tokens`, `token_logprobs`, and a
+    `top_logprobs` dict per position, which vLLM gives the sampled token too).
+    A server that sends log-probabilities alone (openr serve's completions) gives
+    tokens without text or alternatives."""
+    if top is None:
+        return None
+    logprobs = choice.get("logprobs") or {}
+    values = logprobs.get("token_logprobs") or []
+    texts = logprobs.get("tokens") or [""] * len(values)
+    tops = logprobs.get("top_logprobs") or [None] * len(values)
+    return [TokenLogprob(text, float(value), tuple(sorted(((t, float(v)) for t, v in (alternatives or {}).items()),
+                                                           key=lambda item: -item[1])[:top]))
+            for text, value, alternatives in zip(texts, values, tops)]
 
 
 def _finish_of(choice: dict) -> str | None:
