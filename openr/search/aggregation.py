@@ -3,7 +3,9 @@
 An aggregation is a step reduction (`last`, `min`, `prod`, `mean`) paired with a
 selection (`max`, `vote`) or plain `majority` voting, so OpenR's names
 (`prm_min_max`, `prm_last_vote`, `majority_vote`, ...) are entries of one
-registry rather than code paths.
+registry rather than code paths. Without a PRM, `confidence_vote` and
+`confidence_max` rank by the policy's own token confidence instead
+(`openr.search.confidence`: a sample's lowest group confidence).
 """
 
 from __future__ import annotations
@@ -79,6 +81,8 @@ class Aggregation:
     # The score bounds the PRM's probability that every step is right (last, min,
     # prod of calibrated step scores; a mean of them does not).
     score_is_probability: bool = False
+    # The score is the sample's token confidence, read from its log-probabilities, not a PRM's.
+    uses_confidence: bool = False
 
     def score(self, step_scores: Sequence[float]) -> float:
         """The candidate's aggregated score; 0 for a candidate the PRM never saw."""
@@ -109,6 +113,10 @@ AGGREGATIONS: dict[str, Aggregation] = {
     for selection, rank in _PRM_SELECTIONS.items()
 }
 AGGREGATIONS["majority_vote"] = Aggregation("majority_vote", reduce_last, rank_majority, uses_prm=False)
+AGGREGATIONS["confidence_vote"] = Aggregation("confidence_vote", reduce_last, rank_vote, uses_prm=False,
+                                              uses_confidence=True)
+AGGREGATIONS["confidence_max"] = Aggregation("confidence_max", reduce_last, rank_max, uses_prm=False,
+                                             uses_confidence=True)
 
 
 def parse_aggregation(name: str) -> Aggregation:

@@ -90,6 +90,8 @@ class Budget:
         self.cut_reason: BudgetReason | None = None
         # What the search would answer if stopped now, and how it ranks it.
         self.progress: tuple[list[Candidate], Aggregation] | None = None
+        # What the search says of its progress beyond the counts (a streamed search shows it).
+        self.note = ""
         self.policy_wait = Awaited(clock)
         self.prm_wait = Awaited(clock)
 

@@ -65,6 +65,14 @@ def check_aggregation(value: object) -> None:
         )
 
 
+def check_prm_aggregation(value: object) -> None:
+    """An aggregation a PRM-guided search can prune by: a PRM's, or majority_vote."""
+    check_aggregation(value)
+    if AGGREGATIONS[value].uses_confidence:
+        raise SearchConfigError("aggregation", f"{value} ranks by the policy's confidence, not a PRM's scores: "
+                                "best_of_n and majority_vote take it, PRM-guided searches do not")
+
+
 def check_divides(n: int, beam_width: int) -> None:
     """Tree searches split `n` samples per depth evenly over `beam_width` groups."""
     check_int("beam_width", beam_width, 1, MAX_SAMPLES)
@@ -131,7 +139,7 @@ class PrmGuidedConfig(SearchConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_aggregation(self.aggregation)
+        check_prm_aggregation(self.aggregation)
 
     @property
     def needs_prm(self) -> bool:

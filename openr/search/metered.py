@@ -8,9 +8,9 @@ has left, hand out seeds, and count what was spent, seconds awaited included.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from openr.contracts import Policy, ScorerInputTooLong, Step, StepScorer
+from openr.contracts import Policy, ScorerInputTooLong, Step, StepScorer, TokenMonitor
 from openr.search.aggregation import Aggregation
 from openr.search.budget import Budget
 from openr.search.candidates import Candidate, SearchProblem, SearchResult, StopReason
@@ -37,13 +37,18 @@ class MeteredPolicy:
         return await self._sample(prefixes, n, [self._step_separator], self._config.max_step_tokens)
 
     async def sample_solutions(self, prefixes: Sequence[str], n: int, max_tokens: int,
-                               temperature: float | None = None) -> list[list[Step]]:
+                               temperature: float | None = None, top_logprobs: int = 0,
+                               monitor: Callable[[], TokenMonitor] | None = None) -> list[list[Step]]:
         """`n` continuations of each prefix to the end of the solution, in one
-        call, at `temperature` (default: the config's)."""
-        return await self._sample(prefixes, n, [], max_tokens, temperature)
+        call, at `temperature` (default: the config's); with `top_logprobs`,
+        carrying their tokens' log-probabilities, and halted where `monitor`'s
+        monitors say (a halted sample's tokens are charged like any other's)."""
+        logprobs = {"top_logprobs": top_logprobs, "monitor": monitor} if top_logprobs or monitor else {}
+        return await self._sample(prefixes, n, [], max_tokens, temperature, **logprobs)
 
     async def _sample(
-        self, prefixes: Sequence[str], n: int, stop: list[str], max_tokens: int, temperature: float | None = None
+        self, prefixes: Sequence[str], n: int, stop: list[str], max_tokens: int, temperature: float | None = None,
+        **logprobs,
     ) -> list[list[Step]]:
         if not prefixes:
             return []
@@ -55,7 +60,7 @@ class MeteredPolicy:
         with self._budget.policy_wait.timed():
             rows = await self._policy.generate_steps(
                 prefixes, n, stop, cap, self._config.temperature if temperature is None else temperature,
-                self._config.top_p, seed
+                self._config.top_p, seed, **logprobs
             )
         self._budget.charge_tokens(sum(step.num_tokens for row in rows for step in row))
         if cap < max_tokens and any(step.finish_reason == "length" for row in rows for step in row):

@@ -42,6 +42,7 @@ from openr.contracts import Policy
 from openr.search.aggregation import Aggregation
 from openr.search.budget import Budget
 from openr.search.candidates import Candidate, SearchProblem, SearchResult, StopReason, answer_key
+from openr.search.confidence import DEFAULT_TOP_LOGPROBS, confidence_score
 from openr.search.config import MAX_SAMPLES, SearchConfig, SearchConfigError, check_float, check_int
 from openr.search.metered import MeteredPolicy, MeteredScorer, conclude
 
@@ -134,9 +135,14 @@ class WaveSampler:
         self._scorer = scorer
 
     async def wave(self, size: int) -> None:
-        """`size` more solutions in one policy call (and one PRM call)."""
-        [completions] = await self._sampler.sample_solutions([self._problem.prompt], size, self._max_tokens)
+        """`size` more solutions in one policy call (and one PRM call); under a
+        confidence aggregation each is scored by its token confidence instead."""
+        top = DEFAULT_TOP_LOGPROBS if self._aggregation.uses_confidence else 0
+        [completions] = await self._sampler.sample_solutions([self._problem.prompt], size, self._max_tokens,
+                                                             top_logprobs=top)
         new = [self._problem.empty().continue_with(c).with_answer(self._problem.extract_answer) for c in completions]
+        if top:
+            new = [c.scored([], confidence_score(step)) for c, step in zip(new, completions)]
         self.drawn += size
         self.waves += 1
         # Unscored, all rank alike: if time runs out while scoring, the answer is the first sampled.

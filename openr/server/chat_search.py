@@ -184,6 +184,9 @@ def _record(ctx: ServingContext, strategy: str, result: SearchResult, tally: Tal
     m.search_tokens.labels(name, strategy).observe(result.tokens_generated)
     m.search_policy_wait.labels(name, strategy).observe(result.timing.policy_seconds)
     m.search_prm_wait.labels(name, strategy).observe(result.timing.prm_seconds)
+    halted = result.decisions.get("deepconf", {}).get("halted", 0)
+    if halted:
+        m.search_samples_halted.labels(name, strategy).inc(halted)
     tally.completion_tokens = result.tokens_generated
     tally.finish([result.finish_reason])
 
@@ -203,8 +206,9 @@ def _stream(ctx: ServingContext, plan: SearchPlan, n: int, prompt_tokens: int, t
         while not task.done():
             await asyncio.wait({task}, timeout=PROGRESS_INTERVAL_S)
             if not task.done():
+                own = f", {plan.budget.note}" if plan.budget.note else ""
                 note = (f"{plan.strategy}: {plan.budget.tokens_generated} tokens generated, "
-                        f"{plan.budget.prm_calls} PRM calls\n")
+                        f"{plan.budget.prm_calls} PRM calls{own}\n")
                 yield chunk([ChunkChoice(index=0, delta=DeltaMessage(reasoning_content=note))])
         choices, usage = _choices(task.result(), n, prompt_tokens)
         for choice in choices:

@@ -10,7 +10,7 @@ from openr.search import STRATEGIES, SearchConfigError, parse_search
 NEEDS_PRM = {
     "cot": (False, False), "majority_vote": (False, False), "best_of_n": (True, False),
     "beam_search": (True, True), "dvts": (True, True), "mcts": (True, True), "particle_filtering": (True, True),
-    "auto": (False, False),
+    "auto": (False, False), "deepconf": (False, False),
 }
 
 

@@ -13,7 +13,16 @@ from dataclasses import fields
 from typing import Any, NamedTuple
 
 from openr.search.config import SearchConfig, SearchConfigError
-from openr.search.strategies import beam_search, best_of_n, cot, dvts, majority_vote, mcts, particle_filtering
+from openr.search.strategies import (
+    beam_search,
+    best_of_n,
+    cot,
+    deepconf,
+    dvts,
+    majority_vote,
+    mcts,
+    particle_filtering,
+)
 
 RunSearch = Callable[..., Awaitable[Any]]  # (problem, policy, prm, config, budget) -> SearchResult
 
@@ -44,6 +53,7 @@ SEARCHES: dict[str, Strategy] = {
     "cot": Strategy(cot.CotConfig, cot.run),
     "majority_vote": Strategy(majority_vote.MajorityVoteConfig, majority_vote.run),
     "best_of_n": Strategy(best_of_n.BestOfNConfig, best_of_n.run),
+    "deepconf": Strategy(deepconf.DeepConfConfig, deepconf.run),
     "beam_search": Strategy(beam_search.BeamSearchConfig, beam_search.run),
     "dvts": Strategy(dvts.DvtsConfig, dvts.run),
     "mcts": Strategy(mcts.MctsConfig, mcts.run),
