@@ -4,8 +4,9 @@ request's budget and a cheap, online estimate of how hard the question is.
 1. The budget, in tokens: `effort` (low/medium/high) through the table's
    `effort_tokens`, else the request's `max_tokens_total`.
 2. The probe: a first wave of FIRST_WAVE_SAMPLES whole solutions, scored by the
-   PRM when there is one. How settled its answer is (adaptive stopping's
-   posterior, PRM-weighted) is the difficulty estimate.
+   PRM when there is one (without one, they carry their token log-probabilities
+   and are weighted by confidence). How settled its answer is (adaptive
+   stopping's posterior, PRM-weighted) is the difficulty estimate.
 3. The decision (`decide`): a probe that is already settled answers at once
    (stop_reason "confident"); otherwise the table's tier for the budget names a
    strategy and its options.
@@ -13,6 +14,7 @@ request's budget and a cheap, online estimate of how hard the question is.
    solutions costs about n solutions in all, not n plus the probe (the table's
    tiers were fitted on strategies run alone, at those costs):
    - a voting strategy continues the probe's waves up to its `n`;
+   - deepconf (a tier's stand-in without a PRM) takes the probe as its warm-up;
    - particle_filtering starts with the probe's solutions among its `n`
      particles (finished ones, resampled like its own) and grows the rest;
    - best_of_n with another aggregation, beam_search and dvts run after the
@@ -45,6 +47,8 @@ from openr.search.candidates import SearchProblem, SearchResult
 from openr.search.config import DEFAULT_AGGREGATION, GroupedSamplesConfig, SearchConfig, SearchConfigError
 from openr.search.metered import MeteredScorer, conclude
 from openr.search.strategies import SEARCHES, build_search
+from openr.search.strategies.deepconf import DeepConfConfig
+from openr.search.strategies.deepconf import run_after as deepconf_after
 from openr.search.strategies.particle_filtering import ParticleFilteringConfig, filter_from
 from openr.search.waves import DEFAULT_CONFIDENCE, FIRST_WAVE_SAMPLES, SampledSolutionsConfig, WaveSampler
 
@@ -54,6 +58,9 @@ EFFORTS = ("low", "medium", "high")
 DEFAULT_EFFORT_TOKENS = {"low": 500, "medium": 1000, "high": 2000}
 AUTO_TABLE_FILE = "auto.json"  # in a model bundle, next to policy/ and prm/
 VOTING_STRATEGIES = ("majority_vote", "best_of_n")  # these continue the probe's waves
+# What a tier that needs a PRM becomes without one; it takes the probe as its warm-up.
+NO_PRM_STRATEGY = "deepconf"
+NO_PRM_PROBE_AGGREGATION = "confidence_vote"  # its samples carry log-probabilities, for deepconf's threshold
 
 
 @dataclass(frozen=True)
@@ -115,11 +122,12 @@ DEFAULT_TABLE = AutoTable(tiers=(
 def effort_preset(effort: str, has_prm: bool) -> dict[str, Any]:
     """The fixed search OpenAI's `reasoning_effort` names (without strategy auto):
     DEFAULT_TABLE's tier for the effort's tokens, so the presets and auto's default
-    tiers are one table; without a PRM, majority_vote at the same number of samples."""
+    tiers are one table; without a PRM, online deepconf at the same number of samples
+    (votes weighted by the policy's confidence, hesitant samples halted early)."""
     tier = DEFAULT_TABLE.tier_for(DEFAULT_TABLE.effort_tokens[effort])
     if has_prm:
         return {"strategy": tier.strategy, **tier.options}
-    return {"strategy": "majority_vote", "n": build_search(tier.strategy, tier.options).samples}
+    return {"strategy": NO_PRM_STRATEGY, "n": build_search(tier.strategy, tier.options).samples}
 
 
 @dataclass(frozen=True)
@@ -143,9 +151,9 @@ def decide(table: AutoTable, tokens: int | None, confidence: float, has_prm: boo
     if has_prm or not build_search(tier.strategy, tier.options).needs_prm:
         return AutoChoice(tier.strategy, dict(tier.options), why)
     samples = build_search(tier.strategy, tier.options).samples
-    return AutoChoice("majority_vote", {"n": samples, "adaptive": True},
-                      f"{why}; no PRM is loaded, so adaptive majority_vote at its {samples} samples "
-                      f"instead of {tier.strategy}")
+    return AutoChoice(NO_PRM_STRATEGY, {"n": samples},
+                      f"{why}; no PRM is loaded, so online deepconf (confidence-weighted, hesitant samples "
+                      f"halted) at its {samples} samples instead of {tier.strategy}")
 
 
 @dataclass(frozen=True)
@@ -175,7 +183,8 @@ def _no_larger_than_the_probe(strategy: str, config: SearchConfig, probe_aggrega
     if not isinstance(config, (SampledSolutionsConfig, GroupedSamplesConfig, ParticleFilteringConfig)):
         return False  # mcts and cot: no whole solutions to compare
     continues = (strategy in VOTING_STRATEGIES
-                 and AGGREGATIONS[getattr(config, "aggregation", "majority_vote")] is probe_aggregation)
+                 and AGGREGATIONS[getattr(config, "aggregation", "majority_vote")] is probe_aggregation) or (
+        strategy == NO_PRM_STRATEGY and probe_aggregation.uses_confidence)
     return not continues and config.n <= FIRST_WAVE_SAMPLES
 
 
@@ -209,7 +218,7 @@ async def run(
     toward its size (continued, as particles, or subtracted: see the module docstring)."""
     table = config.table or DEFAULT_TABLE
     tokens = table.effort_tokens[config.effort] if config.effort else budget.max_tokens_total
-    aggregation = AGGREGATIONS[DEFAULT_AGGREGATION if prm is not None else "majority_vote"]
+    aggregation = AGGREGATIONS[DEFAULT_AGGREGATION if prm is not None else NO_PRM_PROBE_AGGREGATION]
     scorer = MeteredScorer(prm, problem.question, aggregation, budget) if prm is not None else None
     probe = WaveSampler(problem, policy, config, budget, aggregation, scorer)
     stop_reason = budget.exhausted()
@@ -243,6 +252,11 @@ async def run(
         return conclude(problem, probe.candidates, aggregation, budget, stop_reason, {"auto": report})
     if config.seed is not None:  # the chosen search's samples must not repeat the probe's seeds
         chosen = replace(chosen, seed=config.seed + probe.drawn)
+    if isinstance(chosen, DeepConfConfig) and chosen.mode == "online" and aggregation.uses_confidence:
+        report |= {"probe_reused": f"as deepconf's warm-up: its {probe.drawn} samples set the threshold and count "
+                                   f"toward n={chosen.n}", "ran_options": choice.options}
+        result = await deepconf_after(problem, policy, chosen, budget, probe.steps)
+        return replace(result, decisions={**result.decisions, "auto": report})
     solutions = [c.scored(list(c.step_scores), final_aggregation.score(c.step_scores)) for c in probe.candidates]
     if isinstance(chosen, ParticleFilteringConfig):
         grown = max(0, chosen.n - len(solutions))

@@ -38,7 +38,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
-from openr.contracts import Policy
+from openr.contracts import Policy, Step
 from openr.search.aggregation import Aggregation
 from openr.search.budget import Budget
 from openr.search.candidates import Candidate, SearchProblem, SearchResult, StopReason, answer_key
@@ -125,6 +125,7 @@ class WaveSampler:
     def __init__(self, problem: SearchProblem, policy: Policy, config: SearchConfig, budget: Budget,
                  aggregation: Aggregation, scorer: MeteredScorer | None):
         self.candidates: list[Candidate] = []
+        self.steps: list[Step] = []  # every sample as the policy gave it (with log-probabilities, if asked)
         self.drawn = 0  # samples asked for (unscorable ones are dropped from `candidates`)
         self.waves = 0
         self._problem = problem
@@ -140,6 +141,7 @@ class WaveSampler:
         top = DEFAULT_TOP_LOGPROBS if self._aggregation.uses_confidence else 0
         [completions] = await self._sampler.sample_solutions([self._problem.prompt], size, self._max_tokens,
                                                              top_logprobs=top)
+        self.steps += completions
         new = [self._problem.empty().continue_with(c).with_answer(self._problem.extract_answer) for c in completions]
         if top:
             new = [c.scored([], confidence_score(step)) for c, step in zip(new, completions)]

@@ -94,8 +94,8 @@ async def test_auto_traces_its_choice_and_takes_reasoning_effort_as_its_budget()
     auto = settled.model_extra["search_trace"]["auto"]
     assert (auto["strategy"], auto["budget_tokens"], auto["table"]) == ("probe", 2000, "default")
     auto = unsettled.model_extra["search_trace"]["auto"]
-    assert (auto["strategy"], auto["options"], auto["budget_tokens"]) == ("majority_vote",
-                                                                          {"n": 4, "adaptive": True}, 100)
+    assert (auto["strategy"], auto["options"], auto["budget_tokens"]) == ("deepconf", {"n": 4}, 100)
+    assert "warm-up" in auto["probe_reused"]
     assert "unsettled" in auto["why"] and "no PRM" in auto["why"]
 
 

@@ -25,7 +25,7 @@ TABLE = AutoTable(tiers=(AutoTier(0, "best_of_n", {"n": 8, "adaptive": True}),
     (1000, 0.89, True, "particle_filtering", {"n": 8}),                     # exactly the second tier
     (4000, 0.5, True, "beam_search", {"n": 16, "beam_width": 4}),
     (None, 0.5, True, "beam_search", {"n": 16, "beam_width": 4}),           # no budget: the top tier
-    (4000, 0.5, False, "majority_vote", {"n": 16, "adaptive": True}),       # no PRM: voting at that size
+    (4000, 0.5, False, "deepconf", {"n": 16}),                               # no PRM: deepconf at that size
 ])
 def test_decision_on_a_fixed_table(tokens, confidence, has_prm, strategy, options):
     choice = decide(TABLE, tokens, confidence, has_prm)
@@ -53,7 +53,7 @@ def test_a_tier_names_a_search_never_auto_itself():
 def test_reasoning_effort_presets_are_the_default_tables_tiers(effort):
     tier = DEFAULT_TABLE.tier_for(DEFAULT_TABLE.effort_tokens[effort])
     assert effort_preset(effort, has_prm=True) == {"strategy": tier.strategy, **tier.options}
-    assert effort_preset(effort, has_prm=False) == {"strategy": "majority_vote", "n": tier.options["n"]}
+    assert effort_preset(effort, has_prm=False) == {"strategy": "deepconf", "n": tier.options["n"]}
 
 
 async def test_a_settled_probe_answers_alone():

@@ -159,3 +159,17 @@ def test_prm_guided_searches_refuse_a_confidence_aggregation():
     with pytest.raises(SearchConfigError) as error:
         build_config("beam_search", {"aggregation": "confidence_vote"})
     assert error.value.field == "aggregation"
+
+
+async def test_auto_without_a_prm_hands_its_probe_to_deepconf_as_the_warm_up():
+    # the probe's votes, 3 to 1, leave it unsettled, so the high tier (16 samples) runs as deepconf; its
+    # threshold (1 + 0.3 * 2 = 1.6) drops the last A, and B's 3 of 9 need six sure A's (6 + 54 >= 0.95 * 63)
+    policy = ConfidencePolicy([flat("A", 3.0), flat("B", 3.0), flat("A", 3.0), flat("A", 1.0)]
+                              + [flat("A", 9.0)] * 12)
+    result = await run("auto", build_config("auto", {"effort": "high", "seed": 0}), policy, None)
+    auto, report = result.decisions["auto"], result.decisions["deepconf"]
+    assert auto["strategy"] == "deepconf" and "warm-up" in auto["probe_reused"]
+    assert policy.calls[0] == {"n": 4, "seed": 0, "top_logprobs": 5, "monitored": False}  # the probe
+    assert policy.calls[1] == {"n": 2, "seed": 4, "top_logprobs": 5, "monitored": True}  # deepconf's first wave
+    assert report["samples"] == policy.drawn == 10 and result.stop_reason == "confident"
+    assert result.candidates[0].answer == "A"

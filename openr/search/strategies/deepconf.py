@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -125,6 +126,9 @@ class DeepConf:
             monitor = functools.partial(RunningMonitor, self.config.measure, halt_below, self.config.window)
         [steps] = await self._policy.sample_solutions([self.problem.prompt], size, self.config.max_solution_tokens,
                                                       top_logprobs=self.config.top_logprobs, monitor=monitor)
+        return self.read(steps)
+
+    def read(self, steps: Sequence[Step]) -> list[tuple[Candidate, float, str]]:
         return [(self.problem.empty().continue_with(step).with_answer(self.problem.extract_answer),
                  self.value(step), _ended(step)) for step in steps]
 
@@ -165,11 +169,13 @@ class DeepConf:
             self.add(candidate, value, ended if i in voters else "filtered", i in voters)
         return None
 
-    async def online(self) -> StopReason | None:
+    async def online(self, drawn: Sequence[Step] = ()) -> StopReason | None:
+        """The online search; samples already `drawn` (with log-probabilities) start its warm-up."""
         stop_reason = self.budget.exhausted()
-        if stop_reason is not None:
+        more = min(self.config.warmup, self.config.n) - len(drawn)
+        if stop_reason is not None and (more > 0 or not drawn):
             return stop_reason
-        warmup = await self.draw(min(self.config.warmup, self.config.n))
+        warmup = self.read(drawn) + (await self.draw(more) if more > 0 else [])
         self.threshold = percentile([value for _, value, _ in warmup], 100.0 - self.config.keep_percent)
         for candidate, value, ended in warmup:
             self.vote_if_above(candidate, value, ended)
@@ -213,4 +219,14 @@ async def run(
     """Sample, filter and vote as `config.mode` says; `prm` is unused."""
     search = DeepConf(problem, policy, config, budget)
     stop_reason = await (search.online() if config.mode == "online" else search.offline())
+    return conclude(problem, search.candidates, VOTE, budget, stop_reason, search.decisions())
+
+
+async def run_after(problem: SearchProblem, policy: Policy, config: DeepConfConfig, budget: Budget,
+                    drawn: Sequence[Step]) -> SearchResult:
+    """Online DeepConf whose warm-up is samples already drawn with their log-probabilities
+    (auto's probe): they set the threshold, vote, and count toward `n`. Their seeds
+    came first, so the caller moves `config.seed` past them."""
+    search = DeepConf(problem, policy, config, budget)
+    stop_reason = await search.online(drawn)
     return conclude(problem, search.candidates, VOTE, budget, stop_reason, search.decisions())
