@@ -124,6 +124,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     grid.add_argument("--adaptive", action="store_true",
                       help=f"{' and '.join(ADAPTIVE_STRATEGIES)} stop adaptively (search.adaptive): each --n is "
                            "then at most that many samples, and the settings are named ...-adaptive")
+    grid.add_argument("--modes", nargs="+", choices=("online", "offline"), default=[], metavar="MODE",
+                      help="deepconf's modes to run (search.mode: online, offline), each at every --n; settings "
+                           "in a mode other than its default (online) are named ...-MODE (default: online)")
     grid.add_argument("--fit-auto", default=None, metavar="PATH",
                       help="after the sweep, fit strategy auto's decision table from the fixed strategies' "
                            "accuracy and tokens and write it to PATH (e.g. a model bundle's auto.json); refused "
@@ -192,6 +195,7 @@ def sweep_from_args(args: argparse.Namespace) -> Sweep:
         settings = build_grid(strategies, args.n, beam_width=args.beam_width,
                               mcts_simulations=args.mcts_simulations, mcts_children=args.mcts_children,
                               efforts=args.reasoning_effort, aggregation=args.aggregation, adaptive=args.adaptive,
+                              modes=args.modes,
                               search_options={"max_steps": args.max_steps, "max_step_tokens": args.max_step_tokens,
                                               "seed": args.seed, "temperature": args.temperature})
     except ValueError as exc:

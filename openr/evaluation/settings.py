@@ -49,12 +49,14 @@ class Setting:
 def build_grid(strategies: Sequence[str], budgets: Sequence[int], *, beam_width: int,
                mcts_simulations: Sequence[int], mcts_children: int | None = None, efforts: Sequence[str] = (),
                aggregation: str | None = None, search_options: dict[str, Any] | None = None,
-               adaptive: bool = False) -> list[Setting]:
+               adaptive: bool = False, modes: Sequence[str] = ()) -> list[Setting]:
     """Settings in plotting order: per strategy, budgets ascending; then the efforts.
 
     `search_options` (max_steps, seed, temperature, ...) go into every request's `search`
     object (temperature into every one but cot's, which stays greedy);
     `adaptive` makes the ADAPTIVE_STRATEGIES stop adaptively (named "...-adaptive").
+    A strategy with modes (deepconf: online, offline) runs in each of `modes`
+    (none given: its default), a setting named "...-MODE" for each but the default.
     auto runs at each of the EFFORTS (search.effort), its budget levels.
     Raises ValueError for a grid the server would reject as a whole.
     """
@@ -81,8 +83,10 @@ def build_grid(strategies: Sequence[str], budgets: Sequence[int], *, beam_width:
         else:
             if adaptive and takes_option(strategy, "adaptive"):
                 extra["adaptive"] = True
-            for n in _ascending(budgets, "--n"):
-                settings.append(_sampling_setting(strategy, n, beam_width, {**extra, **common}))
+            for mode in (modes or [None]) if takes_option(strategy, "mode") else [None]:
+                moded = {**extra, "mode": mode} if mode else extra
+                for n in _ascending(budgets, "--n"):
+                    settings.append(_sampling_setting(strategy, n, beam_width, {**moded, **common}))
     for effort in sorted(dict.fromkeys(efforts), key=EFFORTS.index):
         request: dict[str, Any] = {"reasoning_effort": effort}
         if common:
@@ -117,6 +121,9 @@ def _ascending(values: Sequence[int], flag: str) -> list[int]:
 def _sampling_setting(strategy: str, n: int, beam_width: int, options: dict[str, Any]) -> Setting:
     if not takes_option(strategy, "beam_width"):
         suffix = ADAPTIVE_SUFFIX if options.get("adaptive") else ""
+        mode = options.get("mode")
+        if mode and mode != STRATEGIES[strategy].config_type.mode:  # the default mode's settings keep plain names
+            suffix += f"-{mode}"
         return _search_setting(f"{strategy}-n{n}{suffix}", strategy, n, {"n": n, **options})
     # A budget below the beam width gets as many beams as samples (n=1: one beam).
     width = min(beam_width, n)

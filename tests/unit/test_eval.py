@@ -320,3 +320,11 @@ def test_a_negative_time_budget_is_refused_before_any_request(tmp_path):
         commands.sweep_from_args(args)
     args = build_parser().parse_args(["eval", "--timeout-s", "0", "--out", str(tmp_path)])
     assert commands.sweep_from_args(args).grading.timeout_s is None  # 0: the server's default applies
+
+
+def test_deepconf_runs_in_each_mode_asked_named_by_the_mode_unless_it_is_the_default():
+    settings = _grid(strategies=["deepconf", "majority_vote"], budgets=[16], modes=["online", "offline"])
+    assert [s.name for s in settings] == ["deepconf-n16", "deepconf-n16-offline", "majority_vote-n16"]
+    assert settings[1].request["search"]["mode"] == "offline"
+    assert "mode" not in settings[2].request["search"]  # majority_vote takes no mode
+    assert [s.name for s in _grid(strategies=["deepconf"], budgets=[4])] == ["deepconf-n4"]
