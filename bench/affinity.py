@@ -48,20 +48,23 @@ CANCEL_REPEATS = 3
 REQUEST_TIMEOUT_S = 600
 
 
+POLICY_REPLICA = ["--model", str(BUNDLE / "policy"), "--served-model-name", "openr-arith", "--max-model-len", "768",
+                  "--enable-prefix-caching", "--block-size", "32"]
+COUNTERS = ("prefix_cache_queries_total", "prefix_cache_hits_total", "prompt_tokens_total", "request_success_total",
+            "num_requests_running")  # vLLM's own (vllm:NAME), read from a replica's /metrics
+
+
 class CachingReplica(VLLMProcess):
     """A vLLM replica whose prefix cache can be emptied between runs (its dev API)."""
 
     extra_env = {**VLLMProcess.extra_env, "VLLM_SERVER_DEV_MODE": "1"}
 
-    def __init__(self):
-        super().__init__(["--model", str(BUNDLE / "policy"), "--served-model-name", "openr-arith",
-                          "--max-model-len", "768", "--enable-prefix-caching", "--block-size", "32"])
+    def __init__(self, args: list[str] = POLICY_REPLICA):
+        super().__init__(args)
 
-    def counters(self) -> dict[str, float]:
+    def counters(self, names: tuple[str, ...] = COUNTERS) -> dict[str, float]:
         text = httpx.get(f"{self.url}/metrics", timeout=10).text
-        return {name: metric_in(text, f"vllm:{name}") for name in
-                ("prefix_cache_queries_total", "prefix_cache_hits_total", "prompt_tokens_total",
-                 "request_success_total", "num_requests_running")}
+        return {name: metric_in(text, f"vllm:{name}") for name in names}
 
 
 def questions(count: int, offset: int = 0) -> list[str]:
