@@ -1,6 +1,7 @@
-"""docs/scale.md quotes bench/results/affinity.json: the hit rates, the tokens
-prefilled per search, the requests each replica got and the cancellation times
-are the file's, so a re-run or an edit of either fails here until the other follows."""
+"""docs/scale.md quotes bench/results/affinity.json and affinity_prm.json: the hit
+rates, the tokens prefilled per search, the requests each replica got and the
+cancellation times are the files', so a re-run or an edit of either fails here
+until the other follows."""
 
 from __future__ import annotations
 
@@ -37,3 +38,21 @@ def test_the_requests_per_replica_and_the_cancellation_times_are_the_files():
     for key in ("drop_at_front_s", "drop_at_router_s"):
         assert ", ".join(f"{s:.2f}" for s in cancel[key]) in DOC, key
     assert f"{cancel['read_to_end_s']:.1f} s ({cancel['max_tokens']} tokens)" in DOC
+
+
+PRM_RESULT = json.loads((ROOT / "bench" / "results" / "affinity_prm.json").read_text())
+
+
+def test_the_prm_pool_table_is_the_files():
+    rows = {row["policy"]: row for row in PRM_RESULT["results"]}
+    section = DOC[DOC.index("### The PRM pool"):]
+    for policy, row in rows.items():
+        line = next(line for line in section.splitlines() if line.startswith(f"| {policy}"))
+        looked = f"| {row['prefix_cache_queries']:,.0f} / {row['prefix_cache_hits']:,.0f} |"
+        split = ", ".join(" + ".join(map(str, search)) for search in row["one_search_pooling_requests_per_replica"])
+        for cell in (looked, f"| {row['tokens_prefilled_per_search']:,} |", f"| {row['pooling_requests_per_search']} |",
+                     f"| {split} |"):
+            assert cell in line, (cell, line)
+    assert f"({rows['consistent_hash']['prompt_tokens']:,.0f} prompt tokens for" in DOC
+    assert rows["consistent_hash"]["prompt_tokens"] == rows["round_robin"]["prompt_tokens"]  # the same searches
+    assert PRM_RESULT["machine"]["cpu"] in DOC
