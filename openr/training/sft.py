@@ -79,6 +79,11 @@ class SFTConfig:
     min_ops: int = field(default=2, metadata={"help": "Fewest operations per training problem."})
     max_ops: int = field(default=8, metadata={"help": "Most operations per training problem."})
     seed: int = field(default=0, metadata={"help": "Seed for problems, initialisation and batch order."})
+    init_from: str | None = field(default=None, metadata={"help": "Continue from this policy checkpoint (an "
+                                                                   "`openr train sft` output) instead of a fresh "
+                                                                   "model; its architecture wins over the size "
+                                                                   "flags, and the optimizer and schedule start "
+                                                                   "fresh. Use a new --seed to draw new problems."})
     dtype: str = field(default="float32", metadata={"help": "float32: the same model on any CPU (default); "
                                                              "bfloat16: autocast, weights stay float32, fast only "
                                                              "where the CPU has native bf16 (AVX512-BF16, AMX) and "
@@ -203,8 +208,20 @@ def training_examples(config: SFTConfig, tokenizer: PreTrainedTokenizerBase) -> 
     return examples, len(encoded) - len(examples)
 
 
+def initial_model(config: SFTConfig, tokenizer: PreTrainedTokenizerBase) -> LlamaForCausalLM:
+    """A fresh model sized by `config`, or the checkpoint `init_from` (which must
+    use the arith tokenizer: its vocabulary is checked against `tokenizer`)."""
+    if config.init_from is None:
+        return build_model(config, tokenizer)
+    model = LlamaForCausalLM.from_pretrained(config.init_from, dtype=torch.float32)
+    if model.config.vocab_size != len(tokenizer):
+        raise ValueError(f"{config.init_from}: vocabulary of {model.config.vocab_size} tokens, not the arith "
+                         f"tokenizer's {len(tokenizer)}")
+    return model
+
+
 def train_policy(config: SFTConfig, out_dir: str | Path, progress: bool = True) -> dict:
-    """Train a policy from scratch and save it as a HF checkpoint in `out_dir`.
+    """Train a policy (from scratch, or on from `init_from`) and save it as a HF checkpoint in `out_dir`.
     Returns a summary: out_dir, parameters, steps done and planned, whether a
     time cap stopped it, minutes, final (smoothed) loss, how many problems were
     used or skipped as longer than max_len, the dtype and the machine."""
@@ -215,7 +232,7 @@ def train_policy(config: SFTConfig, out_dir: str | Path, progress: bool = True) 
     batches = length_grouped_batches([len(ids) for ids, _ in examples], config.batch_size,
                                      random.Random(config.seed))
 
-    model = build_model(config, tokenizer).train()
+    model = initial_model(config, tokenizer).train()
     optimizers = make_optimizers(model, config, dtype)
     param_groups = [group for optimizer in optimizers for group in optimizer.param_groups]
     cap = TimeCap(config.max_minutes, "policy SFT")
@@ -241,7 +258,8 @@ def train_policy(config: SFTConfig, out_dir: str | Path, progress: bool = True) 
     save_checkpoint(model.eval(), tokenizer, config, out_dir)
     return {"out_dir": str(out_dir), "params": sum(p.numel() for p in model.parameters()),
             **cap.summary(step, config.max_steps), "final_loss": smoothed,
-            "train_examples": len(examples), "skipped_too_long": skipped, **dtype.summary(),
+            "train_examples": len(examples), "skipped_too_long": skipped, "init_from": config.init_from,
+            **dtype.summary(),
             "machine": machine_info()}
 
 

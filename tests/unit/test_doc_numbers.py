@@ -244,3 +244,14 @@ def test_beam_over_best_of_16_latency_is_docs_eval_table_md():
         "bench/README.md")
     assert f"beam search n=16 at {beam / best:.1f}x best-of-16's mean latency here" in " ".join(
         text("docs/eval/README.md").split())
+
+
+def test_more_sft_control_is_sft_control_json():
+    control = result(BENCH_RESULTS / "sft_control.json")
+    start, more = control["models"]["start"], control["models"]["more_sft"]
+    card, bench = text("openr/models/openr-arith/README.md"), text("bench/README.md")
+    claim = f"{pct(start['accuracy'])} → {pct(more['accuracy'])}"
+    assert f"**{claim}**" in card and claim in bench
+    levels = ", ".join(whole(100 * more["by_level"][level]) for level in sorted(more["by_level"], key=int))
+    assert f"(levels 2-8: {levels}%)" in card
+    assert f"{control['gold_solutions']:,} more gold" in card

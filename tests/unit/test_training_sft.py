@@ -22,6 +22,7 @@ from openr.training.sft import (
     build_model,
     collate,
     encode_examples,
+    initial_model,
     train_policy,
     training_examples,
 )
@@ -101,6 +102,28 @@ def test_training_loss_falls(trained):
     initial = mean_loss(build_model(TINY, build_tokenizer(TINY.max_len)).eval(), TINY)
     final = mean_loss(AutoModelForCausalLM.from_pretrained(out).eval(), TINY)
     assert final < 0.6 * initial
+
+
+def test_init_from_continues_the_checkpoint(trained, tmp_path):
+    out, _ = trained
+    more = dataclasses.replace(TINY, init_from=str(out), max_steps=10, seed=1)
+    tokenizer = build_tokenizer(TINY.max_len)
+    start = initial_model(more, tokenizer).eval()
+    saved = AutoModelForCausalLM.from_pretrained(out).eval()
+    assert all(torch.equal(a, b) for a, b in zip(start.state_dict().values(), saved.state_dict().values()))
+    summary = train_policy(more, tmp_path / "more", progress=False)
+    assert summary["init_from"] == str(out) and summary["steps"] == 10
+    continued = AutoModelForCausalLM.from_pretrained(tmp_path / "more").eval()
+    assert not torch.equal(continued.model.layers[0].mlp.up_proj.weight, saved.model.layers[0].mlp.up_proj.weight)
+    assert mean_loss(continued, TINY) < 1.5 * mean_loss(saved, TINY)  # went on from it, not from scratch
+
+
+def test_init_from_rejects_another_vocabulary(tmp_path):
+    other = build_model(TINY, build_tokenizer(TINY.max_len))
+    other.resize_token_embeddings(other.config.vocab_size + 8)
+    other.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="vocabulary"):
+        initial_model(dataclasses.replace(TINY, init_from=str(tmp_path)), build_tokenizer(TINY.max_len))
 
 
 def test_checkpoint_reloads_and_generates(trained):
