@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 DEFAULT_TOP_LOGPROBS = 5  # k: alternatives per position that token confidence averages
-DEFAULT_WINDOW = 8  # tokens per group (the paper's 2048 is for long reasoning traces; arith's run ~95)
+DEFAULT_WINDOW = 2048  # tokens per group, the paper's (a sample shorter than this is one group)
 DEFAULT_TAIL = 32  # tokens at the end that `tail` averages
 # Below a threshold means below it by more than this (relative) margin: a sample
 # identical to the warm-up sample that set the threshold must not fall below it

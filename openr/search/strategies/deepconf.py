@@ -8,8 +8,10 @@ on with the policy's own token confidence as weights, for models with no PRM.
   `wave`, each watched in the engine as it is generated and halted the moment
   its running measure falls below the threshold (its slot freed, its tokens
   still charged); no new wave starts once the weighted vote's consensus (the
-  leading answer's share of the votes' weight) reaches `consensus`.
-Only samples that ended on their own (eos) and clear the threshold vote.
+  leading answer's share of the votes' weight) reaches `consensus`. Every
+  warm-up sample votes, as in the paper (so a warm-up whose most confident
+  sample alone clears the threshold is no consensus of one); a later one votes
+  when it ended on its own (eos) and clears the threshold.
 
 How it departs from the paper: samples after the warm-up come in waves, not one
 by one, so a search is one batched engine call per wave and reproducible by
@@ -178,7 +180,7 @@ class DeepConf:
         warmup = self.read(drawn) + (await self.draw(more) if more > 0 else [])
         self.threshold = percentile([value for _, value, _ in warmup], 100.0 - self.config.keep_percent)
         for candidate, value, ended in warmup:
-            self.vote_if_above(candidate, value, ended)
+            self.add(candidate, value, ended, votes=True)
         while len(self.samples) < self.config.n:
             if self.consensus() >= self.config.consensus:
                 return "confident"
