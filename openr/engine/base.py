@@ -41,6 +41,7 @@ class SamplingConfig:
     top_logprobs: int | None = None  # report each token (and this many alternatives); None: don't
     json_object: bool = False  # the output must be one JSON object
     json_schema: str | None = None  # ... valid under this JSON schema (as JSON text)
+    ignore_eos: bool = False  # vLLM's: the end-of-text token does not end the sample
     # Deliver the text as it is generated; False: one delta when the sample ends
     # (non-streamed responses and searches). Not sampling, but it saves the
     # event loop a wake-up and a queue hop per token.

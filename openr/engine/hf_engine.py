@@ -270,7 +270,7 @@ class HFEngine(LocalTokenizerEngine):
             row.done = True
             return
         row.pending_logprobs.append(logprob)
-        if token in self.eos_ids:
+        if token in self.eos_ids and not row.params.ignore_eos:
             self._finish(row, "eos")
             return
         if row.params.top_logprobs is not None:

@@ -40,8 +40,10 @@ TOKENS_OVER_BYTES = 1
 
 class OpenAIEngine(Engine):
     name = "openai"
-    # Passed through to the remote server, which checks token ids against its vocabulary.
-    features = frozenset({"penalties", "logit_bias"})
+    # Passed through to the remote server, which checks token ids against its
+    # vocabulary; logprobs are the remote's (vLLM's completions shape, which
+    # openr serve gives too).
+    features = frozenset({"penalties", "logit_bias", "logprobs"})
 
     def __init__(self, base_url: str, model: str | None = None, api_key: str | None = None):
         self.base_url = base_url.rstrip("/")
@@ -118,6 +120,8 @@ class OpenAIEngine(Engine):
             "add_special_tokens": False,  # vLLM extension: the prompt is already rendered
             "skip_special_tokens": True,
         }
+        if params.ignore_eos:  # vLLM's extension, sent only when asked for
+            body["ignore_eos"] = True
         self._active += 1
         # A connection of its own: closing it is the one reliable way to make the
         # remote server abort when this sample is cancelled (httpx's pooled
@@ -140,9 +144,11 @@ class OpenAIEngine(Engine):
                     logprobs = (choice.get("logprobs") or {}).get("token_logprobs") or []
                     finish = _finish_of(choice)
                     stop_reason = choice.get("stop_reason") if finish == "stop" else None
+                    tokens = _tokens_of(choice, params.top_logprobs)
+                    if tokens and finish == "eos":  # the end-of-text token is counted, not shown (as on hf, vllm)
+                        tokens.pop()
                     yield Delta(choice.get("text", ""), [float(x) for x in logprobs], finish,
-                                stop_reason=stop_reason if isinstance(stop_reason, str) else None,
-                                tokens=_tokens_of(choice, params.top_logprobs))
+                                stop_reason=stop_reason if isinstance(stop_reason, str) else None, tokens=tokens)
         except httpx.HTTPError as exc:
             raise EngineError(f"remote backend {self.base_url} failed: {exc}") from exc
         finally:
@@ -163,8 +169,8 @@ def _tokens_of(choice: dict, top: int | None) -> list[TokenLogprob] | None:
     """A streamed choice's tokens with their `top` most likely alternatives, from
     the completions API's `logprobs` (`tokens`, `token_logprobs`, and a
     `top_logprobs` dict per position, which vLLM gives the sampled token too).
-    A server that sends log-probabilities alone (openr serve's completions) gives
-    tokens without text or alternatives."""
+    A server that sends log-probabilities alone gives tokens without text or
+    alternatives."""
     if top is None:
         return None
     logprobs = choice.get("logprobs") or {}

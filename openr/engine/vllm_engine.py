@@ -117,6 +117,7 @@ class VLLMEngine(LocalTokenizerEngine):
             frequency_penalty=params.frequency_penalty,
             logit_bias=dict(params.logit_bias) or None,
             logprobs=params.top_logprobs or 0,
+            ignore_eos=params.ignore_eos,
             structured_outputs=structured,
             output_kind=RequestOutputKind.DELTA if params.stream else RequestOutputKind.FINAL_ONLY,
         )

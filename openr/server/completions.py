@@ -31,7 +31,7 @@ async def create_completion(ctx: ServingContext, request: CompletionRequest):
     check_model(ctx, request.model)
     check_n(ctx, request)
     check_sampling_fields(request, ctx.engine)
-    check_completion_fields(request)
+    check_completion_fields(request, ctx.engine)
     prompt_tokens = len(await ctx.engine.tokenize(request.prompt))
     if not prompt_tokens:
         raise bad_request("prompt: it is empty (no tokens); there is nothing to generate from", "prompt")
@@ -45,18 +45,21 @@ async def create_completion(ctx: ServingContext, request: CompletionRequest):
         return _stream(ctx, samples, tally, want_logprobs, include_usage)
     texts: list[list[str]] = [[] for _ in range(request.n)]
     logprobs: list[list[float]] = [[] for _ in range(request.n)]
+    tokens: list[list | None] = [None] * request.n
     finishes = ["length"] * request.n
     stop_reasons: list[str | None] = [None] * request.n
     async for index, delta in samples:
         tally.add(delta)
         texts[index].append(delta.text)
         logprobs[index].extend(delta.token_logprobs)
+        if delta.tokens is not None:
+            tokens[index] = (tokens[index] or []) + delta.tokens
         if delta.finish:
             finishes[index], stop_reasons[index] = FINISH_REASONS[delta.finish], delta.stop_reason
     tally.finish(finishes)
     choices = [
         CompletionChoice(index=i, text="".join(texts[i]), finish_reason=finishes[i], stop_reason=stop_reasons[i],
-                         logprobs=CompletionLogprobs(token_logprobs=logprobs[i]) if want_logprobs else None)
+                         logprobs=CompletionLogprobs.of(logprobs[i], tokens[i]) if want_logprobs else None)
         for i in range(request.n)
     ]
     return Completion(id=new_id("cmpl"), created=now(), model=ctx.model_name, choices=choices,
@@ -73,13 +76,17 @@ def _stream(ctx: ServingContext, samples: AsyncIterator[tuple[int, Delta]], tall
 
     async def payloads():
         finishes: dict[int, str] = {}
+        offsets: dict[int, int] = {}  # where each choice's next token starts in its text
         async for index, delta in samples:
             tally.add(delta)
             if delta.finish:
                 finishes[index] = FINISH_REASONS[delta.finish]
             elif not delta.text and not delta.token_logprobs:
                 continue
-            logprobs = CompletionLogprobs(token_logprobs=delta.token_logprobs) if want_logprobs else None
+            logprobs = None
+            if want_logprobs:
+                logprobs = CompletionLogprobs.of(delta.token_logprobs, delta.tokens, offsets.get(index, 0))
+                offsets[index] = offsets.get(index, 0) + sum(len(t.token) for t in delta.tokens or ())
             yield chunk([CompletionChoice(index=index, text=delta.text, logprobs=logprobs,
                                           finish_reason=finishes.get(index), stop_reason=delta.stop_reason)])
         tally.finish(list(finishes.values()))

@@ -22,6 +22,12 @@ PENALTY_LIMIT = 2.0  # OpenAI: presence and frequency penalties lie in [-2, 2]
 LOGIT_BIAS_LIMIT = 100.0  # OpenAI: each bias lies in [-100, 100]
 MAX_LOGIT_BIAS = 300  # OpenAI's limit on entries
 MAX_TOP_LOGPROBS = 20  # OpenAI's limit
+# Extension fields vllm-router (0.1.17) writes into every completions and chat
+# body it forwards, at these values, whether or not the client sent them (its
+# request types serialise every field): at these values they ask for nothing,
+# so they are not logged as ignored. Other values are, as any unknown field.
+ROUTER_DEFAULTS = {"no_stop_trim": False, "return_hidden_states": False, "continue_final_message": False,
+                   "include_reasoning": True, "separate_reasoning": True, "stream_reasoning": True}
 
 
 class OpenAIModel(BaseModel):
@@ -30,7 +36,10 @@ class OpenAIModel(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
 
     def ignored_fields(self) -> list[str]:
-        return sorted((self.model_extra or {}).keys())
+        """Unknown fields that ask for something: one at the value a router writes
+        into every body it forwards (`ROUTER_DEFAULTS`) asks for nothing."""
+        extra = self.model_extra or {}
+        return sorted(k for k, v in extra.items() if k not in ROUTER_DEFAULTS or v != ROUTER_DEFAULTS[k])
 
 
 class TextPart(BaseModel):
@@ -68,6 +77,9 @@ class SamplingFields(OpenAIModel):
     frequency_penalty: float = Field(0.0, ge=-PENALTY_LIMIT, le=PENALTY_LIMIT)
     logit_bias: dict[str, float] | None = None
     user: str | None = None
+    # -- vLLM's extension: keep sampling past the end-of-text token, to max_tokens
+    # or a stop string (benchmarks use it to fix output lengths).
+    ignore_eos: bool = False
 
     @field_validator("logit_bias")
     @classmethod
@@ -108,7 +120,7 @@ class SamplingFields(OpenAIModel):
         seed = None if self.seed is None else self.seed + index
         return SamplingConfig(max_tokens, self.temperature, self.top_p, self.stop_strings(), seed,
                               self.presence_penalty, self.frequency_penalty, self.bias_table(),
-                              self.wanted_top_logprobs(), stream=self.stream)
+                              self.wanted_top_logprobs(), stream=self.stream, ignore_eos=self.ignore_eos)
 
 
 class JSONSchemaFormat(OpenAIModel):
@@ -199,14 +211,17 @@ class CompletionRequest(SamplingFields):
     best_of: int | None = Field(None, ge=1)
     echo: bool = False
     max_tokens: int = Field(16, ge=1)
-    # Only the sampled token's log-probability (0) is supported, not alternatives.
-    logprobs: int | None = Field(None, ge=0, le=0)
+    # Each token's log-probability and text, with this many alternatives (vLLM's shape).
+    logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
     suffix: str | None = None
     # -- vLLM extensions, accepted so vLLM clients (and `--engine openai`) work
     # unchanged. Prompts are always used exactly as given (no BOS is added) and
     # special tokens are never emitted, so both must stay at these values.
     add_special_tokens: Literal[False] = False
     skip_special_tokens: Literal[True] = True
+
+    def wanted_top_logprobs(self) -> int | None:
+        return self.logprobs
 
 
 class TokenizeRequest(OpenAIModel):

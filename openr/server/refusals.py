@@ -71,8 +71,11 @@ def check_sampling_fields(request: SamplingFields, engine: Engine) -> None:
                                     f"(ids 0..{engine.vocab_size - 1})", "logit_bias", "invalid_value")
 
 
-def check_completion_fields(request: CompletionRequest) -> None:
+def check_completion_fields(request: CompletionRequest, engine: Engine) -> None:
     """`/v1/completions`' own fields that this server cannot honour."""
+    if request.logprobs and "logprobs" not in engine.features:
+        raise unsupported("logprobs", f"the {engine.name} engine reports no alternative tokens: "
+                                      "logprobs 0 gives each token's log-probability")
     if request.echo:
         raise unsupported("echo", "this server does not return the prompt with its completion")
     if request.suffix:
@@ -93,7 +96,8 @@ def _check_output_fields(request: ChatCompletionRequest, engine: Engine) -> None
 
 # Per-sample controls that mean nothing to a search, which samples many steps,
 # scores them and assembles one answer: refused rather than ignored.
-SEARCH_REFUSED = ("logprobs", "presence_penalty", "frequency_penalty", "logit_bias", "response_format", "stop")
+SEARCH_REFUSED = ("logprobs", "presence_penalty", "frequency_penalty", "logit_bias", "response_format", "stop",
+                  "ignore_eos")
 
 
 def _check_search_fields(request: ChatCompletionRequest) -> None:

@@ -113,10 +113,39 @@ class ChatCompletionChunk(BaseModel):
 
 
 class CompletionLogprobs(BaseModel):
+    """`/v1/completions`' `choices[i].logprobs`, in vLLM's shape: per token its text,
+    log-probability, a dict of the sampled token and its alternatives, and
+    where its text starts in the choice's text."""
+
     token_logprobs: list[float]
     tokens: list[str] | None = None
-    top_logprobs: None = None
+    top_logprobs: list[dict[str, float] | None] | None = None
     text_offset: list[int] | None = None
+
+    @classmethod
+    def of(cls, values: list[float], tokens: list | None, offset: int = 0) -> "CompletionLogprobs":
+        """From the engine's log-probabilities and, when it reports them, its
+        `TokenLogprob`s (`offset`: where the first one starts). A token the engine
+        counts but does not show, the end-of-text token at the end, is the
+        empty string with its alternatives not given (None, as vLLM gives a
+        position without them); values without `tokens` (an engine that reports
+        no token texts), the values alone."""
+        values = [max(v, LOGPROB_FLOOR) for v in values]
+        if tokens is None and values:
+            return cls(token_logprobs=values)
+        tokens = tokens or []
+        texts, tops, offsets = [], [], []
+        for token in tokens:
+            ranked = {token.token: max(token.logprob, LOGPROB_FLOOR)}  # the sampled token first, as vLLM
+            for text, value in token.top:
+                ranked.setdefault(text, max(value, LOGPROB_FLOOR))
+            texts.append(token.token)
+            tops.append(ranked)
+            offsets.append(offset)
+            offset += len(token.token)
+        unshown = len(values) - len(tokens)
+        return cls(token_logprobs=values, tokens=texts + [""] * unshown, top_logprobs=tops + [None] * unshown,
+                   text_offset=offsets + [offset] * unshown)
 
 
 class CompletionChoice(BaseModel):
