@@ -1,0 +1,93 @@
+"""docs/eval's DeepConf section quotes its committed files (issue 30): the test
+rows are `openr-arith-deepconf/table.md` and its paired counts `results.jsonl`,
+the validation rows `bench/results/deepconf_replay_arith_val.json`, and the
+bundle's search.json holds the rule the replay chose."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from math import comb
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+RUN = ROOT / "docs" / "eval" / "openr-arith-deepconf"
+REPLAY = ROOT / "bench" / "results" / "deepconf_replay_arith_val.json"
+DOC = (ROOT / "docs" / "eval" / "README.md").read_text(encoding="utf-8")
+SETTINGS = ("majority_vote-n16", "majority_vote-n16-adaptive", "deepconf-n16-offline", "deepconf-n16")
+BASELINE = "majority_vote-n16"
+
+
+def row(start: str) -> list[str]:
+    """The cells of the one row of the DeepConf section's tables that starts with `start`."""
+    section = DOC.split("## DeepConf without a PRM")[1].split("\n## ")[0]
+    [line] = [line for line in section.splitlines() if line.startswith("| " + start)]
+    return [cell.replace("**", "").strip() for cell in line.strip("|").split("|")]
+
+
+def table_md() -> dict[str, dict[str, str]]:
+    lines = (RUN / "table.md").read_text().splitlines()
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    return {cells[0]: dict(zip(header, cells)) for cells in
+            ([cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:])}
+
+
+def correct_by_problem() -> dict[str, dict[str, bool]]:
+    rows = defaultdict(dict)
+    for line in (RUN / "results.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        rows[record["setting"]][record["problem_id"]] = record["correct"]
+    return rows
+
+
+def test_the_test_rows_are_table_md_and_the_ratios_its_tokens():
+    table = table_md()
+    base_tokens = float(table[BASELINE]["mean tokens"])
+    for setting in SETTINGS:
+        _, accuracy, tokens, ratio, latency, _ = row(setting + " |")
+        figures = table[setting]
+        assert (accuracy, latency) == (figures["accuracy"], figures["mean latency (s)"])
+        assert tokens == str(int(float(figures["mean tokens"]) + 0.5))
+        assert ratio == f"{float(figures['mean tokens']) / base_tokens:.2f}x"
+        assert figures["N"] == "200" and figures["errors"] == "0"
+
+
+def test_the_paired_counts_and_mcnemar_p_are_results_jsonl():
+    correct = correct_by_problem()
+    base = correct[BASELINE]
+    for setting in SETTINGS[1:]:
+        gained = sum(correct[setting][p] and not base[p] for p in base)
+        lost = sum(base[p] and not correct[setting][p] for p in base)
+        assert row(setting + " |")[-1] == f"{gained} / {lost}"
+    online = correct["deepconf-n16"]
+    gained, lost = (sum(online[p] and not base[p] for p in base), sum(base[p] and not online[p] for p in base))
+    p = 2 * sum(comb(gained + lost, i) for i in range(min(gained, lost) + 1)) / 2 ** (gained + lost)
+    assert f"McNemar's exact two-sided p = {p:.2f}" in " ".join(DOC.split())
+    assert (gained, lost) == (4, 9) and "(9 lost, 4 gained)" in DOC
+
+
+def test_the_goal_verdict_follows_from_the_table():
+    table = table_md()
+    drop = float(table[BASELINE]["accuracy"].rstrip("%")) - float(table["deepconf-n16"]["accuracy"].rstrip("%"))
+    ratio = float(table["deepconf-n16"]["mean tokens"]) / float(table[BASELINE]["mean tokens"])
+    met = drop <= 2.0 and ratio <= 0.6
+    assert ("**The goal is not met.**" in DOC) == (not met)
+
+
+def test_the_validation_rows_are_the_replay_file_and_search_json_holds_its_choice():
+    replay = json.loads(REPLAY.read_text())
+    rules = replay["rules"]
+    quoted = {"replayed majority_vote n=16 |": "majority_vote n=16",
+              "replayed majority_vote n<=16, adaptive |": "majority_vote n=16 adaptive",
+              "replayed deepconf offline, keep 30% by min_logprob |": "deepconf offline keep 30% measure=min_logprob",
+              "replayed deepconf online, the chosen rule |": replay["chosen"]}
+    for start, name in quoted.items():
+        _, accuracy, ratio, calls = row(start)
+        rule = rules[name]
+        assert accuracy == f"{100 * rule['accuracy']:.1f}%" and calls == f"{rule['mean_engine_calls']:.2f}"
+        assert ratio.split()[0] == f"{rule['tokens_against_majority_16']:.2f}x"
+    assert replay["dataset"] == "arith-val" and replay["problems"] == 200
+    bundle = json.loads((ROOT / "openr" / "models" / "openr-arith" / "search.json").read_text())
+    [tier] = bundle["strategies"]["deepconf"]
+    chosen = {k: v for k, v in rules[replay["chosen"]]["options"].items() if k != "window"}  # min_logprob has none
+    assert tier == {"min_n": 16, "options": chosen}
