@@ -10,7 +10,7 @@ import pytest
 
 from openr.engine.checkpoints import split_bundle
 from openr.tasks import arith
-from tests.support.e2e_helpers import metric
+from tests.support.e2e_helpers import metric, wait_for_metric
 from tests.support.servers import API_KEY, ServerProcess
 
 pytestmark = pytest.mark.e2e
@@ -86,3 +86,32 @@ def test_a_bad_deepconf_option_is_a_400_naming_it(client, model):
     with pytest.raises(openai.BadRequestError) as error:
         ask(client, model, PROBLEMS[0], extra_body={"search": {"strategy": "deepconf", "measure": "tail"}})
     assert error.value.body["param"] == "search.measure"
+
+
+@pytest.fixture(scope="module")
+def remote():
+    """A front on `--engine openai` generating on a backend `openr serve` (hf) over loopback."""
+    with ServerProcess(["--engine", "hf", "--model", POLICY]) as backend:
+        with ServerProcess(["--engine", "openai", "--model", backend.base_url, "--remote-api-key", API_KEY]) as front:
+            yield backend, front
+
+
+def test_through_a_remote_pool_halting_closes_the_samples_streams_and_frees_the_backend(remote):
+    backend, front = remote
+    client = openai.OpenAI(base_url=front.base_url, api_key=API_KEY, max_retries=0, timeout=300)
+    model = client.models.list().data[0].id
+    finished_before = metric(backend.url, "openr:request_success_total")
+    halted = samples = 0
+    for i, problem in enumerate(PROBLEMS):
+        search = {"strategy": "deepconf", "n": 8, "measure": "min_logprob", "keep_percent": 50, "consensus": 1.0,
+                  "seed": i, "return_trace": True}
+        r = ask(client, model, problem, extra_body={"search": search})
+        report = r.model_extra["search_trace"]["deepconf"]
+        assert r.usage.completion_tokens == sum(s["tokens"] for s in report["per_sample"])
+        halted, samples = halted + report["halted"], samples + report["samples"]
+    assert halted > 0 and metric(front.url, "openr:search_samples_halted_total") == halted
+    # every halted sample's stream was closed and the backend aborted it: it never finished there, and
+    # nothing is left running
+    finished = samples - halted + finished_before
+    assert wait_for_metric(backend.url, "openr:request_success_total", finished) == finished
+    assert wait_for_metric(backend.url, "openr:engine_sequences_running", 0) == 0
