@@ -277,8 +277,7 @@ class HFEngine(LocalTokenizerEngine):
             alternatives = tuple(zip(map(self._token_text, top[0]), top[1])) if top else ()
             row.pending_tokens.append(TokenLogprob(self._token_text(token), logprob, alternatives))
         row.token_ids.append(token)
-        if row.params.monitor is not None and row.params.monitor(logprob, top[1] if top else ()):
-            self._finish(row, "halted")  # a search's monitor stopped it: the row leaves the batch now
+        if row.params.monitor is not None and self._halts(row, logprob, top[1] if top else ()):
             return
         if not row.params.stream and not row.params.stop:  # nothing to watch: its text is decoded once, at the end
             if len(row.token_ids) >= row.params.max_tokens:
@@ -299,6 +298,20 @@ class HFEngine(LocalTokenizerEngine):
             if safe > row.emitted:
                 row.flush(row.text[row.emitted:safe])
                 row.emitted = safe
+
+    def _halts(self, row: _Row, logprob: float, top: list[float]) -> bool:
+        """Whether the row's monitor halts it at this token (it then leaves the batch now). A
+        monitor that raises fails its own sample, not the batch's other rows."""
+        try:
+            halted = row.params.monitor(logprob, top)
+        except Exception as exc:
+            logger.exception("a sample's monitor failed")
+            row.done = True
+            row.push(exc)
+            return True
+        if halted:
+            self._finish(row, "halted")
+        return halted
 
     def _finish(self, row: _Row, finish: str, stop_reason: str | None = None) -> None:
         row.done = True

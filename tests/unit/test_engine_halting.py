@@ -75,6 +75,17 @@ async def test_hf_policy_steps_carry_logprobs_and_the_halt(hf_engine):
     assert plain.token_logprobs == () and plain.top_logprobs == ()  # only asked for, they are carried
 
 
+async def test_a_monitor_that_raises_fails_its_own_sample_and_not_the_batch_beside_it(hf_engine):
+    def broken(logprob, top):
+        raise RuntimeError("a monitor's bug")
+
+    prompt = (await hf_engine.prepare_chat(QUESTION)).text
+    beside = asyncio.create_task(hf_engine.sample(prompt, config(hf_engine)))
+    with pytest.raises(RuntimeError, match="a monitor's bug"):
+        await hf_engine.sample(prompt, config(hf_engine, broken))
+    assert (await beside).num_tokens == LONG
+
+
 def generated_tokens_in_vllm() -> float:
     """vLLM's own count of the tokens it generated (its Prometheus counter, in process)."""
     from prometheus_client import REGISTRY
