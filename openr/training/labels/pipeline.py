@@ -3,11 +3,12 @@
 The steps of a policy's own solutions are labelled with rollouts (Math-Shepherd
 or OmegaPRM) and written as a PRM training set. This is the driver both methods
 share: it runs several problems at once on one event loop (so the engine batches
-rollouts across problems), appends each problem's records to a JSONL file in
-TRL's stepwise format as soon as the problem is done, resumes after an
-interruption, and reports what the labels cost.
+rollouts across problems), appends each problem's records to a JSONL file (in
+TRL's stepwise format or Math-Shepherd's tagged one) as soon as the problem is
+done, resumes after an interruption, and reports what the labels cost.
 
-Run: `openr train label --method omegaprm --model DIR --out FILE.jsonl`.
+Run: `openr train label --method omegaprm --model DIR --out FILE.jsonl`, or
+`--dataset train.jsonl --model http://host:8000/v1` for your problems and server.
 """
 
 from __future__ import annotations
@@ -27,15 +28,17 @@ from tqdm.auto import tqdm
 
 from openr.cli_flags import add_config_flags, add_flag
 from openr.contracts import Policy
-from openr.tasks import arith
+from openr.tasks import arith, load_problems
 from openr.tasks.problem import Problem
 from openr.training.labels import omegaprm, shepherd
+from openr.training.labels.formats import OUTPUT_FORMATS, TRL, check_format
 from openr.training.labels.monte_carlo import LABEL_TYPES, ChatPolicy, ProblemLabels, RolloutConfig
 
 # The sidecar that marks a problem finished: one {"id", "records"} line per problem,
 # written after its records, so a crash between the two writes is detectable.
 DONE_SUFFIX = ".done"
 SECONDS_PER_MINUTE = 60
+ARITH_PROBLEMS = 100  # arith training problems labelled when no --dataset is given
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,10 @@ class LabelStats:
         return self.steps / self.seconds * SECONDS_PER_MINUTE if self.seconds else 0.0
 
     @property
+    def completions_per_second(self) -> float:
+        return self.completions / self.seconds if self.seconds else 0.0
+
+    @property
     def completions_per_step(self) -> float:
         return self.completions / self.steps if self.steps else float("inf")
 
@@ -84,7 +91,7 @@ class LabelStats:
         """The counts and both rates, JSON-ready (no step labelled: no cost per step)."""
         per_step = round(self.completions_per_step, 2) if self.steps else None
         return {**dataclasses.asdict(self), "steps_per_minute": round(self.steps_per_minute, 1),
-                "completions_per_step": per_step}
+                "completions_per_second": round(self.completions_per_second, 2), "completions_per_step": per_step}
 
 
 def done_path(out_path: Path) -> Path:
@@ -126,17 +133,20 @@ def finished_problems(out_path: Path) -> set[str]:
     return finished
 
 
-def _append(out_path: Path, problem_id: str, records: list[dict]) -> None:
+def _append(out_path: Path, problem: Problem, records: list[dict], output_format: str) -> None:
+    line = OUTPUT_FORMATS[output_format].line
     with out_path.open("a") as f:
-        f.writelines(json.dumps(record) + "\n" for record in records)
+        f.writelines(json.dumps(line(record, problem.source)) + "\n" for record in records)
     with done_path(out_path).open("a") as f:
-        f.write(json.dumps({"id": problem_id, "records": len(records)}) + "\n")
+        f.write(json.dumps({"id": problem.id, "records": len(records)}) + "\n")
 
 
 async def label_problems(method: str, policy: ChatPolicy, problems: Sequence[Problem], config: RolloutConfig,
-                         out_path: str | Path, progress: bool = True, completer: Policy | None = None) -> LabelStats:
-    """Label every problem not already finished in `out_path`, appending its records there.
-    `completer` (default: the policy) writes the continuations that estimate each prefix.
+                         out_path: str | Path, progress: bool = True, completer: Policy | None = None,
+                         output_format: str = TRL) -> LabelStats:
+    """Label every problem not already finished in `out_path`, appending its records there
+    in `output_format` (a name in OUTPUT_FORMATS). `completer` (default: the policy)
+    writes the continuations that estimate each prefix.
 
     Up to `config.max_concurrent_problems` problems run at once; each is written
     as soon as it is done, so an interrupted run loses only the problems in flight.
@@ -147,12 +157,15 @@ async def label_problems(method: str, policy: ChatPolicy, problems: Sequence[Pro
     spec = METHODS[method]
     if not isinstance(config, spec.config_class):
         raise TypeError(f"{method} needs a {spec.config_class.__name__}, got {type(config).__name__}")
+    if output_format not in OUTPUT_FORMATS:
+        raise ValueError(f"unknown output format {output_format!r}; choose from {', '.join(OUTPUT_FORMATS)}")
     ids = [p.id for p in problems]
     if len(set(ids)) != len(ids):
         raise ValueError("problem ids must be unique: the output file is resumed by id")
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     finished = finished_problems(out_path)
+    check_format(output_format, next((record for _, record in _read_json_lines(out_path)), None))
     todo = [p for p in problems if p.id not in finished]
 
     stats, start = LabelStats(), time.monotonic()
@@ -162,11 +175,11 @@ async def label_problems(method: str, policy: ChatPolicy, problems: Sequence[Pro
     async def label_one(problem: Problem) -> None:
         async with slots:
             labels = await spec.label_problem(policy, problem, config, completer)
-        _append(out_path, problem.id, labels.records)
+        _append(out_path, problem, labels.records, output_format)
         stats.add(labels)
         stats.seconds = time.monotonic() - start
         bar.update(1)
-        bar.set_postfix(steps=stats.steps, steps_per_min=f"{stats.steps_per_minute:.0f}",
+        bar.set_postfix(steps=stats.steps, completions_per_s=f"{stats.completions_per_second:.1f}",
                         calls_per_step=f"{stats.completions_per_step:.1f}")
 
     try:
@@ -185,20 +198,53 @@ def _config_from_args(config_class: type[RolloutConfig], args: dict) -> RolloutC
     return config_class(**{name: value for name, value in args.items() if name in names and value is not None})
 
 
+HELP_EPILOG = """\
+The policy and the completer are each a local checkpoint (directory or alias,
+run in process by --engine) or the URL of an OpenAI-compatible server with
+raw-prompt completions and /tokenize (vLLM, `openr serve`), e.g.
+http://host:8000/v1: rollouts are then sent there.
+
+examples:
+  # the arith world, in process
+  openr train label --method math_shepherd --model openr-arith --out labels.jsonl
+  # your GSM8K- or MATH-format jsonl, rollouts on a vLLM server, Math-Shepherd's format
+  openr train label --method math_shepherd --dataset train.jsonl --model http://host:8000/v1 \\
+      --format math-shepherd --out labels.jsonl
+
+Rerunning with the same --out continues where the last run stopped (problems
+finished are kept, problems cut off are redone). The summary printed at the end
+counts what this run did: problems, records, steps labelled, completions sampled
+and completions a second.
+"""
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Command line: label arith training problems with a policy checkpoint. Every
-    field of either method's config is a `--kebab-case` flag; unset flags keep the
-    method's defaults."""
-    parser = argparse.ArgumentParser(prog="openr train label", description=__doc__.splitlines()[0])
+    """Command line: label a dataset (or arith training problems) with a policy
+    checkpoint or server. Every field of either method's config is a
+    `--kebab-case` flag; unset flags keep the method's defaults."""
+    parser = argparse.ArgumentParser(prog="openr train label", description="\n\n".join(__doc__.split("\n\n")[:2]),
+                                     epilog=HELP_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--method", required=True, choices=sorted(METHODS))
-    parser.add_argument("--model", required=True, help="Policy checkpoint directory or alias.")
+    parser.add_argument("--model", required=True, help="Policy: a checkpoint directory or alias, or the URL of an "
+                                                       "OpenAI-compatible server (http://host:port/v1).")
     parser.add_argument("--out", required=True, help="JSONL file to append records to (resumed if it exists).")
-    parser.add_argument("--completer", help="Checkpoint that writes the continuations (default: the policy); "
-                                            "it must share the policy's chat template.")
-    parser.add_argument("--engine", default="hf", choices=("hf", "vllm"), help="Policy backend.")
-    parser.add_argument("--device", default="cpu", help="Device of the policy.")
-    add_flag(parser, "--num-problems", old=["--num_problems"], type=int, default=100,
-             help="Arith training problems to label.")
+    parser.add_argument("--dataset", help="JSONL of problems with final answers, in a format `openr eval` reads "
+                                          "(GSM8K: question/answer with '#### N'; MATH500; MATH: "
+                                          "problem/final_answer); graded with math-verify. Default: arith "
+                                          "training problems.")
+    parser.add_argument("--format", default=TRL, choices=sorted(OUTPUT_FORMATS),
+                        help=f"Output: {TRL} (TRL stepwise: prompt, completions, labels) or math-shepherd "
+                             "(input/label text, steps ending in ' ки', labels + / -).")
+    parser.add_argument("--completer", help="Checkpoint or server URL that writes the continuations (default: "
+                                            "the policy); it must share the policy's chat template.")
+    parser.add_argument("--engine", default="hf", choices=("hf", "vllm"),
+                        help="Backend of a local checkpoint (a URL always goes to the server).")
+    parser.add_argument("--device", default="cpu", help="Device of a local policy.")
+    parser.add_argument("--api-key", default=os.environ.get("OPENR_REMOTE_API_KEY"),
+                        help="API key of a policy or completer URL (default: $OPENR_REMOTE_API_KEY).")
+    add_flag(parser, "--num-problems", old=["--num_problems"], type=int, default=None,
+             help=f"Problems to label: the first N of --dataset (default: all), or N arith training problems "
+                  f"(default: {ARITH_PROBLEMS}).")
     add_flag(parser, "--problem-seed", old=["--problem_seed"], type=int, default=0,
              help="Seed of the arith training problems.")
     added: set[str] = set()
@@ -208,20 +254,31 @@ def main(argv: list[str] | None = None) -> None:
         added |= {f.name for f in dataclasses.fields(spec.config_class)}
     args = vars(parser.parse_args(argv))
     config = _config_from_args(METHODS[args["method"]].config_class, args)
-    problems = arith.train_problems(args["num_problems"], seed=args["problem_seed"])
+    if args["dataset"]:
+        problems = load_problems(args["dataset"], limit=args["num_problems"])
+    else:
+        problems = arith.train_problems(args["num_problems"] or ARITH_PROBLEMS, seed=args["problem_seed"])
     print(json.dumps(asyncio.run(_run(args, config, problems)).summary(), indent=2))
 
 
-async def _run(args: dict, config: RolloutConfig, problems: list[Problem]) -> LabelStats:
+def _engine(model: str, args: dict):
+    """The engine a --model or --completer names: the remote one for a URL."""
     from openr.engine import make_engine
 
-    engine = make_engine(args["engine"], args["model"], args["device"])
-    completer = make_engine(args["engine"], args["completer"], args["device"]) if args["completer"] else None
-    await engine.start()
+    if model.startswith(("http://", "https://")):
+        return make_engine("openai", model, "cpu", remote_api_key=args["api_key"])
+    return make_engine(args["engine"], model, args["device"])
+
+
+async def _run(args: dict, config: RolloutConfig, problems: list[Problem]) -> LabelStats:
+    engine = _engine(args["model"], args)
+    completer = _engine(args["completer"], args) if args["completer"] else None
     try:
+        await engine.start()
         if completer is not None:
             await completer.start()
-        return await label_problems(args["method"], engine, problems, config, args["out"], completer=completer)
+        return await label_problems(args["method"], engine, problems, config, args["out"], completer=completer,
+                                    output_format=args["format"])
     finally:
         await engine.close()
         if completer is not None:
