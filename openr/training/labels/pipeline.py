@@ -262,12 +262,14 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _engine(model: str, args: dict):
-    """The engine a --model or --completer names: the remote one for a URL."""
+    """The engine a --model or --completer names: the remote one for a URL, else a
+    checkpoint run in process (a bundle such as openr-arith gives its policy)."""
     from openr.engine import make_engine
+    from openr.engine.checkpoints import split_bundle
 
     if model.startswith(("http://", "https://")):
         return make_engine("openai", model, "cpu", remote_api_key=args["api_key"])
-    return make_engine(args["engine"], model, args["device"])
+    return make_engine(args["engine"], split_bundle(model)[0], args["device"])
 
 
 async def _run(args: dict, config: RolloutConfig, problems: list[Problem]) -> LabelStats:
