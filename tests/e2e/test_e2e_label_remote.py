@@ -1,6 +1,7 @@
 """End to end for `openr train label --dataset FILE --model URL`: GSM8K-format
 problems labelled with rollouts sent to a real `openr serve` (the built-in
-openr-arith policy) over HTTP; the run resumes, and writes both output formats."""
+openr-arith policy) over HTTP, as the policy or as the completer; the run
+resumes, and writes both output formats."""
 
 from __future__ import annotations
 
@@ -65,8 +66,11 @@ def test_a_gsm8k_file_labelled_through_a_server_url_resumes_and_writes_both_form
         solution = STEP_SEPARATOR.join(record["completions"])
         assert record["labels"][-1] == is_correct(solution, answer, lenient=False)
 
+    # The policy in process this time, and the server as the completer that writes the continuations.
     shepherd = tmp_path / "shepherd.jsonl"
-    summary = label(capsys, *flags, "--out", str(shepherd), "--num-problems", "1", "--format", "math-shepherd")
+    local_policy = [flag if flag != server.base_url else "openr-arith" for flag in flags]
+    summary = label(capsys, *local_policy, "--completer", server.base_url, "--out", str(shepherd),
+                    "--num-problems", "1", "--format", "math-shepherd")
     lines = [json.loads(line) for line in shepherd.read_text().splitlines()]
     assert len(lines) == summary["records"] >= 1
     for line in lines:
