@@ -16,7 +16,7 @@ import argparse
 import asyncio
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from openr.cli_flags import add_flag
 from openr.contracts import StepScorer
@@ -31,20 +31,25 @@ DEFAULT_TEMPERATURE = 1.0
 DEFAULT_DECODE_BATCH_SIZE = 64  # replies the engine decodes together
 
 
-def load_step_records(paths: Sequence[str | Path]) -> list[dict]:
-    """Stepwise records from jsonl files, checked to have one label per step."""
-    records = []
+def jsonl_records(paths: Sequence[str | Path]) -> Iterator[tuple[str, dict]]:
+    """(`path:line`, record) of each non-blank line of the jsonl files."""
     for path in paths:
         with open(path) as lines:
             for number, line in enumerate(lines, 1):
-                if not line.strip():
-                    continue
-                record = json.loads(line)
-                if len(record["completions"]) != len(record["labels"]):
-                    raise ValueError(f"{path}:{number}: {len(record['completions'])} steps but "
-                                     f"{len(record['labels'])} labels")
-                records.append(record)
-    return records
+                if line.strip():
+                    yield f"{path}:{number}", json.loads(line)
+
+
+def check_step_record(record: dict, where: str) -> dict:
+    """A stepwise record, checked to have one label per step."""
+    if len(record["completions"]) != len(record["labels"]):
+        raise ValueError(f"{where}: {len(record['completions'])} steps but {len(record['labels'])} labels")
+    return record
+
+
+def load_step_records(paths: Sequence[str | Path]) -> list[dict]:
+    """Stepwise records from jsonl files, checked to have one label per step."""
+    return [check_step_record(record, where) for where, record in jsonl_records(paths)]
 
 
 def first_below(values: Sequence[float], threshold: float = THRESHOLD) -> int | None:

@@ -5,16 +5,20 @@ hard bool or soft float). Each example becomes the step-tag input; `labels` is
 -100 everywhere except at the tag tokens, which carry the step's label, and the
 loss is binary cross-entropy on l+ - l- read at those tags, through the same
 `tag_margins` the scorer uses: the position trained is the one scored, with no
-causal shift in between. Training starts from a policy checkpoint (so the PRM
-already reads arithmetic) or from scratch, and writes a plain HF checkpoint that
-`StepTagPRM` loads.
+causal shift in between. Training starts from any causal LM checkpoint (a
+policy, so the PRM already reads the task) or from scratch, and writes a plain HF
+checkpoint that `StepTagPRM` loads.
+
+`--format math-shepherd` instead writes Math-Shepherd's published format (a plain
+causal LM read at its ` ки` tag, openr.training.prm_published), trained with the
+same loss at the tags of the input the server builds for that format.
 
 Unlike TRL's PRMTrainer this trains a causal LM's +/- logits rather than a
 token-classification head, so the checkpoint stays a causal LM that any LM
 runtime loads. No LoRA: peft is not installed here, and the models we train
 are small enough to fine-tune in full.
 
-Run: `openr train prm --train A.jsonl [B.jsonl] --out DIR [--init-from POLICY_DIR ...]`.
+Run: `openr train prm --train A.jsonl [B.jsonl] --out DIR [--init-from HF_DIR] [--format math-shepherd ...]`.
 """
 
 from __future__ import annotations
@@ -40,12 +44,16 @@ from transformers import (
 
 from openr.cli_flags import add_config_flags
 from openr.hardware import DTYPES, DtypeChoice, choose_dtype, machine_info
+from openr.prm import load_prm
+from openr.prm.formats import MATH_SHEPHERD, OURS
 from openr.prm.step_tag import StepTagFormat, StepTagPRM, encode_steps, right_pad, tag_margins
+from openr.training.prm_published import add_math_shepherd_tokens, tagged_examples
 from openr.training.prm_quality import THRESHOLD, evaluate_prm, load_step_records
 from openr.training.sft import IGNORE_INDEX, SFTConfig, build_model
 from openr.training.tokenizer import build_tokenizer
 
 LABEL_TYPES = ("hard", "soft")
+TRAIN_FORMATS = (OURS, MATH_SHEPHERD)  # what `--format` may write
 CONFIG_FILENAME = "prm_train_config.json"  # the PRMTrainConfig that produced a checkpoint
 
 
@@ -53,9 +61,13 @@ CONFIG_FILENAME = "prm_train_config.json"  # the PRMTrainConfig that produced a 
 class PRMTrainConfig:
     """What to train and for how long."""
 
+    format: str = field(default=OURS, metadata={
+        "help": f"{OURS}: our step-tag PRM (prm_* config keys); {MATH_SHEPHERD}: Math-Shepherd's published "
+                "format, a plain causal LM read at its ' ки' tag (needs --init-from). Serve it with "
+                "`openr serve --prm DIR --prm-format FORMAT`."})
     init_from: str | None = field(default=None, metadata={
-        "help": "Policy checkpoint directory to start from, so the PRM already knows the task; "
-                "unset trains from scratch at the size given by the four fields below."})
+        "help": "Any Hugging Face causal LM directory (or hub name) to start from, e.g. the policy, so the PRM "
+                "already knows the task; unset trains from scratch at the size given by the four fields below."})
     hidden_size: int = field(default=256, metadata={"help": "From scratch only: model width."})
     num_layers: int = field(default=4, metadata={"help": "From scratch only: transformer blocks."})
     num_heads: int = field(default=4, metadata={"help": "From scratch only: attention heads."})
@@ -79,6 +91,10 @@ class PRMTrainConfig:
     seed: int = field(default=0, metadata={"help": "Seed for initialisation and batch order."})
 
     def __post_init__(self):
+        if self.format not in TRAIN_FORMATS:
+            raise ValueError(f"format must be one of {TRAIN_FORMATS}, got {self.format!r}")
+        if self.format != OURS and self.init_from is None:
+            raise ValueError(f"format {self.format} starts from a causal LM: give init_from")
         if self.label_type not in LABEL_TYPES:
             raise ValueError(f"label_type must be one of {LABEL_TYPES}, got {self.label_type!r}")
         for name in ("hidden_size", "num_layers", "num_heads", "intermediate_size", "max_len", "batch_size",
@@ -106,8 +122,12 @@ def encode_record(tokenizer: PreTrainedTokenizerBase, record: dict, tag_id: int,
                   max_len: int) -> dict:
     """Step-tag input ids cut to `max_len`, the tag positions that survive, and their targets."""
     ids, positions = encode_steps(tokenizer, record["prompt"], record["completions"], tag_id)
-    kept = [(p, _target(label, label_type)) for p, label in zip(positions, record["labels"], strict=True)
-            if p < max_len]
+    return cut_example(ids, positions, record["labels"], label_type, max_len)
+
+
+def cut_example(ids: list[int], positions: list[int], labels: Sequence, label_type: str, max_len: int) -> dict:
+    """Input ids cut to `max_len`, the tag positions that survive, and their targets."""
+    kept = [(p, _target(label, label_type)) for p, label in zip(positions, labels, strict=True) if p < max_len]
     return {"input_ids": ids[:max_len], "tag_positions": [p for p, _ in kept], "tag_labels": [y for _, y in kept]}
 
 
@@ -201,6 +221,23 @@ def _encode_all(tokenizer: PreTrainedTokenizerBase, paths: Sequence[str | Path],
     return [e for e in encoded if e["tag_positions"]]  # a question longer than max_len leaves nothing to train
 
 
+def prepare_format(config: PRMTrainConfig, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase):
+    """Give model and tokenizer the tokens of `config.format`; return a function
+    encoding jsonl files into training examples, and the (good, bad) label ids."""
+    if config.format == OURS:
+        step_format = StepTagFormat()
+        tag_id = add_step_tag(model, tokenizer, step_format)
+        return (lambda paths: _encode_all(tokenizer, paths, tag_id, config)), step_format.label_ids(tokenizer)
+    reader = add_math_shepherd_tokens(model, tokenizer)
+
+    def encode(paths: Sequence[str | Path]) -> list[dict]:
+        encoded = [cut_example(*example, config.label_type, config.max_len)
+                   for example in tagged_examples(reader, paths)]
+        return [e for e in encoded if e["tag_positions"]]
+
+    return encode, torch.tensor(reader.pair)
+
+
 def train_prm(config: PRMTrainConfig, train_jsonl_paths: Sequence[str | Path], out_dir: str | Path,
               eval_jsonl: str | Path | None = None, progress: bool = True) -> dict:
     """Train a step-tag PRM, save it to `out_dir`, and return a summary: examples,
@@ -209,15 +246,14 @@ def train_prm(config: PRMTrainConfig, train_jsonl_paths: Sequence[str | Path], o
     set_seed(config.seed)
     dtype = choose_dtype(config.dtype, "cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer = initial_model(config)
-    step_format = StepTagFormat()
-    tag_id = add_step_tag(model, tokenizer, step_format)
-    train = _encode_all(tokenizer, train_jsonl_paths, tag_id, config)
-    evaluation = _encode_all(tokenizer, [eval_jsonl], tag_id, config) if eval_jsonl else None
+    encode, label_ids = prepare_format(config, model, tokenizer)
+    train = encode(train_jsonl_paths)
+    evaluation = encode([eval_jsonl]) if eval_jsonl else None
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     trainer = StepTagTrainer(model=model, args=_training_arguments(config, out_dir, progress, dtype),
                              train_dataset=train,
                              eval_dataset=evaluation, data_collator=StepTagCollator(pad_id),
-                             label_ids=step_format.label_ids(tokenizer))
+                             label_ids=label_ids)
     start = time.monotonic()
     trainer.train()
     minutes = (time.monotonic() - start) / 60
@@ -227,7 +263,8 @@ def train_prm(config: PRMTrainConfig, train_jsonl_paths: Sequence[str | Path], o
                "minutes": minutes, "losses": losses, **dtype.summary(), "machine": machine_info()}
     if evaluation:
         summary["eval_loss"] = trainer.evaluate()["eval_loss"]
-        metrics = evaluate_prm(StepTagPRM(out_dir), load_step_records([eval_jsonl]))
+        scorer = StepTagPRM(out_dir) if config.format == OURS else load_prm(out_dir, prm_format=config.format)
+        metrics = evaluate_prm(scorer, load_step_records([eval_jsonl]))
         summary.update({f"eval_{name}": value for name, value in metrics.items()})
     return summary
 
@@ -235,10 +272,13 @@ def train_prm(config: PRMTrainConfig, train_jsonl_paths: Sequence[str | Path], o
 def main(argv: list[str] | None = None) -> None:
     """Command line: every PRMTrainConfig field is a `--kebab-case` flag with its help text."""
     parser = argparse.ArgumentParser(prog="openr train prm", description=__doc__.splitlines()[0])
-    parser.add_argument("--train", nargs="+", required=True, help="Stepwise-labelled jsonl files to train on.")
-    parser.add_argument("--eval", help="Held-out stepwise-labelled jsonl file.")
+    parser.add_argument("--train", nargs="+", required=True,
+                        help="Labelled jsonl files to train on: TRL stepwise (prompt, completions, labels), or with "
+                             "--format math-shepherd also Math-Shepherd's input/label lines.")
+    parser.add_argument("--eval", help="Held-out TRL stepwise jsonl file.")
     parser.add_argument("--out", required=True, help="Checkpoint directory to write.")
-    add_config_flags(parser, PRMTrainConfig, choices={"label_type": LABEL_TYPES, "dtype": DTYPES})
+    add_config_flags(parser, PRMTrainConfig, choices={"format": TRAIN_FORMATS, "label_type": LABEL_TYPES,
+                                                         "dtype": DTYPES})
     args = vars(parser.parse_args(argv))
     train, evaluation, out = args.pop("train"), args.pop("eval"), args.pop("out")
     print(json.dumps(train_prm(PRMTrainConfig(**args), train, out, evaluation), indent=2))
