@@ -45,15 +45,16 @@ from transformers import (
 from openr.cli_flags import add_config_flags
 from openr.hardware import DTYPES, DtypeChoice, choose_dtype, machine_info
 from openr.prm import load_prm
-from openr.prm.formats import MATH_SHEPHERD, OURS
+from openr.prm.formats import MATH_SHEPHERD, OURS, QWEN_PRM
+from openr.prm.public import TokenClassifier, reader_for
 from openr.prm.step_tag import StepTagFormat, StepTagPRM, encode_steps, right_pad, tag_margins
-from openr.training.prm_published import add_math_shepherd_tokens, tagged_examples
+from openr.training.prm_published import add_math_shepherd_tokens, qwen_prm_model, save_qwen_prm, tagged_examples
 from openr.training.prm_quality import THRESHOLD, evaluate_prm, load_step_records
 from openr.training.sft import IGNORE_INDEX, SFTConfig, build_model
 from openr.training.tokenizer import build_tokenizer
 
 LABEL_TYPES = ("hard", "soft")
-TRAIN_FORMATS = (OURS, MATH_SHEPHERD)  # what `--format` may write
+TRAIN_FORMATS = (OURS, MATH_SHEPHERD, QWEN_PRM)  # what `--format` may write
 CONFIG_FILENAME = "prm_train_config.json"  # the PRMTrainConfig that produced a checkpoint
 
 
@@ -63,7 +64,9 @@ class PRMTrainConfig:
 
     format: str = field(default=OURS, metadata={
         "help": f"{OURS}: our step-tag PRM (prm_* config keys); {MATH_SHEPHERD}: Math-Shepherd's published "
-                "format, a plain causal LM read at its ' ки' tag (needs --init-from). Serve it with "
+                "format, a plain causal LM read at its ' ки' tag; {QWEN_PRM}: Qwen2.5-Math-PRM's, a "
+                f"Qwen2ForProcessRewardModel (a Qwen2 base with a 2-label head read at <extra_0>). Both need "
+                "--init-from. Serve it with "
                 "`openr serve --prm DIR --prm-format FORMAT`."})
     init_from: str | None = field(default=None, metadata={
         "help": "Any Hugging Face causal LM directory (or hub name) to start from, e.g. the policy, so the PRM "
@@ -171,7 +174,8 @@ def initial_model(config: PRMTrainConfig) -> tuple[PreTrainedModel, PreTrainedTo
                          intermediate_size=config.intermediate_size, max_len=config.max_len, seed=config.seed)
         return build_model(size, tokenizer), tokenizer
     tokenizer = AutoTokenizer.from_pretrained(config.init_from)
-    model = AutoModelForCausalLM.from_pretrained(config.init_from, dtype=torch.float32)
+    model = (qwen_prm_model(config.init_from, tokenizer) if config.format == QWEN_PRM
+             else AutoModelForCausalLM.from_pretrained(config.init_from, dtype=torch.float32))
     if config.max_len > model.config.max_position_embeddings:
         raise ValueError(f"max_len {config.max_len} exceeds the checkpoint's "
                          f"{model.config.max_position_embeddings} positions")
@@ -199,6 +203,8 @@ def _training_arguments(config: PRMTrainConfig, out_dir: str | Path, progress: b
         logging_steps=config.logging_steps, logging_first_step=True, bf16=dtype.autocast, seed=config.seed,
         # The checkpoint is written once, by save_prm; the collator needs every field it is given.
         save_strategy="no", report_to="none", remove_unused_columns=False, prediction_loss_only=True,
+        # Named: Trainer reads them off forward()'s signature, and the qwen-prm classifier's has none.
+        label_names=["labels"],
         disable_tqdm=not progress, dataloader_pin_memory=False,
         # Trainer refuses bf16 without a GPU unless told it runs on the CPU.
         use_cpu=not torch.cuda.is_available())
@@ -209,7 +215,10 @@ def save_prm(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, config:
     """Write config (with the prm_* fields), float32 safetensors, tokenizer and the PRMTrainConfig."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
+    if isinstance(model, TokenClassifier):
+        save_qwen_prm(model, out)
+    else:
+        model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     (out / CONFIG_FILENAME).write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
 
@@ -228,7 +237,8 @@ def prepare_format(config: PRMTrainConfig, model: PreTrainedModel, tokenizer: Pr
         step_format = StepTagFormat()
         tag_id = add_step_tag(model, tokenizer, step_format)
         return (lambda paths: _encode_all(tokenizer, paths, tag_id, config)), step_format.label_ids(tokenizer)
-    reader = add_math_shepherd_tokens(model, tokenizer)
+    reader = (reader_for(tokenizer, QWEN_PRM, config.init_from) if config.format == QWEN_PRM
+              else add_math_shepherd_tokens(model, tokenizer))
 
     def encode(paths: Sequence[str | Path]) -> list[dict]:
         encoded = [cut_example(*example, config.label_type, config.max_len)

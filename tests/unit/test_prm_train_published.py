@@ -96,3 +96,19 @@ def test_published_formats_start_from_a_causal_lm():
         PRMTrainConfig(format="math-shepherd")
     with pytest.raises(ValueError, match="format"):
         PRMTrainConfig(format="mistral", init_from="x")
+
+
+def test_qwen_prm_from_a_qwen2_causal_lm_is_detected_and_scores_its_labels(tmp_path):
+    init = causal_lm(tmp_path / "base")
+    config = PRMTrainConfig(format="qwen-prm", init_from=str(init), max_len=256, learning_rate=3e-3,
+                            max_steps=60, batch_size=4, warmup_fraction=0.0, logging_steps=10)
+    trl, _ = write_half_each_format(tmp_path)
+    trl.write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
+    summary = train_prm(config, [trl], tmp_path / "prm", eval_jsonl=trl, progress=False)
+    assert summary["losses"][-1] < summary["losses"][0] / 5 and summary["eval_f1"] == 1.0
+
+    out = tmp_path / "prm"
+    assert detect_format(out) == "qwen-prm" and check_prm(out) == "qwen-prm"
+    scores = load_prm(out).score_batch([(r["prompt"], r["completions"]) for r in RECORDS])
+    for record, row in zip(RECORDS, scores):
+        assert [s > 0.5 for s in row] == record["labels"], (record["id"], row)
