@@ -255,3 +255,13 @@ def test_more_sft_control_is_sft_control_json():
     levels = ", ".join(whole(100 * more["by_level"][level]) for level in sorted(more["by_level"], key=int))
     assert f"(levels 2-8: {levels}%)" in card
     assert f"{control['gold_solutions']:,} more gold" in card
+
+
+def test_docs_eval_large_n_table_is_its_table_md():
+    doc = text("docs/eval/README.md").split("(`openr-arith-large-n/`, issue 27)")[1].split("\n## ")[0]
+    table = eval_table("openr-arith-large-n")
+    for name, cells in table.items():
+        quoted = row(doc, f"| {name} |")
+        assert quoted[1:] == [cells["accuracy"], cells["pass@n (ceiling)"], cells["mean tokens"],
+                              cells["mean latency (s)"]], name
+
