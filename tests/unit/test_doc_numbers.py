@@ -265,3 +265,12 @@ def test_docs_eval_large_n_table_is_its_table_md():
         assert quoted[1:] == [cells["accuracy"], cells["pass@n (ceiling)"], cells["mean tokens"],
                               cells["mean latency (s)"]], name
 
+
+def test_card_process_reward_run_is_rl_prm():
+    card = " ".join(text("openr/models/openr-arith/README.md").split())
+    report = (BENCH_RESULTS / "rl_prm" / "table.md").read_text()
+    [signal] = re.findall(r"\| (-?\d\.\d{3} \+- \d\.\d{3}) \|", report)
+    assert f"Its gradient signal is {signal} over" in card
+    evals = result(BENCH_RESULTS / "rl_prm" / "runs" / "grpo-p" / "evals.json")
+    curve = " → ".join(f"{100 * e['accuracy']:.1f}" for e in evals)
+    assert f"Validation: {curve}% (rounds 0 to {evals[-1]['iteration']}" in card
