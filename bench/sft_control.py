@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = args.keep or Path(tmp) / "policy"
         trained = train_policy(config, out)
-        figures = {"split": "arith-val", "problems": len(problems), "start": str(START.relative_to(START.parents[2])),
+        figures = {"split": "arith-val", "problems": len(problems), "start": str(START.relative_to(START.parents[3])),
                    "gold_solutions": args.steps * args.batch_size, "config": {
                        k: v for k, v in vars(config).items() if k in ("max_steps", "batch_size", "learning_rate",
                                                                       "seed", "warmup_steps", "min_lr_ratio")},
