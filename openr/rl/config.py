@@ -18,6 +18,11 @@ class RLConfig:
                                                          "value head and GAE over steps; expert-iteration: keep "
                                                          "the verified-correct samples of each round and "
                                                          "fine-tune on them (rejection-sampling fine-tuning)."})
+    accept_min_prm: float = field(default=0.0, metadata={"help": "expert-iteration: keep a verified-correct "
+                                                                  "sample only if the PRM scores every one of its "
+                                                                  "steps at least this (a step filter: a right "
+                                                                  "answer can come from slips that cancel out); "
+                                                                  "needs a --reward with prm. 0: answer only."})
     reward: str = field(default="outcome", metadata={"help": "prm: the PRM's score of each new step (OpenR's "
                                                               "choice); outcome: 1 for a correct boxed answer; "
                                                               "prm+outcome: both."})
@@ -108,6 +113,11 @@ class RLConfig:
                      "warmup_iterations"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
+        if not 0 <= self.accept_min_prm <= 1:
+            raise ValueError("accept_min_prm must be in [0, 1]")
+        if self.accept_min_prm and (self.algo != "expert-iteration" or self.reward == "outcome"):
+            raise ValueError("accept_min_prm filters expert iteration's samples by their PRM scores: it needs "
+                             "algo expert-iteration and a reward with prm (prm or prm+outcome)")
         if self.seed < 0:
             raise ValueError("seed must be >= 0")
         if not 0 <= self.gamma <= 1 or not 0 <= self.lam <= 1:

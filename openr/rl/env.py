@@ -74,6 +74,7 @@ class Episode:
     prompt: str
     actions: list[Step] = field(default_factory=list)
     rewards: list[float] = field(default_factory=list)
+    step_scores: list[float | None] = field(default_factory=list)  # the PRM's score of each step, if scored
     terminated: bool = False
     truncated: bool = False
     correct: bool = False
@@ -162,6 +163,7 @@ class ReasoningEnv(gymnasium.Env):
     def apply(self, step: Step, invalid: str | None, prm_score: float | None) -> tuple[str, float, bool, bool, dict]:
         """Advance by a checked step whose PRM score (if the reward uses one) is known."""
         episode = self.episode
+        episode.step_scores.append(prm_score)
         if invalid is not None:  # kept in the episode, so training sees the penalised tokens
             episode.actions.append(step)
             episode.invalid, episode.truncated = invalid, True

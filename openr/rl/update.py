@@ -198,17 +198,23 @@ def gradient_signal(run, batch: EncodedBatch, advantages: list[list[float]]) -> 
 
 def expert_iteration_update(run, episodes: list[Episode], generator: torch.Generator) -> dict:
     """Fine-tune on the round's verified-correct samples (one of each distinct
-    solution per question), `update_epochs` passes of next-token loss on the
-    action tokens. Havrilla et al. (2024) found this as good as PPO or better in
-    most of their settings."""
+    solution per question; with `accept_min_prm`, only those whose every step
+    the PRM scores at least that), `update_epochs` passes of next-token loss on
+    the action tokens. Havrilla et al. (2024) found this as good as PPO or
+    better in most of their settings."""
     config = run.config
-    seen, accepted = set(), []
+    seen, accepted, rejected = set(), [], 0
     for episode in episodes:
         key = (episode.problem.id, tuple(step.text for step in episode.actions))
-        if episode.correct and key not in seen:
-            seen.add(key)
-            accepted.append(episode)
-    metrics = {"accepted": len(accepted), "accepted_share": len(accepted) / max(len(episodes), 1)}
+        if not episode.correct or key in seen:
+            continue
+        seen.add(key)
+        if config.accept_min_prm and min(episode.step_scores) < config.accept_min_prm:
+            rejected += 1
+            continue
+        accepted.append(episode)
+    metrics = {"accepted": len(accepted), "accepted_share": len(accepted) / max(len(episodes), 1),
+               "rejected_by_prm": rejected}
     if not accepted:
         return metrics
     batch = encode_episodes(accepted, run.tokenizer, run.pad_id)

@@ -144,6 +144,21 @@ def test_expert_iteration_fine_tunes_on_verified_correct_samples_only(tmp_path):
     assert nll() < before
 
 
+def test_expert_iteration_with_a_step_filter_drops_right_answers_whose_steps_the_prm_doubts(tmp_path):
+    with pytest.raises(ValueError, match="reward with prm"):
+        dataclasses.replace(CONFIG, algo="expert-iteration", accept_min_prm=0.5)
+    config = dataclasses.replace(CONFIG, algo="expert-iteration", reward="prm+outcome", accept_min_prm=0.5)
+    run = RLRun(dataclasses.replace(CONFIG, algo="expert-iteration"), POLICY, None, tmp_path, POOL, HELD_OUT)
+    episodes = gold_and_wrong(run, POOL[0], 2, right=2) + gold_and_wrong(run, POOL[1], 2, right=2)
+    run.config = config  # the episodes' PRM scores are set by hand below: no PRM needed to play them
+    for episode, score in zip(episodes, (0.9, 0.9, 0.2, 0.2)):  # POOL[1]'s right answers: a doubted step
+        episode.step_scores = [score] * len(episode.actions)
+    before = [p.detach().clone() for p in run.model.parameters()]
+    metrics = run.update(episodes, iteration=0)
+    assert (metrics["accepted"], metrics["rejected_by_prm"]) == (1, 1)
+    assert not all(torch.equal(a, b) for a, b in zip(before, run.model.parameters()))
+
+
 def test_dynamic_sampling_drops_groups_without_signal_and_draws_again(tmp_path):
     config = dataclasses.replace(CONFIG, dynamic_sampling=True)
     run = RLRun(config, POLICY, None, tmp_path, POOL, HELD_OUT)
