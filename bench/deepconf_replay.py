@@ -12,10 +12,15 @@ at n=16 and its adaptive form replay on the same samples, as the paired baseline
 
 Printed and written (--out): per rule, accuracy and mean tokens against
 majority_vote n=16's; the chosen rule is the one spending the fewest tokens
-whose accuracy is no more than --max-drop points below majority_vote n=16's.
+whose accuracy is no more than --max-drop points below majority_vote n=16's,
+or with --token-budget R the most accurate rule spending at most R times
+majority_vote n=16's tokens (ties: the fewer tokens). --rules-from FILE
+chooses again from an earlier run's replayed rules, without its samples.
 
     python -m bench.deepconf_replay --dataset arith-val --samples runs/deepconf_val.json \
         --out bench/results/deepconf_replay_arith_val.json --note "..."
+    python -m bench.deepconf_replay --rules-from bench/results/deepconf_replay_arith_val.json \
+        --token-budget 0.6 --out bench/results/deepconf_replay_arith_val_budget.json --note "..."
 """
 
 from __future__ import annotations
@@ -132,6 +137,30 @@ def rules() -> dict[str, tuple[str, dict]]:
     return table
 
 
+def choose(results: dict, max_drop: float, token_budget: float | None) -> str | None:
+    """The online rule chosen: the cheapest within `max_drop` points of
+    majority_vote n=16, or the most accurate within `token_budget` x its tokens."""
+    base = results["majority_vote n=16"]
+    online = [n for n in results if n.startswith("deepconf online")]
+    if token_budget is not None:
+        eligible = [n for n in online if results[n]["tokens_against_majority_16"] <= token_budget]
+        return min(eligible, key=lambda n: (-results[n]["accuracy"], results[n]["mean_tokens"]), default=None)
+    eligible = [n for n in online if results[n]["accuracy"] >= base["accuracy"] - max_drop / 100]
+    return min(eligible, key=lambda n: (results[n]["mean_tokens"], -results[n]["accuracy"]), default=None)
+
+
+def replay_all(rows: dict, seed: int) -> dict:
+    results = {}
+    for name, (strategy, options) in rules().items():
+        accuracy, tokens, calls = replay(rows, strategy, options, seed)
+        results[name] = {"strategy": strategy, "options": options, "accuracy": round(accuracy, 4),
+                         "mean_tokens": round(tokens, 1), "mean_engine_calls": round(calls, 2)}
+    base = results["majority_vote n=16"]
+    for record in results.values():
+        record["tokens_against_majority_16"] = round(record["mean_tokens"] / base["mean_tokens"], 3)
+    return results
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base-url", default=None, help="a running server (default: start `openr serve`)")
@@ -144,10 +173,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-drop", type=float, default=0.0,
                         help="accuracy points below majority_vote n=16 a chosen rule may lose on this split "
                              "(default 0: none, which leaves issue 30's 2 points to the test split's noise)")
-    parser.add_argument("--samples", type=Path, required=True, help="JSON cache of the samples: read if it exists")
+    parser.add_argument("--token-budget", type=float, default=None,
+                        help="choose instead the most accurate online rule spending at most this many times "
+                             "majority_vote n=16's tokens (issue 30's goal: 0.6)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--samples", type=Path, help="JSON cache of the samples: read if it exists")
+    source.add_argument("--rules-from", type=Path,
+                        help="an earlier run's result file: choose again from its replayed rules")
     add_result_flags(parser)
     args = parser.parse_args(argv)
-    if args.samples.exists():
+    if args.rules_from:
+        earlier = json.loads(args.rules_from.read_text())
+        rows, results = None, earlier["rules"]
+        for key in ("dataset", "seed", "temperature"):
+            setattr(args, key, earlier[key])
+    elif args.samples.exists():
         rows = json.loads(args.samples.read_text())
     else:
         if args.base_url:
@@ -159,24 +199,19 @@ def main(argv: list[str] | None = None) -> None:
                                            args.temperature, args.concurrency))
         args.samples.parent.mkdir(parents=True, exist_ok=True)
         args.samples.write_text(json.dumps(rows, separators=(",", ":")))
-    results = {}
-    for name, (strategy, options) in rules().items():
-        accuracy, tokens, calls = replay(rows, strategy, options, args.seed)
-        results[name] = {"strategy": strategy, "options": options, "accuracy": round(accuracy, 4),
-                         "mean_tokens": round(tokens, 1), "mean_engine_calls": round(calls, 2)}
+    if rows is not None:
+        results = replay_all(rows, args.seed)
+    problems = len(rows) if rows is not None else earlier["problems"]
     base = results["majority_vote n=16"]
-    for record in results.values():
-        record["tokens_against_majority_16"] = round(record["mean_tokens"] / base["mean_tokens"], 3)
-    eligible = [n for n, r in results.items() if n.startswith("deepconf online")
-                and r["accuracy"] >= base["accuracy"] - args.max_drop / 100]
-    chosen = min(eligible, key=lambda n: (results[n]["mean_tokens"], -results[n]["accuracy"]), default=None)
-    print(f"{len(rows)} problems; majority_vote n=16: {100 * base['accuracy']:.1f}%, {base['mean_tokens']:.0f} tokens")
+    chosen = choose(results, args.max_drop, args.token_budget)
+    print(f"{problems} problems; majority_vote n=16: {100 * base['accuracy']:.1f}%, {base['mean_tokens']:.0f} tokens")
     for name in [n for n in results if not n.startswith("deepconf online")] + ([chosen] if chosen else []):
         r = results[name]
         print(f"| {name} | {100 * r['accuracy']:.1f}% | {r['tokens_against_majority_16']:.2f}x |")
     write_result(args.out, "deepconf_replay", argv, args.note,
-                 {"dataset": args.dataset, "problems": len(rows), "samples": SAMPLES, "seed": args.seed,
-                  "temperature": args.temperature, "max_drop_points": args.max_drop, "chosen": chosen,
+                 {"dataset": args.dataset, "problems": problems, "samples": SAMPLES, "seed": args.seed,
+                  "temperature": args.temperature, "max_drop_points": args.max_drop,
+                  "token_budget": args.token_budget, "chosen": chosen,
                   "rules": results})
 
 

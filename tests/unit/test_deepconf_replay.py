@@ -30,3 +30,17 @@ def test_online_deepconf_halts_a_replayed_sample_at_its_monitors_token():
     accuracy, tokens, calls = replay(rows(samples), "deepconf",
                                      {"measure": "min_logprob", "warmup": 2, "wave": 2, "consensus": 0.75}, seed=0)
     assert tokens == 2 * 5 + 2 * 2 + 2 * 5 and calls == 3 and accuracy == 1.0
+
+
+def test_a_rule_is_chosen_by_fewest_tokens_at_no_loss_or_by_accuracy_within_a_token_budget():
+    from bench.deepconf_replay import choose
+
+    def rule(accuracy, ratio):
+        return {"accuracy": accuracy, "mean_tokens": 1000 * ratio, "tokens_against_majority_16": ratio}
+
+    results = {"majority_vote n=16": rule(0.40, 1.0), "deepconf online a": rule(0.41, 0.35),
+               "deepconf online b": rule(0.44, 0.55), "deepconf online c": rule(0.44, 0.50),
+               "deepconf online d": rule(0.46, 0.70), "deepconf offline e": rule(0.50, 0.30)}
+    assert choose(results, max_drop=0.0, token_budget=None) == "deepconf online a"
+    assert choose(results, max_drop=0.0, token_budget=0.6) == "deepconf online c"  # d is over budget
+    assert choose(results, max_drop=0.0, token_budget=0.2) is None

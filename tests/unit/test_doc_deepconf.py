@@ -1,7 +1,8 @@
 """docs/eval's DeepConf section quotes its committed files (issue 30): the test
 rows are `openr-arith-deepconf/table.md` and its paired counts `results.jsonl`,
 the validation rows `bench/results/deepconf_replay_arith_val.json`, and the
-bundle's search.json holds the rule the replay chose."""
+bundle's search.json holds the rule chosen again from it within the goal's
+token budget (`deepconf_replay_arith_val_budget.json`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 RUN = ROOT / "docs" / "eval" / "openr-arith-deepconf"
 REPLAY = ROOT / "bench" / "results" / "deepconf_replay_arith_val.json"
+BUDGET = ROOT / "bench" / "results" / "deepconf_replay_arith_val_budget.json"
 DOC = (ROOT / "docs" / "eval" / "README.md").read_text(encoding="utf-8")
 SETTINGS = ("majority_vote-n16", "majority_vote-n16-adaptive", "deepconf-n16-offline", "deepconf-n16")
 BASELINE = "majority_vote-n16"
@@ -87,7 +89,18 @@ def test_the_validation_rows_are_the_replay_file_and_search_json_holds_its_choic
         assert accuracy == f"{100 * rule['accuracy']:.1f}%" and calls == f"{rule['mean_engine_calls']:.2f}"
         assert ratio.split()[0] == f"{rule['tokens_against_majority_16']:.2f}x"
     assert replay["dataset"] == "arith-val" and replay["problems"] == 200
+
+
+
+def test_search_json_holds_the_rule_chosen_within_the_goals_token_budget():
+    replay = json.loads(REPLAY.read_text())
+    budget = json.loads(BUDGET.read_text())
+    assert budget["rules"] == replay["rules"] and budget["token_budget"] == 0.6  # chosen again, same figures
+    rule = budget["rules"][budget["chosen"]]
+    assert rule["tokens_against_majority_16"] <= 0.6
+    assert all(r["accuracy"] <= rule["accuracy"] for n, r in budget["rules"].items()
+               if n.startswith("deepconf online") and r["tokens_against_majority_16"] <= 0.6)
     bundle = json.loads((ROOT / "openr" / "models" / "openr-arith" / "search.json").read_text())
     [tier] = bundle["strategies"]["deepconf"]
-    chosen = {k: v for k, v in rules[replay["chosen"]]["options"].items() if k != "window"}  # min_logprob has none
+    chosen = {k: v for k, v in rule["options"].items() if k != "window"}  # min_logprob has none
     assert tier == {"min_n": 16, "options": chosen}
