@@ -122,7 +122,9 @@ def detect_format(checkpoint: str | Path, requested: str = AUTO) -> str:
                                  f"{QWEN_PRM_ARCHITECTURE} architecture, no prm_* config keys); pass "
                                  f"--prm-format, one of: {FORMAT_HELP}")
         return said
-    if said != requested and not (requested in TAG_FORMATS and said is None):
+    # A tag format ships as a plain causal LM or as a LoRA adapter on one (Math-psa is
+    # one; so is `openr train prm --format math-shepherd --lora`): auto reads an adapter as openr.
+    if said != requested and not (requested in TAG_FORMATS and said in (None, OPENR)):
         what = said or f"a plain causal LM ({', '.join(config.get('architectures', [])) or 'no architectures'})"
         raise PRMFormatError(f"PRM {checkpoint} is not in the {requested} format: it reads as {what}. "
                              f"The formats are: {FORMAT_HELP}")

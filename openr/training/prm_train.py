@@ -15,10 +15,10 @@ same loss at the tags of the input the server builds for that format.
 
 Unlike TRL's PRMTrainer this trains a causal LM's +/- logits rather than a
 token-classification head, so the checkpoint stays a causal LM that any LM
-runtime loads. No LoRA: peft is not installed here, and the models we train
-are small enough to fine-tune in full.
+runtime loads. The published formats may train as LoRA adapters instead
+(`--lora`, openr.training.prm_lora); our own format always trains in full.
 
-Run: `openr train prm --train A.jsonl [B.jsonl] --out DIR [--init-from HF_DIR] [--format math-shepherd ...]`.
+Run: `openr train prm --train A.jsonl [B.jsonl] --out DIR [--init-from HF_DIR] [--format math-shepherd [--lora]]`.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
+from peft import PeftModel
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -48,6 +49,7 @@ from openr.prm import load_prm
 from openr.prm.formats import MATH_SHEPHERD, OURS, QWEN_PRM
 from openr.prm.public import TokenClassifier, reader_for
 from openr.prm.step_tag import StepTagFormat, StepTagPRM, encode_steps, right_pad, tag_margins
+from openr.training.prm_lora import ALL_LINEAR, LORA_FORMATS, merged, save_adapter, with_lora
 from openr.training.prm_published import add_math_shepherd_tokens, qwen_prm_model, save_qwen_prm, tagged_examples
 from openr.training.prm_quality import THRESHOLD, evaluate_prm, load_step_records
 from openr.training.sft import IGNORE_INDEX, SFTConfig, build_model
@@ -64,9 +66,9 @@ class PRMTrainConfig:
 
     format: str = field(default=OURS, metadata={
         "help": f"{OURS}: our step-tag PRM (prm_* config keys); {MATH_SHEPHERD}: Math-Shepherd's published "
-                "format, a plain causal LM read at its ' ки' tag; {QWEN_PRM}: Qwen2.5-Math-PRM's, a "
-                f"Qwen2ForProcessRewardModel (a Qwen2 base with a 2-label head read at <extra_0>). Both need "
-                "--init-from. Serve it with "
+                "format, a plain causal LM read at its ' ки' tag (or, with --lora, an adapter on one); "
+                f"{QWEN_PRM}: Qwen2.5-Math-PRM's, a Qwen2ForProcessRewardModel (a Qwen2 base with a 2-label head "
+                "read at <extra_0>). Both need --init-from. Serve it with "
                 "`openr serve --prm DIR --prm-format FORMAT`."})
     init_from: str | None = field(default=None, metadata={
         "help": "Any Hugging Face causal LM directory (or hub name) to start from, e.g. the policy, so the PRM "
@@ -92,6 +94,27 @@ class PRMTrainConfig:
                                                              "fast only with native bf16) or auto (bfloat16 where "
                                                              "native, else float32)."})
     seed: int = field(default=0, metadata={"help": "Seed for initialisation and batch order."})
+    lora: bool = field(default=False, metadata={
+        "help": f"Train peft LoRA adapters on the --init-from model, frozen, instead of every weight ("
+                f"{' and '.join(LORA_FORMATS)} only). Tokens the format adds to the tokenizer train their "
+                f"embedding rows too. {MATH_SHEPHERD}: OUT is the adapter as OpenR's Math-psa ships "
+                "(adapter_config.json naming --init-from as given, so give a path the server can reach, "
+                "adapter weights, tokenizer); `openr serve --prm OUT --prm-format math-shepherd` loads it onto "
+                "its base. Where tokens were added, the adapter holds their rows as peft's trainable tokens, "
+                "which vLLM's LoRA loader refuses; nothing merged is written beside it: for vLLM or a tool that "
+                "wants a plain causal LM, merge it (peft's AutoPeftModelForCausalLM.from_pretrained(OUT)"
+                ".merge_and_unload().save_pretrained(DIR), and OUT's tokenizer into DIR). "
+                f"{QWEN_PRM}: LoRA on the Qwen2 body, the score head trained in full, and OUT saved merged as a "
+                "whole Qwen2ForProcessRewardModel, which vLLM's pooling runner reads."})
+    lora_r: int = field(default=16, metadata={"help": "With --lora: rank of each adapter."})
+    lora_alpha: float = field(default=32.0, metadata={
+        "help": "With --lora: adapter scale numerator (the update is scaled by alpha / r)."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "With --lora: dropout on the adapters' input."})
+    lora_target_modules: str | None = field(default=None, metadata={
+        "help": "With --lora: comma-separated module names to adapt (e.g. q_proj,k_proj,v_proj,o_proj), or "
+                f"'{ALL_LINEAR}' for every linear layer but the output layer; unset: peft's choice for the "
+                "architecture (q_proj,v_proj for Llama, Qwen2, Mistral), or every linear layer where peft has "
+                "none."})
 
     def __post_init__(self):
         if self.format not in TRAIN_FORMATS:
@@ -110,6 +133,12 @@ class PRMTrainConfig:
             raise ValueError("need max_steps > 0, or max_steps == 0 and num_epochs > 0")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if self.lora and self.format not in LORA_FORMATS:
+            raise ValueError(f"lora trains adapters on a base causal LM, which only the published formats "
+                             f"({', '.join(LORA_FORMATS)}) are served from; format {self.format} is a whole "
+                             "checkpoint with prm_* config keys: drop lora, or pick a published format")
+        if self.lora_r <= 0 or self.lora_alpha <= 0 or not 0 <= self.lora_dropout < 1:
+            raise ValueError("need lora_r > 0, lora_alpha > 0 and 0 <= lora_dropout < 1")
 
 
 def _target(label: bool | float, label_type: str) -> float:
@@ -212,11 +241,14 @@ def _training_arguments(config: PRMTrainConfig, out_dir: str | Path, progress: b
 
 def save_prm(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, config: PRMTrainConfig,
              out_dir: str | Path) -> None:
-    """Write config (with the prm_* fields), float32 safetensors, tokenizer and the PRMTrainConfig."""
+    """Write the checkpoint (config and float32 safetensors; with --lora on math-shepherd the adapter
+    instead), the tokenizer and the PRMTrainConfig."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if isinstance(model, TokenClassifier):
-        save_qwen_prm(model, out)
+        save_qwen_prm(merged(model), out)
+    elif isinstance(model, PeftModel):
+        save_adapter(model, out)
     else:
         model.save_pretrained(out)
     tokenizer.save_pretrained(out)
@@ -257,6 +289,8 @@ def train_prm(config: PRMTrainConfig, train_jsonl_paths: Sequence[str | Path], o
     dtype = choose_dtype(config.dtype, "cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer = initial_model(config)
     encode, label_ids = prepare_format(config, model, tokenizer)
+    if config.lora:
+        model = with_lora(model, tokenizer, config)
     train = encode(train_jsonl_paths)
     evaluation = encode([eval_jsonl]) if eval_jsonl else None
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

@@ -34,10 +34,13 @@ def arith_llama(out):
 
 
 def card_scores(checkpoint, question: str, steps: list[str]) -> list[float]:
+    return card_reading(AutoModelForCausalLM.from_pretrained(checkpoint), AutoTokenizer.from_pretrained(checkpoint),
+                        question, steps)
+
+
+def card_reading(model, tokenizer, question: str, steps: list[str]) -> list[float]:
     """Math-Shepherd's model card: f"{question} {output}", steps ending in " ки",
     softmax over the logits of the tokens of "+ -" at each tag, P(+)."""
-    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
-    model = AutoModelForCausalLM.from_pretrained(checkpoint)
     good, bad = tokenizer.encode("+ -", add_special_tokens=False)
     tag_id = tokenizer.encode(" ки", add_special_tokens=False)[-1]
     ids = torch.tensor([tokenizer.encode(f"{question} " + "\n".join(step + " ки" for step in steps))])
