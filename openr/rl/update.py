@@ -218,6 +218,8 @@ def expert_iteration_update(run, episodes: list[Episode], generator: torch.Gener
     if not accepted:
         return metrics
     batch = encode_episodes(accepted, run.tokenizer, run.pad_id)
+    if config.gradient_signal and len(accepted) >= 2:
+        metrics["gradient_signal"] = nll_gradient_signal(run, batch)
     chunks = minibatches(batch, config.minibatch_size)
     losses = []
     for _ in range(config.update_epochs):
@@ -231,3 +233,20 @@ def expert_iteration_update(run, episodes: list[Episode], generator: torch.Gener
                 optimizer_step(run)
             losses.append(loss.item())
     return metrics | {"nll": statistics.fmean(losses)}
+
+
+def nll_gradient_signal(run, batch: EncodedBatch) -> float:
+    """Expert iteration's gradient signal: the cosine between the fine-tuning
+    gradients of two halves of the accepted samples (even and odd rows), at the
+    round's starting weights, as `gradient_signal` measures GRPO's."""
+    gradients = []
+    for start in (0, 1):
+        run.optimizer.zero_grad(set_to_none=True)
+        half = select_rows(batch, torch.arange(start, len(batch.input_ids), 2))
+        for rows in minibatches(half, run.config.minibatch_size):
+            with run.autocast():
+                view = token_view(run.model, select_rows(half, rows), temperature=1.0)
+            (-masked_mean(view.logprobs, view.mask)).backward()
+        gradients.append(flat_gradient(run.model.parameters()))
+    run.optimizer.zero_grad(set_to_none=True)
+    return gradient_cosine(*gradients)

@@ -142,6 +142,21 @@ def test_expert_iteration_fine_tunes_on_verified_correct_samples_only(tmp_path):
     metrics = run.update(episodes, iteration=0)
     assert metrics["accepted"] == 1  # two samples of the gold solution, one distinct; the wrong ones dropped
     assert nll() < before
+    assert "gradient_signal" not in metrics  # one accepted sample: no two halves to compare
+
+
+def test_expert_iterations_gradient_signal_compares_two_halves_of_the_accepted_samples(tmp_path):
+    from openr.rl.update import nll_gradient_signal
+
+    run = RLRun(dataclasses.replace(CONFIG, algo="expert-iteration"), POLICY, None, tmp_path, POOL, HELD_OUT)
+    same = encode_episodes([e for e in gold_and_wrong(run, POOL[0], 2, right=2)], run.tokenizer, run.pad_id)
+    assert nll_gradient_signal(run, same) == pytest.approx(1.0, abs=1e-3)  # the same solution in both halves
+    mixed = encode_episodes([e for p in POOL[:4] for e in gold_and_wrong(run, p, 1, right=1)], run.tokenizer,
+                            run.pad_id)
+    assert -1.0 <= nll_gradient_signal(run, mixed) < 0.99
+    assert all(p.grad is None for p in run.model.parameters())  # measuring leaves no gradient behind
+    metrics = run.update([e for p in POOL[:4] for e in gold_and_wrong(run, p, 1, right=1)], iteration=0)
+    assert metrics["accepted"] == 4 and -1.0 <= metrics["gradient_signal"] <= 1.0
 
 
 def test_expert_iteration_with_a_step_filter_drops_right_answers_whose_steps_the_prm_doubts(tmp_path):
