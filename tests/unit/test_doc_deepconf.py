@@ -22,7 +22,7 @@ BASELINE = "majority_vote-n16"
 
 def row(start: str) -> list[str]:
     """The cells of the one row of the DeepConf section's tables that starts with `start`."""
-    section = DOC.split("## DeepConf without a PRM")[1].split("\n## ")[0]
+    section = DOC.split("## DeepConf without a PRM")[1].split("\n## ")[0].split("**The second rule")[0]
     [line] = [line for line in section.splitlines() if line.startswith("| " + start)]
     return [cell.replace("**", "").strip() for cell in line.strip("|").split("|")]
 
@@ -104,3 +104,34 @@ def test_search_json_holds_the_rule_chosen_within_the_goals_token_budget():
     [tier] = bundle["strategies"]["deepconf"]
     chosen = {k: v for k, v in rule["options"].items() if k != "window"}  # min_logprob has none
     assert tier == {"min_n": 16, "options": chosen}
+
+
+SECOND = ROOT / "docs" / "eval" / "openr-arith-deepconf-budget"
+
+
+def test_the_second_rules_test_rows_paired_counts_and_verdict_are_its_files():
+    section = DOC.split("**The second rule meets the goal**")[1].split("\n## ")[0]
+    lines = (SECOND / "table.md").read_text().splitlines()
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    table = {cells[0]: dict(zip(header, cells)) for cells in
+             ([cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:])}
+    base, online = table[BASELINE], table["deepconf-n16"]
+    correct = defaultdict(dict)
+    for line in (SECOND / "results.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        correct[record["setting"]][record["problem_id"]] = record["correct"]
+    gained = sum(correct["deepconf-n16"][p] and not correct[BASELINE][p] for p in correct[BASELINE])
+    lost = sum(correct[BASELINE][p] and not correct["deepconf-n16"][p] for p in correct[BASELINE])
+    ratio = float(online["mean tokens"]) / float(base["mean tokens"])
+    drop = float(base["accuracy"].rstrip("%")) - float(online["accuracy"].rstrip("%"))
+    for name, figures, paired in ((BASELINE, base, "-"), ("deepconf-n16", online, f"{gained} / {lost}")):
+        [line] = [line for line in section.splitlines() if line.startswith(f"| {name} |")]
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        assert cells[1:3] == [figures["accuracy"], str(int(float(figures["mean tokens"]) + 0.5))]
+        assert cells[4:] == [figures["mean latency (s)"], paired] and figures["N"] == "200"
+    assert f"{ratio:.2f}x" in section and (drop <= 2.0 and ratio <= 0.6)
+    p = min(1.0, 2 * sum(comb(gained + lost, i) for i in range(min(gained, lost) + 1)) / 2 ** (gained + lost))
+    assert f"p = {p:.2f} for this pair" in " ".join(section.split())
+    served = json.loads((SECOND / "run.json").read_text())["servers"][0]["settings"]["search"]["search_defaults"]
+    bundle = json.loads((ROOT / "openr" / "models" / "openr-arith" / "search.json").read_text())
+    assert served["strategies"]["deepconf"] == bundle["strategies"]["deepconf"]  # the rule run is the shipped one
