@@ -9,11 +9,12 @@ already type it, hidden from --help and saying on stderr which flag to use.
 from __future__ import annotations
 
 import argparse
+import codecs
 import dataclasses
 import sys
 import types
 import typing
-from typing import Any, Collection, Mapping, Sequence
+from typing import Any, Callable, Collection, Mapping, Sequence
 
 
 def kebab_flag(name: str) -> str:
@@ -52,6 +53,16 @@ def add_flag(parser: argparse.ArgumentParser, flag: str, *, old: Sequence[str] =
     return action
 
 
+def step_separator(value: str) -> str:
+    """A `--step-separator` value with its backslash escapes read ('\\n' is a
+    newline), so a shell user can type the newlines a separator is made of."""
+    # Non-Latin-1 characters go in as escapes themselves, so they come out whole.
+    text = codecs.decode(value.encode("latin-1", "backslashreplace"), "unicode_escape")
+    if not text:
+        raise argparse.ArgumentTypeError("the step separator cannot be empty")
+    return text
+
+
 def _flag_type(annotation: Any) -> type:
     """The one type a field's values parse to (`str | None` -> `str`)."""
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
@@ -62,11 +73,12 @@ def _flag_type(annotation: Any) -> type:
 
 def add_config_flags(parser: argparse.ArgumentParser, config_class: type, *,
                      choices: Mapping[str, Sequence[str]] | None = None, exclude: Collection[str] = (),
-                     keep_defaults: bool = True) -> None:
+                     keep_defaults: bool = True, parsers: Mapping[str, Callable[[str], Any]] | None = None) -> None:
     """A `--field-name` flag for each field of the dataclass `config_class` (but
     those in `exclude`), with the field's `metadata["help"]`, its type, its
-    default and `choices[name]` where given; a bool field is an on/off pair
-    (`--x` / `--no-x`). The old `--field_name` spelling still parses.
+    default, `choices[name]` and `parsers[name]` (what reads the value, else the
+    field's type) where given; a bool field is an on/off pair (`--x` / `--no-x`).
+    The old `--field_name` spelling still parses.
     `keep_defaults=False` leaves a flag that is not given as None, for commands
     that build the config from the flags given only."""
     hints = typing.get_type_hints(config_class)
@@ -78,5 +90,5 @@ def add_config_flags(parser: argparse.ArgumentParser, config_class: type, *,
         if kind is bool:
             options["action"] = argparse.BooleanOptionalAction
         else:
-            options.update(type=kind, choices=(choices or {}).get(f.name))
+            options.update(type=(parsers or {}).get(f.name, kind), choices=(choices or {}).get(f.name))
         add_flag(parser, kebab_flag(f.name), old=[f"--{f.name}"] if "_" in f.name else [], **options)

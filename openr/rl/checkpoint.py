@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, GenerationConfig
+from transformers.utils import logging as hf_logging
 
 STATE_DIR = "rl_state"
 LATEST = "latest"
@@ -76,7 +77,14 @@ class RunState:
 def _write_policy(run, directory: Path) -> None:
     run.model.generation_config = GenerationConfig(eos_token_id=run.tokenizer.eos_token_id,
                                                    pad_token_id=run.tokenizer.pad_token_id)
-    run.model.save_pretrained(directory)
+    # transformers draws a bar for every save, which breaks the run's own progress bar into pieces
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        run.model.save_pretrained(directory)
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
     run.tokenizer.save_pretrained(directory)
 
 
@@ -121,12 +129,16 @@ def save_state(out: Path, run) -> None:
 
 def load_latest(out: Path, run) -> bool:
     """Restore the last saved round into `run`; False when there is none. A
-    saved run with a different config is refused rather than mixed."""
+    saved run with a different config is refused rather than mixed; a field
+    added to the config since the save counts as its default, which the saved
+    run ran with."""
     pointer = out / STATE_DIR / LATEST
     if not pointer.exists():
         return False
     directory = out / STATE_DIR / pointer.read_text().strip()
-    saved, current = json.loads((directory / CONFIG_FILE).read_text()), dataclasses.asdict(run.config)
+    defaults = {f.name: f.default for f in dataclasses.fields(run.config)}
+    saved = defaults | json.loads((directory / CONFIG_FILE).read_text())
+    current = dataclasses.asdict(run.config)
     if saved != current:
         changed = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))
         raise ValueError(f"{out} holds a run with another config (differs in {changed}); use a new --out")

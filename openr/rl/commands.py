@@ -9,7 +9,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from openr.cli_flags import add_config_flags
+from openr.cli_flags import add_config_flags, step_separator
+from openr.engine.checkpoints import ARITH_ALIAS, SMOLLM2_ALIAS, materialize, split_bundle
 from openr.hardware import DTYPES
 from openr.rl.config import ALGORITHMS, ROLLOUTS, RLConfig
 from openr.rl.env import REWARDS
@@ -37,8 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "engine; held-out accuracy is exact greedy grading. Writes a servable HF checkpoint to OUT "
                     "(`openr serve --model OUT`), OUT/history.jsonl, OUT/summary.json; rerun the same command "
                     "to resume after a kill.")
-    parser.add_argument("--policy", required=True, help="policy checkpoint directory to start from "
-                                                        "(e.g. openr/models/openr-arith/policy)")
+    parser.add_argument("--policy", required=True,
+                        help="policy to start from: a HF checkpoint directory, a bundle (its policy/), or a name "
+                             f"`openr serve --model` takes ({ARITH_ALIAS}, {SMOLLM2_ALIAS}, a hub id)")
     parser.add_argument("--prm", help="PRM checkpoint directory (needed for --reward prm and prm+outcome)")
     parser.add_argument("--out", required=True, help="output directory (checkpoint, history, resumable state)")
     parser.add_argument("--dataset", help="training problems as jsonl (GSM8K/MATH formats); default: the "
@@ -48,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
                              f"runs, checkpoints and settings on it), `{ARITH_TEST}` (the arith test split: report it "
                              "once, for the chosen run) or a jsonl file (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    add_config_flags(parser, RLConfig, choices=CHOICES)
+    add_config_flags(parser, RLConfig, choices=CHOICES, parsers={"step_separator": step_separator})
     return parser
 
 
@@ -74,11 +76,12 @@ def main(argv: list[str] | None = None) -> None:
         pool, held_out = problem_sets(args, config)
         if not pool or not held_out:
             raise ValueError("the training and held-out sets each need at least one problem")
+        policy = materialize(split_bundle(args.policy)[0])  # as `openr serve --model` reads it
     except (OSError, ValueError) as error:
         build_parser().error(str(error))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)  # the command that wrote the run, beside what it wrote
     (out / COMMAND_FILE).write_text(shlex.join(["openr", "train", "rl", *(sys.argv[1:] if argv is None else argv)])
                                     + "\n")
-    summary = train_rl(config, args.policy, args.prm, args.out, pool, held_out, progress=not args.no_progress)
+    summary = train_rl(config, policy, args.prm, args.out, pool, held_out, progress=not args.no_progress)
     print(json.dumps({k: v for k, v in summary.items() if k != "machine"}, indent=2))

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from openr.hardware import DTYPES
 from openr.rl.env import REWARDS
+from openr.tasks.problem import STEP_SEPARATOR
 
 ALGORITHMS = ("grpo", "ppo", "expert-iteration")
 MAX_DRAWS_PER_ROUND = 16  # dynamic sampling's draws of questions in one round, at most
@@ -78,9 +79,21 @@ class RLConfig:
     max_steps: int = field(default=12, metadata={"help": "Steps per episode before truncation."})
     max_step_tokens: int = field(default=64, metadata={"help": "Longest valid step in tokens."})
     max_episode_tokens: int = field(default=384, metadata={"help": "Solution tokens before truncation."})
+    step_separator: str = field(default=STEP_SEPARATOR, metadata={"help": "What the policy writes between "
+                                                                           "reasoning steps, where each step (an "
+                                                                           "action) ends; backslash escapes read, "
+                                                                           "as `openr serve --step-separator`: "
+                                                                           "'\\n' for a chat model that writes a "
+                                                                           "step a line (a blank line between "
+                                                                           "them joins the next step). Default: "
+                                                                           "%(default)r, a blank line."})
     train_problems: int = field(default=20_000, metadata={"help": "Arith training problems to draw from "
                                                                    "(ignored with --dataset)."})
     eval_problems: int = field(default=200, metadata={"help": "Held-out problems graded greedily at each eval."})
+    eval_max_tokens: int = field(default=256, metadata={"help": "Tokens of each greedy held-out reply (a "
+                                                                 "reply cut before its answer is wrong): 256 "
+                                                                 "fits arith; a chat model's solutions are "
+                                                                 "longer."})
     eval_every: int = field(default=10, metadata={"help": "Rounds between held-out evaluations."})
     save_every: int = field(default=10, metadata={"help": "Rounds between resumable checkpoints."})
     seed: int = field(default=0, metadata={"help": "Seed of problem order, sampling and minibatches."})
@@ -101,7 +114,7 @@ class RLConfig:
             raise ValueError("optimizer_batch_size and critic_warmup_iterations must be >= 0")
         for name in ("iterations", "questions_per_iteration", "group_size", "update_epochs", "minibatch_size",
                      "max_steps", "max_step_tokens", "max_episode_tokens", "train_problems", "eval_problems",
-                     "eval_every", "save_every"):
+                     "eval_max_tokens", "eval_every", "save_every"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         if self.algo == "grpo" and self.group_size < 2:
@@ -118,6 +131,8 @@ class RLConfig:
         if self.accept_min_prm and (self.algo != "expert-iteration" or self.reward == "outcome"):
             raise ValueError("accept_min_prm filters expert iteration's samples by their PRM scores: it needs "
                              "algo expert-iteration and a reward with prm (prm or prm+outcome)")
+        if not self.step_separator:
+            raise ValueError("step_separator cannot be empty")
         if self.seed < 0:
             raise ValueError("seed must be >= 0")
         if not 0 <= self.gamma <= 1 or not 0 <= self.lam <= 1:

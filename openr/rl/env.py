@@ -4,7 +4,9 @@ The question is the initial state, each action is one reasoning step (text),
 and the next state is the question plus the steps so far. Rewards come with
 each step: the PRM's score of the new step (`prm`, OpenR's choice), 1/0 for a
 correct final answer (`outcome`), or both (`prm+outcome`). Correctness is
-exact grading of the `\\boxed{}` answer, never the PRM, so reward hacking shows.
+exact grading of the answer a step states as final (`\\boxed{}`, GSM8K's
+"#### N" or "The answer is N": the rule held-out accuracy and `openr eval`
+grade by), never the PRM, so reward hacking shows.
 
 `ReasoningEnv` is one episode with the plain gymnasium API. `VectorReasoningEnv`
 steps many episodes at once and scores all their new steps in one PRM call;
@@ -27,7 +29,7 @@ import gymnasium
 from gymnasium.error import ResetNeeded
 
 from openr.contracts import Step
-from openr.tasks.grading import boxed_answer, is_correct
+from openr.tasks.grading import final_answer, is_correct
 from openr.tasks.problem import STEP_SEPARATOR, Problem
 
 REWARDS = ("prm", "outcome", "prm+outcome")
@@ -52,6 +54,8 @@ class EnvConfig:
     max_step_tokens: int = field(default=64, metadata={"help": "Longest valid step in tokens."})
     max_episode_tokens: int = field(default=384, metadata={"help": "Solution tokens before an episode is "
                                                                      "truncated."})
+    step_separator: str = field(default=STEP_SEPARATOR, metadata={"help": "What the policy writes between "
+                                                                           "steps: a step ends there."})
 
     def __post_init__(self):
         if self.reward not in REWARDS:
@@ -59,6 +63,8 @@ class EnvConfig:
         for name in ("max_steps", "max_step_tokens", "max_episode_tokens"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
+        if not self.step_separator:
+            raise ValueError("the step separator cannot be empty")
 
     @property
     def uses_prm(self) -> bool:
@@ -68,10 +74,12 @@ class EnvConfig:
 @dataclass
 class Episode:
     """What happened in one episode: the actions (as the engine returned them),
-    their rewards, and how it ended."""
+    their rewards, and how it ended; `separator` follows every action that
+    ended at a step boundary."""
 
     problem: Problem
     prompt: str
+    separator: str = STEP_SEPARATOR
     actions: list[Step] = field(default_factory=list)
     rewards: list[float] = field(default_factory=list)
     step_scores: list[float | None] = field(default_factory=list)  # the PRM's score of each step, if scored
@@ -94,7 +102,7 @@ class Episode:
 
     @property
     def observation(self) -> str:
-        return self.prompt + "".join(a.text + STEP_SEPARATOR for a in self.actions)
+        return self.prompt + "".join(a.text + self.separator for a in self.actions)
 
 
 def as_step(action: str | Step, count_tokens: Callable[[str], int]) -> Step:
@@ -139,7 +147,7 @@ class ReasoningEnv(gymnasium.Env):
             problem = self.problems[options["index"]]
         else:
             problem = self.problems[int(self.np_random.integers(len(self.problems)))]
-        self.episode = Episode(problem, self.prompt_for(problem.question))
+        self.episode = Episode(problem, self.prompt_for(problem.question), self.config.step_separator)
         return self.episode.observation, {"problem_id": problem.id}
 
     def invalid_reason(self, action: Step) -> str | None:
@@ -170,13 +178,13 @@ class ReasoningEnv(gymnasium.Env):
             episode.rewards.append(INVALID_ACTION_REWARD)
             return episode.observation, INVALID_ACTION_REWARD, False, True, self._info(prm_score)
         episode.actions.append(step)
-        answer = boxed_answer(step.text)
+        answer = final_answer(step.text)
         # A final answer ends the episode; so does the policy's own end of text.
         episode.terminated = answer is not None or step.finish_reason == "eos"
         episode.truncated = not episode.terminated and (
             len(episode.actions) >= self.config.max_steps
             or episode.solution_tokens >= self.config.max_episode_tokens)
-        episode.correct = answer is not None and is_correct(step.text, episode.problem.answer)
+        episode.correct = answer is not None and is_correct(step.text, episode.problem.answer, lenient=False)
         reward = 0.0
         if self.config.uses_prm:
             reward += prm_score
@@ -187,7 +195,7 @@ class ReasoningEnv(gymnasium.Env):
 
     def _info(self, prm_score: float | None) -> dict:
         episode = self.episode
-        return {"correct": episode.correct, "answer": boxed_answer(episode.actions[-1].text) if episode.actions
+        return {"correct": episode.correct, "answer": final_answer(episode.actions[-1].text) if episode.actions
                 else None, "invalid": episode.invalid, "prm_score": prm_score, "steps": len(episode.actions)}
 
 

@@ -39,16 +39,31 @@ def call_seed(seed: int | None, call: int = 0, width: int = 0) -> int | None:
 
 async def run_episodes(envs: VectorReasoningEnv, policy: Policy, temperature: float, top_p: float = 1.0,
                        seed: int | None = None) -> list[Episode]:
-    """Play every episode of `envs` (already reset) to its end, one engine call per step."""
+    """Play every episode of `envs` (already reset) to its end, one engine call per step.
+    A blank step (the separator written at once: a blank line between one-line
+    steps) is carried into the episode's next step, as `split_solution` folds
+    it, while the carry is within `max_step_tokens`."""
     config = envs.envs[0].config
-    for call in range(config.max_steps):
-        live = envs.live
-        if not live:
-            break
-        observations = [envs.envs[i].episode.observation for i in live]
-        samples = await policy.generate_steps(observations, 1, [STEP_SEPARATOR], config.max_step_tokens,
+    carried = [""] * len(envs.envs)
+    call = 0
+    while live := envs.live:
+        observations = [envs.envs[i].episode.observation + carried[i] for i in live]
+        samples = await policy.generate_steps(observations, 1, [config.step_separator], config.max_step_tokens,
                                               temperature, top_p, call_seed(seed, call, len(envs.envs)))
-        envs.step({i: steps[0] for i, steps in zip(live, samples)})
+        call += 1
+        actions = {}
+        for i, [step] in zip(live, samples):
+            blank = step.text + config.step_separator
+            if step.finish_reason == "step" and not step.text.strip() and \
+                    envs.envs[i].count_tokens(carried[i] + blank) <= config.max_step_tokens:
+                carried[i] += blank
+                continue
+            if carried[i]:
+                text = carried[i] + step.text
+                step = Step(text, envs.envs[i].count_tokens(text), step.finish_reason, step.logprob)
+            carried[i] = ""
+            actions[i] = step
+        envs.step(actions)
     return envs.episodes
 
 
@@ -60,7 +75,8 @@ async def run_solutions(envs: VectorReasoningEnv, policy: Policy, temperature: f
     observations = [env.episode.observation for env in envs.envs]
     samples = await policy.generate_steps(observations, 1, [], config.max_episode_tokens + config.max_step_tokens,
                                           temperature, top_p, call_seed(seed))
-    plans = [split_solution(steps[0], env.count_tokens) for steps, env in zip(samples, envs.envs)]
+    plans = [split_solution(steps[0], env.count_tokens, config.step_separator)
+             for steps, env in zip(samples, envs.envs)]
     for t in range(max(len(plan) for plan in plans)):
         actions = {i: plans[i][t] for i in envs.live if t < len(plans[i])}
         if not actions:
@@ -69,13 +85,22 @@ async def run_solutions(envs: VectorReasoningEnv, policy: Policy, temperature: f
     return envs.episodes
 
 
-def split_solution(sample: Step, count_tokens) -> list[Step]:
+def split_solution(sample: Step, count_tokens, separator: str = STEP_SEPARATOR) -> list[Step]:
     """A whole sampled solution as the steps a stepwise rollout would have
     produced: each piece but the last ended at the separator; the last ended
-    as the sample did (EOS, or the token limit)."""
-    pieces = sample.text.split(STEP_SEPARATOR)
-    finishes = ["step"] * (len(pieces) - 1) + [sample.finish_reason]
-    return [Step(piece, count_tokens(piece), finish, 0.0) for piece, finish in zip(pieces, finishes)]
+    as the sample did (EOS, or the token limit). A blank piece before the last
+    (separators in a row: a blank line between one-line steps) starts the next
+    step rather than being one, so the steps still join back into the sample."""
+    pieces = sample.text.split(separator)
+    steps, carried = [], ""
+    for k, piece in enumerate(pieces):
+        last = k == len(pieces) - 1
+        if not last and not piece.strip():
+            carried += piece + separator
+            continue
+        text, carried = carried + piece, ""
+        steps.append(Step(text, count_tokens(text), sample.finish_reason if last else "step", 0.0))
+    return steps
 
 
 @dataclass
@@ -91,11 +116,11 @@ class EncodedBatch:
     state_end: list[list[int]]
 
 
-def action_suffix(finish_reason: str, tokenizer) -> tuple[str, list[int]]:
+def action_suffix(finish_reason: str, tokenizer, separator: str = STEP_SEPARATOR) -> tuple[str, list[int]]:
     """What the policy emitted after an action's text: the step separator it
     stopped at, its EOS token, or nothing (cut by the token limit)."""
     if finish_reason == "step":
-        return STEP_SEPARATOR, []
+        return separator, []
     if finish_reason == "eos":
         return "", [tokenizer.eos_token_id]
     return "", []
@@ -108,7 +133,7 @@ def episode_ids(episode: Episode, tokenizer) -> tuple[list[int], list[int], list
     steps, ends = [NOT_ACTION] * len(ids), []
     for t, action in enumerate(episode.actions):
         ends.append(len(ids) - 1)
-        suffix_text, suffix_ids = action_suffix(action.finish_reason, tokenizer)
+        suffix_text, suffix_ids = action_suffix(action.finish_reason, tokenizer, episode.separator)
         piece = tokenizer.encode(action.text + suffix_text, add_special_tokens=False) + suffix_ids
         ids += piece
         steps += [t] * len(piece)

@@ -145,7 +145,8 @@ class RLRun:
     def make_envs(self, count: int) -> VectorReasoningEnv:
         config = self.config
         env_config = EnvConfig(reward=config.reward, max_steps=config.max_steps,
-                               max_step_tokens=config.max_step_tokens, max_episode_tokens=config.max_episode_tokens)
+                               max_step_tokens=config.max_step_tokens, max_episode_tokens=config.max_episode_tokens,
+                               step_separator=config.step_separator)
         return VectorReasoningEnv([ReasoningEnv(self.train_pool, env_config, self.scorer, self.prompt_for,
                                                 self.count_tokens) for _ in range(count)])
 
@@ -206,7 +207,7 @@ class RLRun:
         the policy's entropy on the held-out gold solutions (the fixed probe), and
         the accuracy per level where the problems have levels."""
         self.model.eval()
-        grades = await engine_grades(engine, self.eval_set, progress=False)
+        grades = await engine_grades(engine, self.eval_set, progress=False, max_tokens=self.config.eval_max_tokens)
         probe = probe_episodes(self.eval_set, self.prompt_for, self.count_tokens)
         entropy = probe_entropy(self.model, self.tokenizer, self.pad_id, probe, self.config.temperature)
         return sum(grades) / len(grades), entropy, accuracy_by_level(self.eval_set, grades)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import codecs
 import json
 import logging
 import os
 import time
 from pathlib import Path
 
-from openr.cli_flags import add_flag
+from openr.cli_flags import add_flag, step_separator
 from openr.engine import ENGINE_CHOICES, choose_engine, make_engine
 from openr.engine.checkpoints import (
     ARITH_ALIAS,
@@ -100,7 +99,7 @@ def add_parser(subparsers) -> None:
                    help="search: default wall-clock budget in seconds (search.timeout_s)")
     p.add_argument("--search-max-timeout", type=float, default=defaults.search.max_timeout_s,
                    help="search: largest search.timeout_s a request may ask for")
-    p.add_argument("--step-separator", type=_unescaped, default=defaults.step_separator,
+    p.add_argument("--step-separator", type=step_separator, default=defaults.step_separator,
                    help="what the policy writes between reasoning steps: search stops each step there and joins "
                         "steps with it (backslash escapes read, e.g. '\\n\\n'; Qwen2.5-Math and ours: a blank line)")
     p.add_argument("--auto-table", default=None,
@@ -127,15 +126,6 @@ def add_parser(subparsers) -> None:
                    help="do not log a line per request, as in vLLM (each line costs the event loop about 75 us: "
                         "bench/README.md)")
     p.set_defaults(func=run)
-
-
-def _unescaped(value: str) -> str:
-    """A flag value with its backslash escapes read ('\\n' is a newline)."""
-    # Non-Latin-1 characters go in as escapes themselves, so they come out whole.
-    text = codecs.decode(value.encode("latin-1", "backslashreplace"), "unicode_escape")
-    if not text:
-        raise argparse.ArgumentTypeError("the step separator cannot be empty")
-    return text
 
 
 def _header_name(value: str) -> str:

@@ -66,17 +66,11 @@ def _clean(answer: str) -> str:
     return answer.strip().rstrip(".").strip().strip("$").strip()
 
 
-def boxed_answer(text: str) -> str | None:
-    """The last \\boxed{...} answer of `text`, or None: the explicit final answer
-    a solution gives (what RL rewards, with no fallback to a stray number)."""
-    boxed = _last_boxed(text)
-    return boxed.strip() if boxed is not None else None
-
-
 def final_answer(text: str) -> str | None:
     """The answer a solution states as final, or None: the last \\boxed{...}, the
     last "#### X" (GSM8K) or the last "The answer is X"; never a stray number
-    (a solution cut off mid-way states none)."""
+    (a solution cut off mid-way states none). What RL rewards and held-out
+    accuracy counts."""
     boxed = _last_boxed(text)
     if boxed is not None:
         return boxed.strip()

@@ -29,16 +29,16 @@ MAX_NEW_TOKENS = 256
 
 async def engine_replies(engine: Engine, questions: Sequence[str], temperature: float = 0.0,
                          samples: int = 1, seed: int | None = None, progress: bool = True,
-                         desc: str = "greedy") -> list[list[str]]:
-    """`samples` replies of the engine's model to each question (all in flight at
-    once, so the engine batches them), in input order; a seeded call gives
-    sample j of question i the seed `seed + i * samples + j`."""
+                         desc: str = "greedy", max_tokens: int = MAX_NEW_TOKENS) -> list[list[str]]:
+    """`samples` replies of up to `max_tokens` tokens of the engine's model to each
+    question (all in flight at once, so the engine batches them), in input order;
+    a seeded call gives sample j of question i the seed `seed + i * samples + j`."""
     prompts = [await engine.prepare_chat([{"role": "user", "content": q}]) for q in questions]
     bar = tqdm(total=len(prompts) * samples, desc=desc, disable=not progress)
 
     async def reply(i: int, j: int) -> str:
         prompt = prompts[i]
-        config = SamplingConfig(min(MAX_NEW_TOKENS, engine.max_model_len - prompt.num_tokens), temperature,
+        config = SamplingConfig(min(max_tokens, engine.max_model_len - prompt.num_tokens), temperature,
                                 seed=None if seed is None else seed + i * samples + j)
         text = (await engine.complete(prompt.text, config)).text
         bar.update(1)
@@ -51,10 +51,11 @@ async def engine_replies(engine: Engine, questions: Sequence[str], temperature: 
     return [list(texts[i * samples : (i + 1) * samples]) for i in range(len(prompts))]
 
 
-async def engine_grades(engine: Engine, problems: Sequence[Problem], progress: bool = True) -> list[bool]:
+async def engine_grades(engine: Engine, problems: Sequence[Problem], progress: bool = True,
+                        max_tokens: int = MAX_NEW_TOKENS) -> list[bool]:
     """Whether the engine's greedy reply to each problem states the gold answer as
     its final answer (no last-number fallback, as `openr eval` grades by default)."""
-    replies = await engine_replies(engine, [p.question for p in problems], progress=progress)
+    replies = await engine_replies(engine, [p.question for p in problems], progress=progress, max_tokens=max_tokens)
     return [is_correct(reply, p.answer, lenient=False) for [reply], p in zip(replies, problems)]
 
 
