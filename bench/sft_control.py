@@ -9,6 +9,9 @@ the starting policy, and records the minutes and the machine, so it reads
 against `bench/results/rl_runs/`'s samples and minutes.
 
     python -m bench.sft_control --steps 1024 --out bench/results/sft_control.json
+
+`--start DIR` continues another policy instead, e.g. the one the command above
+keeps (`--keep DIR`), as the control for RL run on top of it.
 """
 
 from __future__ import annotations
@@ -28,6 +31,12 @@ from openr.training.sft import SFTConfig, train_policy
 START = BUILTIN_BUNDLES[ARITH_ALIAS] / POLICY_SUBDIR
 
 
+def label(path: Path) -> str:
+    """A policy's path as the result file records it: from the repository root when inside it."""
+    root = START.parents[3]
+    return str(path.resolve().relative_to(root)) if path.resolve().is_relative_to(root) else str(path)
+
+
 def grade(model_dir: Path, problems: list) -> dict:
     grades = greedy_grades(model_dir, problems, progress=True)
     return {"accuracy": round(sum(grades) / len(grades), 4), "right": sum(grades),
@@ -43,21 +52,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--learning-rate", type=float, default=1e-3,
                         help="peak learning rate of the new schedule (the shipped run's was 3e-3 decaying to 3e-4)")
     parser.add_argument("--seed", type=int, default=1, help="draws problems the shipped run (seed 0) did not")
+    parser.add_argument("--start", type=Path, default=START,
+                        help="the policy to continue (default: the shipped openr-arith policy)")
     parser.add_argument("--keep", type=Path, default=None, help="save the trained policy here (default: a temp dir)")
     add_result_flags(parser)
     args = parser.parse_args(argv)
-    config = SFTConfig(init_from=str(START), max_steps=args.steps, batch_size=args.batch_size,
+    config = SFTConfig(init_from=str(args.start), max_steps=args.steps, batch_size=args.batch_size,
                        learning_rate=args.learning_rate, seed=args.seed)
     problems = arith.validation_split()
     with tempfile.TemporaryDirectory() as tmp:
         out = args.keep or Path(tmp) / "policy"
         trained = train_policy(config, out)
-        figures = {"split": "arith-val", "problems": len(problems), "start": str(START.relative_to(START.parents[3])),
+        figures = {"split": "arith-val", "problems": len(problems), "start": label(args.start),
                    "gold_solutions": args.steps * args.batch_size, "config": {
                        k: v for k, v in vars(config).items() if k in ("max_steps", "batch_size", "learning_rate",
                                                                       "seed", "warmup_steps", "min_lr_ratio")},
                    "train": {k: trained[k] for k in ("minutes", "final_loss", "steps") if k in trained},
-                   "models": {"start": grade(START, problems), "more_sft": grade(out, problems)}}
+                   "models": {"start": grade(args.start, problems), "more_sft": grade(out, problems)}}
     record = write_result(args.out, "sft_control", argv, args.note, figures)
     print(json.dumps({name: m["accuracy"] for name, m in record["models"].items()}, indent=2))
 

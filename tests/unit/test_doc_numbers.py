@@ -274,3 +274,26 @@ def test_card_process_reward_run_is_rl_prm():
     evals = result(BENCH_RESULTS / "rl_prm" / "runs" / "grpo-p" / "evals.json")
     curve = " → ".join(f"{100 * e['accuracy']:.1f}" for e in evals)
     assert f"Validation: {curve}% (rounds 0 to {evals[-1]['iteration']}" in card
+
+
+def test_card_rl_on_more_sft_is_rl_sft_more_and_its_control():
+    card = " ".join(text("openr/models/openr-arith/README.md").split())
+    test = result(BENCH_RESULTS / "rl_sft_more" / "test.json")
+    start, chosen = test["start"], test["chosen"]
+    runs = [chosen[name] for name in ("grpo-s", "grpo-s2")]
+    assert {pct(run["accuracy"]) for run in runs} == {"75.6%"}  # the card quotes one figure for both
+    assert f"**{pct(runs[0]['accuracy'])} against their start's {pct(start['accuracy'])}**" in card
+    pairs = " and ".join(f"{r['right_only_chosen']} / {r['right_only_start']}" for r in runs)
+    assert f"({pairs} problems right only after" in card
+    assert f"p = {runs[0]['sign_test_p']:.2f} and {runs[1]['sign_test_p']:.2f}" in card
+    control = result(BENCH_RESULTS / "sft_control_on_more_sft.json")
+    models = control["models"]
+    assert f"**{pct(models['start']['accuracy'])} → {pct(models['more_sft']['accuracy'])}**" in card
+    assert f"in {control['train']['minutes']:.1f} minutes" in card
+
+
+def test_card_expert_iteration_is_rl_ei():
+    card = " ".join(text("openr/models/openr-arith/README.md").split())
+    evals = {name: result(BENCH_RESULTS / "rl_ei" / "runs" / name / "evals.json") for name in ("ei-o", "ei-p")}
+    assert f"fell from {pct(evals['ei-o'][0]['accuracy'])} to {pct(evals['ei-o'][-1]['accuracy'])}" in card
+    assert f"to {pct(evals['ei-p'][-1]['accuracy'])}, level 2 from" in card
