@@ -26,6 +26,7 @@ from openr.prm.causal_lm import DEFAULT_FORWARD_BATCH_SIZE as DEFAULT_PRM_FORWAR
 from openr.prm.formats import AUTO, FORMAT_CHOICES, FORMAT_HELP
 from openr.prm.remote import API_CHOICES
 from openr.search.auto import AUTO_TABLE_FILE, AutoTable
+from openr.search.budget import MAX_SECONDS
 from openr.search.defaults import SEARCH_DEFAULTS_FILE, SearchDefaults
 from openr.server.settings import SearchLimits, ServerSettings
 from openr.session import check_header_name
@@ -143,6 +144,14 @@ def validate(args: argparse.Namespace) -> None:
         if value < (0 if may_be_zero else 1):
             need = "must be >= 0" if may_be_zero else "must be positive"
             raise SystemExit(f"openr serve: --{flag.replace('_', '-')} {need} (got {value})")
+    # A search refuses a timeout over MAX_SECONDS; a server that allowed more would accept the flag
+    # and then answer every such request 400.
+    if not 0 < args.search_max_timeout <= MAX_SECONDS:
+        raise SystemExit(f"openr serve: --search-max-timeout must be in (0, {MAX_SECONDS:g}] seconds "
+                         f"(got {args.search_max_timeout:g})")
+    if not 0 < args.search_timeout <= args.search_max_timeout:
+        raise SystemExit(f"openr serve: --search-timeout must be in (0, --search-max-timeout = "
+                         f"{args.search_max_timeout:g}] seconds (got {args.search_timeout:g})")
     try:
         if args.engine != "openai":
             check_model_arg(split_bundle(args.model)[0])

@@ -71,3 +71,16 @@ def test_a_session_header_that_is_no_header_name_stops_the_parser(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["serve", "--session-header", "x session"])
     assert "'x session' is not an HTTP header name" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--search-max-timeout", "86400"], "--search-max-timeout must be in \\(0, 3600\\]"),
+    (["--search-max-timeout", "0"], "--search-max-timeout must be in"),
+    (["--search-timeout", "900"], "--search-timeout must be in \\(0, --search-max-timeout = 600\\]"),
+])
+def test_a_search_timeout_no_search_would_accept_stops_start_up(flags, message):
+    from openr.server.serve import validate
+
+    with pytest.raises(SystemExit, match=message):
+        validate(build_parser().parse_args(["serve", *flags]))
+    validate(build_parser().parse_args(["serve", "--search-max-timeout", "3600", "--search-timeout", "3600"]))
