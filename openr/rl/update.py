@@ -180,17 +180,26 @@ def gradient_signal(run, batch: EncodedBatch, advantages: list[list[float]]) -> 
     halves = split_halves(len(advantages), config.group_size)
     if not all(halves):  # a single group: nothing to compare
         return 0.0
+
+    def loss(sub: EncodedBatch, rows: list[int]) -> torch.Tensor:
+        with run.autocast():
+            view = token_view(run.model, sub, temperature=config.temperature)
+        token_adv = token_advantages([advantages[r] for r in rows], view.step_index)
+        ratio = torch.exp(view.logprobs - view.logprobs.detach())
+        return masked_mean(-ratio * token_adv, view.mask)
+
+    return halves_cosine(run, batch, halves, loss)
+
+
+def halves_cosine(run, batch: EncodedBatch, halves, loss) -> float:
+    """The cosine between the gradients of `loss(minibatch, its rows in batch)`
+    summed over each of two halves of `batch`'s rows; leaves no gradient behind."""
     gradients = []
     for half in halves:
         run.optimizer.zero_grad(set_to_none=True)
         sub_batch = select_rows(batch, torch.tensor(half))
-        for rows in minibatches(sub_batch, config.minibatch_size):
-            sub = select_rows(sub_batch, rows)
-            with run.autocast():
-                view = token_view(run.model, sub, temperature=config.temperature)
-            token_adv = token_advantages([advantages[half[r]] for r in rows.tolist()], view.step_index)
-            ratio = torch.exp(view.logprobs - view.logprobs.detach())
-            masked_mean(-ratio * token_adv, view.mask).backward()
+        for rows in minibatches(sub_batch, run.config.minibatch_size):
+            loss(select_rows(sub_batch, rows), [half[r] for r in rows.tolist()]).backward()
         gradients.append(flat_gradient(run.model.parameters()))
     run.optimizer.zero_grad(set_to_none=True)
     return gradient_cosine(*gradients)
@@ -239,14 +248,11 @@ def nll_gradient_signal(run, batch: EncodedBatch) -> float:
     """Expert iteration's gradient signal: the cosine between the fine-tuning
     gradients of two halves of the accepted samples (even and odd rows), at the
     round's starting weights, as `gradient_signal` measures GRPO's."""
-    gradients = []
-    for start in (0, 1):
-        run.optimizer.zero_grad(set_to_none=True)
-        half = select_rows(batch, torch.arange(start, len(batch.input_ids), 2))
-        for rows in minibatches(half, run.config.minibatch_size):
-            with run.autocast():
-                view = token_view(run.model, select_rows(half, rows), temperature=1.0)
-            (-masked_mean(view.logprobs, view.mask)).backward()
-        gradients.append(flat_gradient(run.model.parameters()))
-    run.optimizer.zero_grad(set_to_none=True)
-    return gradient_cosine(*gradients)
+    rows = range(len(batch.input_ids))
+
+    def loss(sub: EncodedBatch, _rows: list[int]) -> torch.Tensor:
+        with run.autocast():
+            view = token_view(run.model, sub, temperature=1.0)
+        return -masked_mean(view.logprobs, view.mask)
+
+    return halves_cosine(run, batch, (list(rows[0::2]), list(rows[1::2])), loss)
