@@ -2,9 +2,11 @@
 
 `--prm-format auto` looks at what a checkpoint says about itself: an
 `adapter_config.json` (OpenR's Math-psa is a LoRA adapter), `architectures`
-(`Qwen2ForProcessRewardModel`), our own `prm_*` config keys. Math-Shepherd is
-a plain causal LM whose config says nothing (as is Math-psa merged into its
-base), so it has to be named. Every
+(`Qwen2ForProcessRewardModel`), our own `prm_*` config keys. An adapter that
+`openr train prm --format math-shepherd --lora` wrote says so in the
+`prm_train_config.json` beside it (its `format` field); any other adapter reads
+as Math-psa. Math-Shepherd is a plain causal LM whose config says nothing (as is
+Math-psa merged into its base), so it has to be named. Every
 failure here is a `PRMFormatError`, raised when the server starts, with the
 formats listed: never a traceback at the first request.
 """
@@ -31,6 +33,9 @@ FORMAT_HELP = (f"{OURS} (this project's step-tag or likelihood checkpoints, with
 QWEN_PRM_ARCHITECTURE = "Qwen2ForProcessRewardModel"
 OUR_CONFIG_KEYS = ("prm_kind", "prm_step_tag")
 ADAPTER_CONFIG = "adapter_config.json"
+# What `openr train prm` writes beside every checkpoint: its PRMTrainConfig, whose
+# `format` field tells a math-shepherd adapter from Math-psa's.
+TRAIN_CONFIG = "prm_train_config.json"
 
 
 class PRMFormatError(ValueError):
@@ -114,7 +119,8 @@ def detect_format(checkpoint: str | Path, requested: str = AUTO) -> str:
         raise PRMFormatError(f"{checkpoint} is not a PRM checkpoint: it has neither config.json nor "
                              f"{ADAPTER_CONFIG}")
     config = config or {}
-    said = (OPENR if adapter is not None else QWEN_PRM if QWEN_PRM_ARCHITECTURE in config.get("architectures", [])
+    said = (adapter_format(checkpoint) if adapter is not None
+            else QWEN_PRM if QWEN_PRM_ARCHITECTURE in config.get("architectures", [])
             else OURS if any(key in config for key in OUR_CONFIG_KEYS) else None)
     if requested == AUTO:
         if said is None:
@@ -122,13 +128,20 @@ def detect_format(checkpoint: str | Path, requested: str = AUTO) -> str:
                                  f"{QWEN_PRM_ARCHITECTURE} architecture, no prm_* config keys); pass "
                                  f"--prm-format, one of: {FORMAT_HELP}")
         return said
-    # A tag format ships as a plain causal LM or as a LoRA adapter on one (Math-psa is
-    # one; so is `openr train prm --format math-shepherd --lora`): auto reads an adapter as openr.
+    # A tag format ships as a plain causal LM or as a LoRA adapter on one (Math-psa is one):
+    # either may be named as any tag format, but for an adapter trained here, which says its own.
     if said != requested and not (requested in TAG_FORMATS and said in (None, OPENR)):
         what = said or f"a plain causal LM ({', '.join(config.get('architectures', [])) or 'no architectures'})"
         raise PRMFormatError(f"PRM {checkpoint} is not in the {requested} format: it reads as {what}. "
                              f"The formats are: {FORMAT_HELP}")
     return requested
+
+
+def adapter_format(checkpoint: str | Path) -> str:
+    """The tag format of a LoRA adapter: the one its `prm_train_config.json` names
+    (an adapter `openr train prm --lora` wrote), else openr (Math-psa's)."""
+    trained = read_json(checkpoint, TRAIN_CONFIG) or {}
+    return trained.get("format") if trained.get("format") in TAG_FORMATS else OPENR
 
 
 def one_token(tokenizer: PreTrainedTokenizerBase, text: str, what: str, checkpoint) -> int:

@@ -46,7 +46,7 @@ from transformers import (
 from openr.cli_flags import add_config_flags
 from openr.hardware import DTYPES, DtypeChoice, choose_dtype, machine_info
 from openr.prm import load_prm
-from openr.prm.formats import MATH_SHEPHERD, OURS, QWEN_PRM
+from openr.prm.formats import MATH_SHEPHERD, OURS, QWEN_PRM, TRAIN_CONFIG
 from openr.prm.public import TokenClassifier, reader_for
 from openr.prm.step_tag import StepTagFormat, StepTagPRM, encode_steps, right_pad, tag_margins
 from openr.training.prm_lora import ALL_LINEAR, LORA_FORMATS, merged, save_adapter, with_lora
@@ -57,7 +57,6 @@ from openr.training.tokenizer import build_tokenizer
 
 LABEL_TYPES = ("hard", "soft")
 TRAIN_FORMATS = (OURS, MATH_SHEPHERD, QWEN_PRM)  # what `--format` may write
-CONFIG_FILENAME = "prm_train_config.json"  # the PRMTrainConfig that produced a checkpoint
 
 
 @dataclass(frozen=True)
@@ -99,11 +98,12 @@ class PRMTrainConfig:
                 f"{' and '.join(LORA_FORMATS)} only). Tokens the format adds to the tokenizer train their "
                 f"embedding rows too. {MATH_SHEPHERD}: OUT is the adapter as OpenR's Math-psa ships "
                 "(adapter_config.json naming --init-from as given, so give a path the server can reach, "
-                "adapter weights, tokenizer); `openr serve --prm OUT --prm-format math-shepherd` loads it onto "
-                "its base. Where tokens were added, the adapter holds their rows as peft's trainable tokens, "
-                "which vLLM's LoRA loader refuses; nothing merged is written beside it: for vLLM or a tool that "
-                "wants a plain causal LM, merge it (peft's AutoPeftModelForCausalLM.from_pretrained(OUT)"
-                ".merge_and_unload().save_pretrained(DIR), and OUT's tokenizer into DIR). "
+                "adapter weights, tokenizer, and prm_train_config.json saying its format); `openr serve --prm "
+                "OUT` reads it as math-shepherd and loads it onto its base. Where tokens were added, the adapter "
+                "holds their rows as peft's trainable tokens, which vLLM's LoRA loader refuses; nothing merged "
+                "is written beside it: for vLLM or a tool that wants a plain causal LM, merge it (peft's "
+                "AutoPeftModelForCausalLM.from_pretrained(OUT).merge_and_unload().save_pretrained(DIR), and "
+                "OUT's tokenizer into DIR). "
                 f"{QWEN_PRM}: LoRA on the Qwen2 body, the score head trained in full, and OUT saved merged as a "
                 "whole Qwen2ForProcessRewardModel, which vLLM's pooling runner reads."})
     lora_r: int = field(default=16, metadata={"help": "With --lora: rank of each adapter."})
@@ -252,7 +252,7 @@ def save_prm(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, config:
     else:
         model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    (out / CONFIG_FILENAME).write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+    (out / TRAIN_CONFIG).write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
 
 
 def _encode_all(tokenizer: PreTrainedTokenizerBase, paths: Sequence[str | Path], tag_id: int,

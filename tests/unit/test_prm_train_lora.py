@@ -1,8 +1,9 @@
 """`openr train prm --lora`: a math-shepherd PRM trained as LoRA adapters on a
 frozen causal LM is written as OpenR's Math-psa ships (an adapter naming its
 base), only the adapters and the rows of the tokens the format added train,
-and the server's loader scores it as a plain peft + transformers reading does;
-qwen-prm trains LoRA on the Qwen2 body and is saved merged; ours refuses it."""
+the server's loader scores it as a plain peft + transformers reading does, and
+`--prm-format auto` tells it from Math-psa's; qwen-prm trains LoRA on the Qwen2
+body and is saved merged; ours refuses it."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from peft import PeftModel
 from safetensors import safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2ForCausalLM
 
-from openr.prm import check_prm, load_prm
-from openr.prm.formats import detect_format
+from openr.prm import PRMFormatError, check_prm, load_prm
+from openr.prm.formats import TRAIN_CONFIG, detect_format
 from openr.training import prm_train
 from openr.training.prm_train import PRMTrainConfig, train_prm
 from tests.support.tiny_public import SPECIALS, byte_level_tokenizer, causal_lm, qwen_config
@@ -131,6 +132,16 @@ def test_lora_training_moves_scores_toward_the_labels(trained):
         error_after = sum(abs(y - s) for y, s in zip(labels, after))
         assert error_after < error_before, (record["id"], before, after)
         assert [s > 0.5 for s in after] == record["labels"], (record["id"], after)
+
+
+def test_auto_reads_a_trained_math_shepherd_adapter_as_math_shepherd(trained):
+    _, out, _, _ = trained
+    assert json.loads((out / TRAIN_CONFIG).read_text())["format"] == "math-shepherd"  # the marker read
+    assert detect_format(out) == check_prm(out) == "math-shepherd"
+    inputs = [(r["prompt"], r["completions"]) for r in RECORDS]
+    assert load_prm(out).score_batch(inputs) == load_prm(out, prm_format="math-shepherd").score_batch(inputs)
+    with pytest.raises(PRMFormatError, match="not in the openr format: it reads as math-shepherd"):
+        check_prm(out, "openr")  # Math-psa's tag would read the wrong tokens
 
 
 def test_lora_is_refused_for_our_format_and_checked():
