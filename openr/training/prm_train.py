@@ -18,7 +18,7 @@ token-classification head, so the checkpoint stays a causal LM that any LM
 runtime loads. The published formats may train as LoRA adapters instead
 (`--lora`, openr.training.prm_lora); our own format always trains in full.
 
-Run: `openr train prm --train A.jsonl [B.jsonl] --out DIR [--init-from HF_DIR] [--format math-shepherd [--lora]]`.
+Run: `openr train prm --train A.jsonl [B.jsonl] --out DIR [--init-from MODEL] [--format math-shepherd [--lora]]`.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from transformers import (
 )
 
 from openr.cli_flags import add_config_flags
+from openr.engine.checkpoints import materialize, split_bundle
 from openr.hardware import DTYPES, DtypeChoice, choose_dtype, machine_info
 from openr.prm import load_prm
 from openr.prm.formats import MATH_SHEPHERD, OURS, QWEN_PRM, TRAIN_CONFIG
@@ -70,8 +71,10 @@ class PRMTrainConfig:
                 "read at <extra_0>). Both need --init-from. Serve it with "
                 "`openr serve --prm DIR --prm-format FORMAT`."})
     init_from: str | None = field(default=None, metadata={
-        "help": "Any Hugging Face causal LM directory (or hub name) to start from, e.g. the policy, so the PRM "
-                "already knows the task; unset trains from scratch at the size given by the four fields below."})
+        "help": "The causal LM to start from, e.g. the policy, so the PRM already knows the task, named as "
+                "`openr serve --model` names a policy: a Hugging Face checkpoint directory, a bundle (its "
+                "policy/), a built-in alias (smollm2-135m-instruct, openr-arith) or a hub id; unset trains from "
+                "scratch at the size given by the four fields below."})
     hidden_size: int = field(default=256, metadata={"help": "From scratch only: model width."})
     num_layers: int = field(default=4, metadata={"help": "From scratch only: transformer blocks."})
     num_heads: int = field(default=4, metadata={"help": "From scratch only: attention heads."})
@@ -97,7 +100,8 @@ class PRMTrainConfig:
         "help": f"Train peft LoRA adapters on the --init-from model, frozen, instead of every weight ("
                 f"{' and '.join(LORA_FORMATS)} only). Tokens the format adds to the tokenizer train their "
                 f"embedding rows too. {MATH_SHEPHERD}: OUT is the adapter as OpenR's Math-psa ships "
-                "(adapter_config.json naming --init-from as given, so give a path the server can reach, "
+                "(adapter_config.json naming the local directory --init-from was loaded from, so the server "
+                "finds the base on this machine, "
                 "adapter weights, tokenizer, and prm_train_config.json saying its format); `openr serve --prm "
                 "OUT` reads it as math-shepherd and loads it onto its base. Where tokens were added, the adapter "
                 "holds their rows as peft's trainable tokens, which vLLM's LoRA loader refuses; nothing merged "
@@ -286,6 +290,8 @@ def train_prm(config: PRMTrainConfig, train_jsonl_paths: Sequence[str | Path], o
     steps, minutes, the logged training losses, and with `eval_jsonl` the eval
     loss plus `prm_metrics` of the saved checkpoint (keys prefixed "eval_")."""
     set_seed(config.seed)
+    if config.init_from is not None:  # an alias or bundle read as `openr serve --model` reads it
+        config = dataclasses.replace(config, init_from=str(materialize(split_bundle(config.init_from)[0])))
     dtype = choose_dtype(config.dtype, "cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer = initial_model(config)
     encode, label_ids = prepare_format(config, model, tokenizer)

@@ -2,12 +2,14 @@
 frozen causal LM is written as OpenR's Math-psa ships (an adapter naming its
 base), only the adapters and the rows of the tokens the format added train,
 the server's loader scores it as a plain peft + transformers reading does, and
-`--prm-format auto` tells it from Math-psa's; qwen-prm trains LoRA on the Qwen2
-body and is saved merged; ours refuses it."""
+`--prm-format auto` tells it from Math-psa's; `--init-from` takes the names
+`openr serve --model` takes; qwen-prm trains LoRA on the Qwen2 body and is saved
+merged; ours refuses it."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +17,7 @@ from peft import PeftModel
 from safetensors import safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2ForCausalLM
 
+from openr.engine.checkpoints import ARITH_ALIAS, split_bundle
 from openr.prm import PRMFormatError, check_prm, load_prm
 from openr.prm.formats import TRAIN_CONFIG, detect_format
 from openr.training import prm_train
@@ -142,6 +145,18 @@ def test_auto_reads_a_trained_math_shepherd_adapter_as_math_shepherd(trained):
     assert load_prm(out).score_batch(inputs) == load_prm(out, prm_format="math-shepherd").score_batch(inputs)
     with pytest.raises(PRMFormatError, match="not in the openr format: it reads as math-shepherd"):
         check_prm(out, "openr")  # Math-psa's tag would read the wrong tokens
+
+
+def test_init_from_takes_a_name_openr_serve_takes(tmp_path):
+    trl, shepherd = write_half_each_format(tmp_path)
+    prm_train.main(["--train", str(trl), str(shepherd), "--out", str(tmp_path / "prm"), "--init-from", ARITH_ALIAS,
+                    "--format", "math-shepherd", "--lora", "--max-steps", "2", "--batch-size", "2",
+                    "--max-len", "256"])
+    adapter = json.loads((tmp_path / "prm" / "adapter_config.json").read_text())
+    # the bundle's policy, as `openr serve --model openr-arith` runs it: a directory the server reaches
+    assert adapter["base_model_name_or_path"] == str(Path(split_bundle(ARITH_ALIAS)[0]).resolve())
+    [row] = load_prm(tmp_path / "prm").score_batch([(RECORDS[0]["prompt"], RECORDS[0]["completions"])])
+    assert len(row) == 2 and all(0 < s < 1 for s in row)
 
 
 def test_lora_is_refused_for_our_format_and_checked():
