@@ -40,6 +40,11 @@ class RolloutConfig:
                                                     "on it and the problem id, not on scheduling."})
     max_concurrent_problems: int = field(default=4, metadata={"help": "Problems labelled at once, so the "
                                                                        "engine batches rollouts across them."})
+    step_separator: str = field(default=STEP_SEPARATOR, metadata={
+        "help": "What the policy writes between reasoning steps: its rollouts are split into the steps labelled "
+                "there, and each prefix continued ends with it. Backslash escapes read, as `openr serve "
+                "--step-separator`: '\\n' for a chat model that writes a step a line (blank lines between "
+                "steps are dropped). Default: '\\n\\n', a blank line."})
 
     def __post_init__(self):
         if self.k < 1 or self.max_tokens < 1 or self.max_concurrent_problems < 1:
@@ -48,6 +53,8 @@ class RolloutConfig:
             raise ValueError("temperature must be >= 0")
         if self.label_type not in LABEL_TYPES:
             raise ValueError(f"label_type must be one of {LABEL_TYPES}, got {self.label_type!r}")
+        if not self.step_separator:
+            raise ValueError("step_separator cannot be empty")
 
 
 class ChatPolicy(Policy, Protocol):
@@ -116,7 +123,7 @@ class ProblemRollouts:
     continuations that estimate each prefix. A completer stronger than the policy
     makes the estimate say "is this prefix right?" rather than "can this weak
     policy still finish it?". It must continue the policy's prompt format: the
-    same chat template and step separator.
+    same chat template and step separator (`config.step_separator`).
     """
 
     def __init__(self, policy: ChatPolicy, problem: Problem, prompt: str, config: RolloutConfig,
@@ -138,7 +145,8 @@ class ProblemRollouts:
         separator so the next thing it writes is a new step. No steps: the prompt alone."""
         if not steps:
             return self.prompt
-        return self.prompt + STEP_SEPARATOR.join(steps) + STEP_SEPARATOR
+        separator = self.config.step_separator
+        return self.prompt + separator.join(steps) + separator
 
     async def sample(self, prefixes: Sequence[Sequence[str]], n: int, model: Policy | None = None
                      ) -> list[list[Rollout]]:
@@ -157,8 +165,9 @@ class ProblemRollouts:
         self.usage.tokens += out.num_tokens
         # Grade the whole solution: a completion of a prefix that already holds the
         # answer may add nothing, and the last \boxed{} wins either way.
-        text = STEP_SEPARATOR.join([*prefix_steps, out.text])
-        return Rollout(tuple(split_steps(out.text)), is_correct(text, self.problem.answer, lenient=False),
+        separator = self.config.step_separator
+        text = separator.join([*prefix_steps, out.text])
+        return Rollout(tuple(split_steps(out.text, separator)), is_correct(text, self.problem.answer, lenient=False),
                        out.num_tokens)
 
     async def solutions(self, n: int) -> list[Rollout]:

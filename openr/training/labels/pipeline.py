@@ -26,7 +26,7 @@ from typing import Awaitable, Callable, Sequence
 
 from tqdm.auto import tqdm
 
-from openr.cli_flags import add_config_flags, add_flag
+from openr.cli_flags import add_config_flags, add_flag, step_separator
 from openr.contracts import Policy
 from openr.tasks import arith, load_problems
 from openr.tasks.problem import Problem
@@ -210,6 +210,9 @@ examples:
   # your GSM8K- or MATH-format jsonl, rollouts on a vLLM server, Math-Shepherd's format
   openr train label --method math_shepherd --dataset train.jsonl --model http://host:8000/v1 \\
       --format math-shepherd --out labels.jsonl
+  # a chat model that writes one step a line (SmolLM2): its steps end at '\\n'
+  openr train label --method math_shepherd --dataset train.jsonl --model smollm2-135m-instruct \\
+      --step-separator '\\n' --out labels.jsonl
 
 Rerunning with the same --out continues where the last run stopped (problems
 finished are kept, problems cut off are redone). The summary printed at the end
@@ -250,7 +253,7 @@ def main(argv: list[str] | None = None) -> None:
     added: set[str] = set()
     for spec in METHODS.values():
         add_config_flags(parser, spec.config_class, choices={"label_type": LABEL_TYPES}, exclude=added,
-                         keep_defaults=False)
+                         keep_defaults=False, parsers={"step_separator": step_separator})
         added |= {f.name for f in dataclasses.fields(spec.config_class)}
     args = vars(parser.parse_args(argv))
     config = _config_from_args(METHODS[args["method"]].config_class, args)
