@@ -205,6 +205,23 @@ def halves_cosine(run, batch: EncodedBatch, halves, loss) -> float:
     return gradient_cosine(*gradients)
 
 
+def accepted_episodes(episodes: list[Episode], min_prm: float = 0.0) -> tuple[list[Episode], int]:
+    """Expert iteration's training set: one of each distinct verified-correct
+    solution per question, less those with a step the PRM scores under
+    `min_prm` (when set); and how many that filter rejected."""
+    seen, accepted, rejected = set(), [], 0
+    for episode in episodes:
+        key = (episode.problem.id, tuple(step.text for step in episode.actions))
+        if not episode.correct or key in seen:
+            continue
+        seen.add(key)
+        if min_prm and min(episode.step_scores) < min_prm:
+            rejected += 1
+            continue
+        accepted.append(episode)
+    return accepted, rejected
+
+
 def expert_iteration_update(run, episodes: list[Episode], generator: torch.Generator) -> dict:
     """Fine-tune on the round's verified-correct samples (one of each distinct
     solution per question; with `accept_min_prm`, only those whose every step
@@ -212,16 +229,7 @@ def expert_iteration_update(run, episodes: list[Episode], generator: torch.Gener
     the action tokens. Havrilla et al. (2024) found this as good as PPO or
     better in most of their settings."""
     config = run.config
-    seen, accepted, rejected = set(), [], 0
-    for episode in episodes:
-        key = (episode.problem.id, tuple(step.text for step in episode.actions))
-        if not episode.correct or key in seen:
-            continue
-        seen.add(key)
-        if config.accept_min_prm and min(episode.step_scores) < config.accept_min_prm:
-            rejected += 1
-            continue
-        accepted.append(episode)
+    accepted, rejected = accepted_episodes(episodes, config.accept_min_prm)
     metrics = {"accepted": len(accepted), "accepted_share": len(accepted) / max(len(episodes), 1),
                "rejected_by_prm": rejected}
     if not accepted:

@@ -195,12 +195,15 @@ def make_optimizers(model: LlamaForCausalLM, config: SFTConfig,
     ]
 
 
-def training_examples(config: SFTConfig, tokenizer: PreTrainedTokenizerBase) -> tuple[list, int]:
-    """The encoded training problems that fit in `max_len`, and how many did not.
-    Long problems are dropped rather than truncated: a cut-off solution would
-    teach the model to stop mid-step (and one cut inside the prompt has no loss)."""
-    problems = train_problems(config.num_train_problems, seed=config.seed,
-                              min_ops=config.min_ops, max_ops=config.max_ops)
+def training_examples(config: SFTConfig, tokenizer: PreTrainedTokenizerBase,
+                      problems: list[Problem] | None = None) -> tuple[list, int]:
+    """The encoded training problems (`problems`, else the config's arith draw)
+    that fit in `max_len`, and how many did not. Long problems are dropped
+    rather than truncated: a cut-off solution would teach the model to stop
+    mid-step (and one cut inside the prompt has no loss)."""
+    if problems is None:
+        problems = train_problems(config.num_train_problems, seed=config.seed,
+                                  min_ops=config.min_ops, max_ops=config.max_ops)
     encoded = encode_examples(tokenizer, problems)
     examples = [(ids, labels) for ids, labels in encoded if len(ids) <= config.max_len]
     if not examples:
@@ -220,15 +223,18 @@ def initial_model(config: SFTConfig, tokenizer: PreTrainedTokenizerBase) -> Llam
     return model
 
 
-def train_policy(config: SFTConfig, out_dir: str | Path, progress: bool = True) -> dict:
-    """Train a policy (from scratch, or on from `init_from`) and save it as a HF checkpoint in `out_dir`.
+def train_policy(config: SFTConfig, out_dir: str | Path, progress: bool = True,
+                 problems: list[Problem] | None = None) -> dict:
+    """Train a policy (from scratch, or on from `init_from`) and save it as a HF checkpoint in `out_dir`,
+    on `problems`' solutions when given (e.g. a policy's own verified-correct
+    ones), else on the config's draw of arith gold solutions.
     Returns a summary: out_dir, parameters, steps done and planned, whether a
     time cap stopped it, minutes, final (smoothed) loss, how many problems were
     used or skipped as longer than max_len, the dtype and the machine."""
     torch.manual_seed(config.seed)
     dtype = choose_dtype(config.dtype)
     tokenizer = build_tokenizer(config.max_len)
-    examples, skipped = training_examples(config, tokenizer)
+    examples, skipped = training_examples(config, tokenizer, problems)
     batches = length_grouped_batches([len(ids) for ids, _ in examples], config.batch_size,
                                      random.Random(config.seed))
 

@@ -234,3 +234,16 @@ def test_rl_never_trains_on_the_problems_its_runs_are_chosen_or_reported_on():
     assert len(problems) == 5000
     assert not pool & {p.solution for p in arith.validation_split()}
     assert not pool & {p.solution for p in arith.test_split()}
+
+
+def test_the_rft_control_sets_expert_iterations_data_beside_gold_of_the_same_questions(tmp_path):
+    from bench.rl_rft_control import data_sets
+
+    run = RLRun(dataclasses.replace(CONFIG, algo="expert-iteration"), POLICY, None, tmp_path, POOL, HELD_OUT)
+    episodes = gold_and_wrong(run, POOL[0], 4) + gold_and_wrong(run, POOL[1], 4, right=0)
+    sets, counts = data_sets(episodes)
+    assert [p.id for p in sets["own"]] == [POOL[0].id]  # one distinct right solution; none for POOL[1]
+    assert sets["own"][0].solution == POOL[0].solution  # the sample as played, steps joined back
+    assert [p.id for p in sets["gold_same"]] == [POOL[0].id]
+    assert [p.id for p in sets["gold_all"]] == [POOL[0].id, POOL[1].id]
+    assert counts == {"samples": 8, "correct": 2, "accepted": 1, "questions": 2, "questions_solved": 1}

@@ -178,3 +178,16 @@ def test_unknown_flags_of_other_commands_are_still_errors():
     with pytest.raises(SystemExit) as exit_info:
         main(["eval", "--out", "x", "--no-such-flag"])
     assert exit_info.value.code == 2
+
+
+def test_given_problems_are_what_is_trained(tmp_path):
+    """`train_policy(problems=...)` trains those solutions (expert iteration's own
+    samples in bench.rl_rft_control), not the config's arith draw."""
+    tokenizer = build_tokenizer(TINY.max_len)
+    own = [dataclasses.replace(p, solution="1 + 1 = 2\n\nThe answer is \\boxed{2}")
+           for p in train_problems(3, seed=5)]
+    examples, skipped = training_examples(TINY, tokenizer, own)
+    assert (len(examples), skipped) == (3, 0)
+    assert examples == encode_examples(tokenizer, own)
+    summary = train_policy(dataclasses.replace(TINY, max_steps=2), tmp_path, progress=False, problems=own)
+    assert summary["train_examples"] == 3
