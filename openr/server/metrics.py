@@ -9,7 +9,9 @@ what they awaited (policy, PRM), so a slow loaded run says where its time went.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import resource
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -64,6 +66,11 @@ class ServerMetrics:
         self.search_prm_wait = Histogram("openr:search_prm_wait_seconds", "Time one search spent awaiting the PRM "
                                          "(its queue and scoring).", strategy, buckets=LATENCY_BUCKETS_S, registry=reg)
         # One engine request is one `generate_steps` call (a search round) or one request's n samples.
+        # The process figures vLLM's /metrics has (process_resident_memory_bytes, _cpu_seconds_total, ...),
+        # and the peak of its resident memory, which a scrape between two bursts would miss.
+        ProcessCollector(registry=reg)
+        Gauge("openr:process_peak_resident_memory_bytes", "The most resident memory this server process has held "
+              "since it started (getrusage's ru_maxrss).", registry=reg).set_function(peak_resident_bytes)
         self.engine_phases = {phase: Histogram(f"openr:request_{phase}_time_seconds", doc, labels,
                                                buckets=TTFT_BUCKETS_S, registry=reg)
                               for phase, doc in ENGINE_PHASES.items()}
@@ -117,6 +124,10 @@ class ServerMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def peak_resident_bytes() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024.0  # KiB on Linux
 
 
 class _PRMCacheCollector:

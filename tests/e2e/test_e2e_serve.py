@@ -222,6 +222,16 @@ def test_metrics_count_exactly(server, client):
         sum(u.completion_tokens for u in usages)
 
 
+def test_metrics_report_the_process_memory_as_vllm_does(server, client):
+    """process_resident_memory_bytes (prometheus-client's process collector, as on
+    vLLM's /metrics) and its peak since start, which a search at n=256 raises."""
+    assert client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=2).choices
+    resident = metric(server.url, "process_resident_memory_bytes")
+    peak = metric(server.url, "openr:process_peak_resident_memory_bytes")
+    assert 50 * 2**20 < resident <= peak < 64 * 2**30  # a loaded model's process, in bytes, peak not below now
+    assert metric(server.url, "process_cpu_seconds_total") > 0
+
+
 def test_disconnect_mid_search_cancels_it(server):
     """A streamed search (majority vote of eight long samples: far beyond one
     progress interval) dropped once it reports progress: the search is cancelled."""
