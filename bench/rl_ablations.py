@@ -49,6 +49,7 @@ from openr.rl.config import RLConfig
 from openr.rl.rollout import run_solutions
 from openr.rl.trainer import AdvantageTransform, RLRun, draw_problems
 from openr.tasks import arith
+from openr.training.muon import OptimizerGroup
 from openr.training.policy_accuracy import engine_grades
 from openr.training.sft import SFTConfig, collate, encode_examples, make_optimizers
 
@@ -98,34 +99,16 @@ VARIANTS = {v.name: v for v in (
 )}
 
 
-class OptimizerPair:
-    """Two torch optimizers stepped as one, as RLRun's `make_optimizer` hook
-    needs a single optimizer. Not resumable (no state_dict): the bench never
-    saves a run."""
-
-    def __init__(self, *optimizers: torch.optim.Optimizer):
-        self.optimizers = optimizers
-        self.param_groups = [group for optimizer in optimizers for group in optimizer.param_groups]
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        for optimizer in self.optimizers:
-            optimizer.zero_grad(set_to_none=set_to_none)
-
-    def step(self) -> None:
-        for optimizer in self.optimizers:
-            optimizer.step()
-
-
 def sft_optimizer(adamw_lr: float):
     """RLRun's `make_optimizer`: the SFT's own split (`openr.training.sft.make_optimizers`),
     Muon at the run's learning rate without weight decay, AdamW at `adamw_lr`;
     RL's warmup scales both."""
 
-    def make(model: torch.nn.Module, config: RLConfig) -> OptimizerPair:
+    def make(model: torch.nn.Module, config: RLConfig) -> OptimizerGroup:
         muon, adamw = make_optimizers(model, SFTConfig(learning_rate=config.learning_rate, weight_decay=0.0))
         for group in adamw.param_groups:
             group["lr"] = adamw_lr
-        return OptimizerPair(muon, adamw)
+        return OptimizerGroup(muon, adamw)
 
     return make
 

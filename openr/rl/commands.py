@@ -12,7 +12,7 @@ from pathlib import Path
 from openr.cli_flags import add_config_flags, step_separator
 from openr.engine.checkpoints import ARITH_ALIAS, SMOLLM2_ALIAS, materialize, split_bundle
 from openr.hardware import DTYPES
-from openr.rl.config import ALGORITHMS, ROLLOUTS, RLConfig
+from openr.rl.config import ALGORITHMS, OPTIMIZERS, ROLLOUTS, RLConfig
 from openr.rl.env import REWARDS
 from openr.tasks import arith
 
@@ -26,7 +26,8 @@ def rl_train_problems(n: int, min_ops: int = arith.MIN_LEVEL, max_ops: int = ari
     """RL's arith training problems: none in the test or the validation split."""
     return arith.train_problems(n, seed=RL_PROBLEM_SEED, min_ops=min_ops, max_ops=max_ops, without_validation=True)
 COMMAND_FILE = "command.txt"
-CHOICES = {"algo": ALGORITHMS, "reward": REWARDS, "dtype": DTYPES, "rollout": ROLLOUTS}
+CHOICES = {"algo": ALGORITHMS, "reward": REWARDS, "dtype": DTYPES, "rollout": ROLLOUTS,
+           "optimizer": OPTIMIZERS}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,6 +11,7 @@ from openr.tasks.problem import STEP_SEPARATOR
 ALGORITHMS = ("grpo", "ppo", "expert-iteration")
 MAX_DRAWS_PER_ROUND = 16  # dynamic sampling's draws of questions in one round, at most
 ROLLOUTS = ("solution", "step")
+OPTIMIZERS = ("adamw", "muon")
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,13 @@ class RLConfig:
                                                                   "openr-arith one round at 2e-4 took held-out "
                                                                   "accuracy from 0.43 to 0.18, 8e-5 lowered it "
                                                                   "over 10 rounds, 3e-5 held it."})
+    optimizer: str = field(default="adamw", metadata={"help": "adamw: AdamW on every weight; muon: the optimizer "
+                                                               "the policy was trained with (`openr train sft`'s "
+                                                               "Muon on the hidden matrices, AdamW on embedding and "
+                                                               "norms, both at --learning-rate, SFT's weight decay). "
+                                                               "One expert-iteration round in SFT's loop at 1e-4 "
+                                                               "lifted arith-val 3 points (bench/results/"
+                                                               "rl_rft_control.json)."})
     warmup_iterations: int = field(default=5, metadata={"help": "Rounds of linear learning-rate warmup."})
     update_epochs: int = field(default=1, metadata={"help": "Passes over each round's episodes."})
     minibatch_size: int = field(default=32, metadata={"help": "Episodes per forward/backward pass."})
@@ -104,6 +112,8 @@ class RLConfig:
     def __post_init__(self):
         if self.algo not in ALGORITHMS:
             raise ValueError(f"algo must be one of {ALGORITHMS}, got {self.algo!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.rollout not in ROLLOUTS:
             raise ValueError(f"rollout must be one of {ROLLOUTS}, got {self.rollout!r}")
         if self.reward not in REWARDS:

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from openr.engine.hf_engine import HFEngine
-from openr.hardware import TimeCap, choose_dtype, machine_info
+from openr.hardware import DtypeChoice, TimeCap, choose_dtype, machine_info
 from openr.rl.checkpoint import RunState, is_best, load_latest, save_best, save_final, save_state, write_history
 from openr.rl.config import MAX_DRAWS_PER_ROUND, RLConfig
 from openr.rl.diagnostics import probe_entropy, probe_episodes
@@ -40,7 +40,9 @@ from openr.rl.losses import ValueHead
 from openr.rl.rollout import run_episodes, run_solutions
 from openr.rl.update import expert_iteration_update, policy_update
 from openr.tasks.problem import Problem
+from openr.training.muon import OptimizerGroup
 from openr.training.policy_accuracy import engine_grades
+from openr.training.sft import SFTConfig, make_optimizers
 
 ROUND_SEED_STRIDE = 1_000_003  # per-round seeds: seed * stride + round
 SEED_SPACE = 2**31  # round seeds stay here, so every seed derived from them fits torch's 64 bits
@@ -77,6 +79,22 @@ def accuracy_by_level(problems: Sequence[Problem], grades: Sequence[bool]) -> di
     for problem, grade in sorted(zip(problems, grades), key=lambda pair: pair[0].level):
         by_level.setdefault(str(problem.level), []).append(grade)
     return {level: sum(right) / len(right) for level, right in by_level.items()}
+
+
+def default_optimizer(model: torch.nn.Module, value_head: ValueHead | None, config: RLConfig,
+                      dtype: DtypeChoice):
+    """AdamW over the policy, or (`optimizer` muon) the split the policy was
+    trained with (`openr.training.sft.make_optimizers`); PPO's value head gets
+    its own AdamW group at `value_learning_rate` either way."""
+    value_groups = [] if value_head is None else [{"params": list(value_head.parameters()),
+                                                   "lr": config.value_learning_rate}]
+    if config.optimizer == "adamw":
+        groups = [{"params": list(model.parameters()), "lr": config.learning_rate}, *value_groups]
+        return torch.optim.AdamW(groups, betas=(0.9, 0.99), weight_decay=0.0)
+    optimizers = make_optimizers(model, SFTConfig(learning_rate=config.learning_rate), dtype)
+    if value_groups:
+        optimizers.append(torch.optim.AdamW(value_groups, betas=(0.9, 0.99), weight_decay=0.0))
+    return OptimizerGroup(*optimizers)
 
 
 def has_signal(group: Sequence[Episode]) -> bool:
@@ -119,10 +137,7 @@ class RLRun:
         if make_optimizer is not None:
             self.optimizer = make_optimizer(self.model, config)
         else:
-            groups = [{"params": list(self.model.parameters()), "lr": config.learning_rate}]
-            if self.value_head is not None:
-                groups.append({"params": list(self.value_head.parameters()), "lr": config.value_learning_rate})
-            self.optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.99), weight_decay=0.0)
+            self.optimizer = default_optimizer(self.model, self.value_head, config, self.dtype)
         # read before a resume loads the optimizer's state, whose rates are the warmed-up ones
         self.base_lrs = [group["lr"] for group in self.optimizer.param_groups]
         self.state = RunState()

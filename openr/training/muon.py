@@ -57,3 +57,30 @@ class Muon(torch.optim.Muon):
                 param.mul_(1 - lr * group["weight_decay"])
                 param.add_(update, alpha=-_adjust_lr(lr, group["adjust_lr_fn"], param.shape))
         return loss
+
+
+class OptimizerGroup:
+    """Several torch optimizers stepped as one (the policy's Muon + AdamW split,
+    and PPO's value head), for code written against a single optimizer:
+    `param_groups`, `step`, `zero_grad`, and a `state_dict` that resumes."""
+
+    def __init__(self, *optimizers: torch.optim.Optimizer):
+        self.optimizers = optimizers
+        self.param_groups = [group for optimizer in optimizers for group in optimizer.param_groups]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        for optimizer in self.optimizers:
+            optimizer.step()
+
+    def state_dict(self) -> dict:
+        return {"optimizers": [optimizer.state_dict() for optimizer in self.optimizers]}
+
+    def load_state_dict(self, state: dict) -> None:
+        if len(state["optimizers"]) != len(self.optimizers):
+            raise ValueError(f"a saved state of {len(state['optimizers'])} optimizers for {len(self.optimizers)}")
+        for optimizer, saved in zip(self.optimizers, state["optimizers"]):
+            optimizer.load_state_dict(saved)

@@ -84,3 +84,32 @@ async def test_rollout_plays_the_questions_it_is_given(tmp_path):
     episodes = await run.rollout(GoldPolicy(given), 0, [given])
     assert len(episodes) == CONFIG.group_size
     assert all(e.problem == given and e.correct for e in episodes)
+
+
+def test_the_muon_optimizer_is_the_policys_own_split_and_resumes(tmp_path):
+    """`optimizer="muon"`: Muon on the hidden matrices, AdamW on embedding and
+    norms (openr train sft's split), PPO's value head in its own AdamW; an
+    expert-iteration update with it moves the policy, and a resumed run gets the
+    same optimizer state back."""
+    from openr.rl.checkpoint import save_state
+    from openr.training.muon import Muon, OptimizerGroup
+
+    config = RLConfig(algo="expert-iteration", optimizer="muon", questions_per_iteration=2, group_size=2,
+                      warmup_iterations=1, seed=3)
+    run = RLRun(config, POLICY, None, tmp_path, POOL, HELD_OUT)
+    muon, adamw = run.optimizer.optimizers
+    assert isinstance(run.optimizer, OptimizerGroup) and isinstance(muon, Muon)
+    embedding = run.model.get_input_embeddings().weight
+    assert all(p.dim() == 2 and p is not embedding for g in muon.param_groups for p in g["params"])
+    assert any(p is embedding for g in adamw.param_groups for p in g["params"])
+    before = [p.detach().clone() for p in run.model.parameters()]
+    assert run.update(gold_episodes(run, 2), iteration=0)["accepted"] == 1
+    assert any(not torch.equal(a, b) for a, b in zip(before, run.model.parameters()))
+    save_state(tmp_path, run)
+    resumed = RLRun(config, POLICY, None, tmp_path, POOL, HELD_OUT)
+    saved, loaded = run.optimizer.state_dict()["optimizers"], resumed.optimizer.state_dict()["optimizers"]
+    assert [len(s["state"]) for s in loaded] == [len(s["state"]) for s in saved] and loaded[0]["state"]
+    assert torch.equal(loaded[0]["state"][0]["momentum_buffer"], saved[0]["state"][0]["momentum_buffer"])
+    ppo = RLRun(RLConfig(algo="ppo", optimizer="muon"), POLICY, None, tmp_path / "ppo", POOL, HELD_OUT)
+    assert len(ppo.optimizer.optimizers) == 3
+    assert ppo.optimizer.param_groups[-1]["lr"] == RLConfig().value_learning_rate
