@@ -172,7 +172,7 @@ async def test_tree_searches_voting_at_the_end_still_need_a_prm_and_fail_before_
 
 
 @pytest.mark.parametrize("search, param", [
-    ({"strategy": "best_of_n", "max_tokens_total": 100_001}, "search.max_tokens_total"),  # within Budget's range
+    ({"strategy": "best_of_n", "max_tokens_total": 262_145}, "search.max_tokens_total"),  # within Budget's range
     ({"strategy": "best_of_n", "timeout_s": 601}, "search.timeout_s"),  # within Budget's range
     ({"strategy": "mcts", "n_children": 16, "num_simulations": 17}, "search.n"),  # 272 samples, each option in range
 ])
