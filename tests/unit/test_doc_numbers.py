@@ -297,3 +297,23 @@ def test_card_expert_iteration_is_rl_ei():
     evals = {name: result(BENCH_RESULTS / "rl_ei" / "runs" / name / "evals.json") for name in ("ei-o", "ei-p")}
     assert f"fell from {pct(evals['ei-o'][0]['accuracy'])} to {pct(evals['ei-o'][-1]['accuracy'])}" in card
     assert f"to {pct(evals['ei-p'][-1]['accuracy'])}, level 2 from" in card
+
+
+def test_docs_eval_n256_curve_is_bench_eval_curve_of_the_two_runs():
+    """curve/table.md is what bench.eval_curve makes of the committed rows, and the
+    doc's table quotes it, budget by budget."""
+    from bench.eval_curve import shared_rows
+    from openr.evaluation.report import format_table, summarize
+
+    rows, settings, problems = shared_rows([EVAL / "openr-arith-large-n", EVAL / "openr-arith-n256"])
+    assert len(problems) == 100
+    strategies = list(dict.fromkeys(s.strategy for s in settings))
+    order = sorted(settings, key=lambda s: (strategies.index(s.strategy), s.budget))
+    assert format_table(summarize(rows, order)) == (EVAL / "openr-arith-n256" / "curve" / "table.md").read_text()
+    doc = text("docs/eval/README.md").split("(`openr-arith-n256/`, issue 27)")[1].split("\n## ")[0]
+    table = eval_table("openr-arith-n256/curve")
+    for strategy in strategies:
+        names = {int(cells["budget"]): name for name, cells in table.items() if cells["strategy"] == strategy}
+        quoted = row(doc, f"| {strategy} ")
+        assert quoted[1:5] == [table[names[n]]["accuracy"] for n in (4, 16, 64, 256)], strategy
+        assert quoted[5:] == [table[names[256]]["pass@n (ceiling)"], table[names[256]]["mean tokens"]], strategy
