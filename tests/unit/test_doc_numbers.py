@@ -317,3 +317,18 @@ def test_docs_eval_n256_curve_is_bench_eval_curve_of_the_two_runs():
         quoted = row(doc, f"| {strategy} ")
         assert quoted[1:5] == [table[names[n]]["accuracy"] for n in (4, 16, 64, 256)], strategy
         assert quoted[5:] == [table[names[256]]["pass@n (ceiling)"], table[names[256]]["mean tokens"]], strategy
+
+
+def test_card_expert_iteration_data_control_is_rl_rft_control():
+    card = text("openr/models/openr-arith/README.md")
+    flat = " ".join(card.split())
+    control = result(BENCH_RESULTS / "rl_rft_control.json")
+    sampling, models = control["sampling"], control["models"]
+    assert f"{sampling['questions']} RL training questions x {sampling['group_size']} samples" in flat
+    assert f"{sampling['correct']:,} right, **{sampling['accepted']} distinct right solutions on " \
+           f"{sampling['questions_solved']} questions**" in flat
+    assert f"took {sampling['minutes']} minutes" in flat
+    assert pct(models["start"]["accuracy"]) == "39.2%" and "(start 39.2%)" in flat
+    for arm in ("own", "gold_same", "gold_all"):
+        quoted = row(card, f"| {arm} ")
+        assert quoted[1:] == [pct(models[f"{arm} lr={lr} steps=75"]["accuracy"]) for lr in ("0.001", "0.0001")], arm
