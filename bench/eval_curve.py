@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from openr.evaluation.answers import RESULTS_FILE, read_rows, recorded_settings
+from openr.evaluation.answers import RESULTS_FILE, RUN_FILE, read_rows, recorded_settings
 from openr.evaluation.report import PLOT_FILE, TABLE_FILE, summarize, write_plot, write_table
 
 
@@ -26,6 +26,8 @@ def shared_rows(folders: list[Path]) -> tuple[list[dict], list, set[str]]:
     settings, the settings in folder order, and those problems."""
     rows, settings, problems = [], [], None
     for folder in folders:
+        if not (folder / RUN_FILE).is_file():
+            raise SystemExit(f"{folder} is not an openr eval --out folder: it has no {RUN_FILE}")
         mine = read_rows(folder / RESULTS_FILE)
         names = [s.name for s in recorded_settings(folder)]
         answered = {p for p, _ in mine if all((p, name) in mine for name in names)}
