@@ -28,15 +28,24 @@ def shared_rows(folders: list[Path]) -> tuple[list[dict], list, set[str]]:
     for folder in folders:
         if not (folder / RUN_FILE).is_file():
             raise SystemExit(f"{folder} is not an openr eval --out folder: it has no {RUN_FILE}")
-        mine = read_rows(folder / RESULTS_FILE)
-        names = [s.name for s in recorded_settings(folder)]
-        answered = {p for p, _ in mine if all((p, name) in mine for name in names)}
+        mine, recorded = read_rows(folder / RESULTS_FILE), recorded_settings(folder)
+        answered = {p for p, _ in mine if all((p, s.name) in mine for s in recorded)}
         problems = answered if problems is None else problems & answered
         rows += list(mine.values())
-        settings += [s for s in recorded_settings(folder) if s.name not in {t.name for t in settings}]
+        settings += [s for s in recorded if s.name not in {t.name for t in settings}]
     if not problems:
         raise SystemExit("the folders share no problem answered in every setting")
     return [row for row in rows if row["problem_id"] in problems], settings, problems
+
+
+def curve(folders: list[Path]) -> tuple[list, set[str]]:
+    """The summaries of the shared rows, strategy by strategy (in the order the
+    folders' grids first list them), budgets ascending; and the shared problems."""
+    rows, settings, problems = shared_rows(folders)
+    strategies = list(dict.fromkeys(s.strategy for s in settings))
+    order = sorted(settings, key=lambda s: (strategies.index(s.strategy),
+                                            s.budget if isinstance(s.budget, int) else 0))
+    return summarize(rows, order), problems
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -44,11 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("folders", type=Path, nargs="+", help="openr eval --out folders (results.jsonl, run.json)")
     parser.add_argument("--out", type=Path, required=True, help=f"folder for {TABLE_FILE} and {PLOT_FILE}")
     args = parser.parse_args(argv)
-    rows, settings, problems = shared_rows(args.folders)
-    strategies = list(dict.fromkeys(s.strategy for s in settings))  # as the first folder's grid lists them
-    order = sorted(settings, key=lambda s: (strategies.index(s.strategy),
-                                            s.budget if isinstance(s.budget, int) else 0))
-    summaries = summarize(rows, order)
+    summaries, problems = curve(args.folders)
     args.out.mkdir(parents=True, exist_ok=True)
     print(write_table(summaries, args.out / TABLE_FILE))
     write_plot(summaries, args.out / PLOT_FILE, f"{len(problems)} problems shared by "

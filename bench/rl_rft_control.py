@@ -59,9 +59,13 @@ def schedule(text: str) -> tuple[float, int, int]:
     """LR:STEPS:WARMUP, e.g. 1e-3:75:10."""
     try:
         lr, steps, warmup = text.split(":")
-        return float(lr), int(steps), int(warmup)
+        parsed = float(lr), int(steps), int(warmup)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not LR:STEPS:WARMUP (e.g. 1e-3:75:10)") from None
+        parsed = (0.0, 0, 0)
+    if not (parsed[0] > 0 and parsed[1] >= 1 and parsed[2] >= 1):
+        raise argparse.ArgumentTypeError(f"{text!r} is not LR:STEPS:WARMUP with a positive rate and at least one "
+                                         "step of each (e.g. 1e-3:75:10)")
+    return parsed
 
 
 async def sample(run: RLRun) -> list:
@@ -100,6 +104,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--val-problems", type=int, default=500, help="arith-val problems graded (default: all 500)")
     add_result_flags(parser)
     args = parser.parse_args(argv)
+    for flag in ("questions", "group_size", "val_problems"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be positive")
     val = arith.validation_split()[: args.val_problems]
     config = RLConfig(algo="expert-iteration", questions_per_iteration=args.questions, group_size=args.group_size,
                       seed=args.seed)

@@ -302,14 +302,13 @@ def test_card_expert_iteration_is_rl_ei():
 def test_docs_eval_n256_curve_is_bench_eval_curve_of_the_two_runs():
     """curve/table.md is what bench.eval_curve makes of the committed rows, and the
     doc's table quotes it, budget by budget."""
-    from bench.eval_curve import shared_rows
-    from openr.evaluation.report import format_table, summarize
+    from bench.eval_curve import curve
+    from openr.evaluation.report import format_table
 
-    rows, settings, problems = shared_rows([EVAL / "openr-arith-large-n", EVAL / "openr-arith-n256"])
+    summaries, problems = curve([EVAL / "openr-arith-large-n", EVAL / "openr-arith-n256"])
     assert len(problems) == 100
-    strategies = list(dict.fromkeys(s.strategy for s in settings))
-    order = sorted(settings, key=lambda s: (strategies.index(s.strategy), s.budget))
-    assert format_table(summarize(rows, order)) == (EVAL / "openr-arith-n256" / "curve" / "table.md").read_text()
+    assert format_table(summaries) == (EVAL / "openr-arith-n256" / "curve" / "table.md").read_text()
+    strategies = list(dict.fromkeys(s.strategy for s in summaries))
     doc = text("docs/eval/README.md").split("(`openr-arith-n256/`, issue 27)")[1].split("\n## ")[0]
     table = eval_table("openr-arith-n256/curve")
     for strategy in strategies:
