@@ -11,6 +11,7 @@ from openr.tasks.problem import STEP_SEPARATOR
 ALGORITHMS = ("grpo", "ppo", "expert-iteration")
 MAX_DRAWS_PER_ROUND = 16  # dynamic sampling's draws of questions in one round, at most
 ROLLOUTS = ("solution", "step")
+ROUND_SCHEDULES = ("constant", "cosine")
 OPTIMIZERS = ("adamw", "muon")
 
 
@@ -47,7 +48,19 @@ class RLConfig:
                                                                "One expert-iteration round in SFT's loop at 1e-4 "
                                                                "lifted arith-val 3 points (bench/results/"
                                                                "rl_rft_control.json)."})
-    warmup_iterations: int = field(default=5, metadata={"help": "Rounds of linear learning-rate warmup."})
+    warmup_iterations: int = field(default=5, metadata={"help": "Rounds of linear learning-rate warmup "
+                                                                "(--round-schedule constant)."})
+    round_schedule: str = field(default="constant", metadata={"help": "constant: one learning rate through each "
+                                                                       "round, after --warmup-iterations; cosine: "
+                                                                       "each round's update is a fine-tune of its "
+                                                                       "own, as `openr train sft`'s loop: fresh "
+                                                                       "optimizer state, linear warmup over "
+                                                                       "--round-warmup-steps optimizer steps, "
+                                                                       "cosine decay toward a tenth of "
+                                                                       "--learning-rate by the round's end "
+                                                                       "(--warmup-iterations unused)."})
+    round_warmup_steps: int = field(default=10, metadata={"help": "--round-schedule cosine: optimizer steps of "
+                                                                   "linear warmup at the start of each round."})
     update_epochs: int = field(default=1, metadata={"help": "Passes over each round's episodes."})
     minibatch_size: int = field(default=32, metadata={"help": "Episodes per forward/backward pass."})
     optimizer_batch_size: int = field(default=0, metadata={"help": "Episodes per optimizer step: the gradients "
@@ -114,6 +127,8 @@ class RLConfig:
             raise ValueError(f"algo must be one of {ALGORITHMS}, got {self.algo!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.round_schedule not in ROUND_SCHEDULES:
+            raise ValueError(f"round_schedule must be one of {ROUND_SCHEDULES}, got {self.round_schedule!r}")
         if self.rollout not in ROLLOUTS:
             raise ValueError(f"rollout must be one of {ROLLOUTS}, got {self.rollout!r}")
         if self.reward not in REWARDS:
@@ -124,7 +139,7 @@ class RLConfig:
             raise ValueError("optimizer_batch_size and critic_warmup_iterations must be >= 0")
         for name in ("iterations", "questions_per_iteration", "group_size", "update_epochs", "minibatch_size",
                      "max_steps", "max_step_tokens", "max_episode_tokens", "train_problems", "eval_problems",
-                     "eval_max_tokens", "eval_every", "save_every"):
+                     "eval_max_tokens", "eval_every", "save_every", "round_warmup_steps"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         if self.algo == "grpo" and self.group_size < 2:

@@ -42,9 +42,10 @@ from openr.rl.update import expert_iteration_update, policy_update
 from openr.tasks.problem import Problem
 from openr.training.muon import OptimizerGroup
 from openr.training.policy_accuracy import engine_grades
-from openr.training.sft import SFTConfig, make_optimizers
+from openr.training.sft import SFTConfig, lr_factor, make_optimizers
 
 ROUND_SEED_STRIDE = 1_000_003  # per-round seeds: seed * stride + round
+ROUND_MIN_LR_RATIO = 0.1  # --round-schedule cosine ends each round at this share of the peak, as SFT's default
 SEED_SPACE = 2**31  # round seeds stay here, so every seed derived from them fits torch's 64 bits
 
 # The two hooks of RLRun for ablations (bench/rl_ablations.py); `openr train rl` sets neither.
@@ -204,7 +205,12 @@ class RLRun:
         """The round's update (`openr.rl.update`), minibatches in a seeded random order."""
         generator = torch.Generator().manual_seed(round_seed(self.config, iteration))
         self.model.train()
-        warmup = min(1.0, (iteration + 1) / max(self.config.warmup_iterations, 1))
+        if self.config.round_schedule == "cosine":  # a fine-tune of its own: `round_lr` sets each step's rate
+            warmup = 1.0
+            for optimizer in getattr(self.optimizer, "optimizers", [self.optimizer]):
+                optimizer.state.clear()
+        else:
+            warmup = min(1.0, (iteration + 1) / max(self.config.warmup_iterations, 1))
         for group, base_lr in zip(self.optimizer.param_groups, self.base_lrs):
             group["lr"] = base_lr * warmup
         self.optimizer.zero_grad(set_to_none=True)
@@ -213,6 +219,17 @@ class RLRun:
         else:
             metrics = policy_update(self, episodes, iteration, generator)
         return metrics | {"lr": self.config.learning_rate * warmup}
+
+    def round_lr(self, step: int, steps: int) -> None:
+        """--round-schedule cosine: set the rates of the round's `step`-th of
+        `steps` optimizer steps, as `openr train sft`'s schedule over a run of
+        `steps` (warmup capped at the round's length); constant: leave them."""
+        if self.config.round_schedule != "cosine":
+            return
+        schedule = SFTConfig(max_steps=steps, warmup_steps=min(self.config.round_warmup_steps, steps),
+                             min_lr_ratio=ROUND_MIN_LR_RATIO)
+        for group, base_lr in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = base_lr * lr_factor(schedule, step)
 
     def autocast(self):
         return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.dtype.autocast)

@@ -78,6 +78,12 @@ def accumulated(order: list[int], config):
         yield k, 1.0 / in_this_step, (position + 1) % per_step == 0 or position + 1 == len(order)
 
 
+def optimizer_steps(minibatch_count: int, config) -> int:
+    """The optimizer steps a round of `minibatch_count` minibatches takes over its `update_epochs`."""
+    return config.update_epochs * math.ceil(minibatch_count / max(1, math.ceil(config.optimizer_batch_size /
+                                                                              config.minibatch_size)))
+
+
 def policy_update(run, episodes: list[Episode], iteration: int, generator: torch.Generator) -> dict:
     """Advantages, then `update_epochs` passes of clipped policy-gradient steps
     (PPO's critic alone during its warm-up), in a seeded random order."""
@@ -103,6 +109,7 @@ def policy_update(run, episodes: list[Episode], iteration: int, generator: torch
         metrics["gradient_signal"] = gradient_signal(run, batch, advantages)
     critic_only = config.algo == "ppo" and iteration < config.critic_warmup_iterations
     logs: dict[str, list[float]] = {}
+    steps, taken = optimizer_steps(len(chunks), config), 0
     for _ in range(config.update_epochs):
         order = torch.randperm(len(chunks), generator=generator).tolist()
         for k, share, step_now in accumulated(order, config):
@@ -110,7 +117,9 @@ def policy_update(run, episodes: list[Episode], iteration: int, generator: torch
                                   advantages, returns, critic_only)
             (step.pop("loss") * share).backward()
             if step_now:
+                run.round_lr(taken, steps)
                 optimizer_step(run, critic_only)
+                taken += 1
             for name, value in step.items():
                 logs.setdefault(name, []).append(value)
     metrics |= {name: statistics.fmean(values) for name, values in logs.items()}
@@ -238,7 +247,7 @@ def expert_iteration_update(run, episodes: list[Episode], generator: torch.Gener
     if config.gradient_signal and len(accepted) >= 2:
         metrics["gradient_signal"] = nll_gradient_signal(run, batch)
     chunks = minibatches(batch, config.minibatch_size)
-    losses = []
+    losses, steps, taken = [], optimizer_steps(len(chunks), config), 0
     for _ in range(config.update_epochs):
         order = torch.randperm(len(chunks), generator=generator).tolist()
         for k, share, step_now in accumulated(order, config):
@@ -247,7 +256,9 @@ def expert_iteration_update(run, episodes: list[Episode], generator: torch.Gener
             loss = -masked_mean(view.logprobs, view.mask)
             (loss * share).backward()
             if step_now:
+                run.round_lr(taken, steps)
                 optimizer_step(run)
+                taken += 1
             losses.append(loss.item())
     return metrics | {"nll": statistics.fmean(losses)}
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -247,3 +248,41 @@ def test_the_rft_control_sets_expert_iterations_data_beside_gold_of_the_same_que
     assert [p.id for p in sets["gold_same"]] == [POOL[0].id]
     assert [p.id for p in sets["gold_all"]] == [POOL[0].id, POOL[1].id]
     assert counts == {"samples": 8, "correct": 2, "accepted": 1, "questions": 2, "questions_solved": 1}
+
+
+def test_a_cosine_round_is_a_fine_tune_of_its_own(tmp_path):
+    """--round-schedule cosine: every round starts from fresh optimizer state, warms
+    up over its first steps and decays by SFT's cosine toward a tenth of the peak."""
+    seen = []
+
+    def recording_adam(model, config):
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate)
+        real_step = optimizer.step
+        optimizer.step = lambda *a, **k: (seen.append((optimizer.param_groups[0]["lr"], len(optimizer.state))),
+                                          real_step(*a, **k))[1]
+        return optimizer
+
+    config = dataclasses.replace(CONFIG, algo="expert-iteration", round_schedule="cosine", round_warmup_steps=3,
+                                 minibatch_size=1, update_epochs=3, learning_rate=1e-4, gradient_signal=False)
+    run = RLRun(config, POLICY, None, tmp_path, POOL, HELD_OUT, make_optimizer=recording_adam)
+    episodes = [e for p in POOL[:4] for e in gold_and_wrong(run, p, 2, right=1)]
+    for iteration in range(2):
+        run.update(episodes, iteration=iteration)
+    assert len(seen) == 24  # 4 accepted samples, one a minibatch and a step, 3 epochs, 2 rounds
+    rates = [rate / 1e-4 for rate, _ in seen]
+    expected = [(k + 1) / 3 if k < 3 else 0.1 + 0.45 * (1 + math.cos(math.pi * k / 12)) for k in range(12)]
+    assert rates == pytest.approx(expected * 2)
+    assert rates[11] < 0.12 and max(rates) == pytest.approx(1.0, abs=0.02)
+    assert [state for _, state in seen].count(0) == 2  # empty at each round's first step, and only then
+    assert seen[0][1] == 0 and seen[12][1] == 0
+
+
+def test_a_constant_round_keeps_the_optimizers_state_and_rate(tmp_path):
+    config = dataclasses.replace(CONFIG, algo="expert-iteration", minibatch_size=1, gradient_signal=False)
+    run = RLRun(config, POLICY, None, tmp_path, POOL, HELD_OUT)
+    episodes = [e for p in POOL[:2] for e in gold_and_wrong(run, p, 2, right=1)]
+    run.update(episodes, iteration=0)
+    state = len(run.optimizer.state)
+    run.update(episodes, iteration=1)
+    assert state > 0 and len(run.optimizer.state) == state
+    assert {group["lr"] for group in run.optimizer.param_groups} == {config.learning_rate}
