@@ -80,8 +80,7 @@ async def training_curve(run: RLRun, label: str, rounds: int, eval_every: int, t
     measured. `await train_round(engine, iteration)` trains one round and
     returns (samples, optimizer steps); the engine samples from the weights
     being trained. Both RL benches train through this loop."""
-    engine = HFEngine.for_model(run.model, run.tokenizer,
-                                decode_batch_size=run.config.questions_per_iteration * run.config.group_size)
+    engine = run.engine()
     await engine.start()
     clock, curve, samples, steps = Clock(), [], 0, 0
     bar = tqdm(total=rounds, desc=label)

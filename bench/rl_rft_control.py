@@ -43,7 +43,6 @@ import torch
 
 from bench.results_file import add_result_flags, write_result
 from bench.sft_control import START, grade, label
-from openr.engine.hf_engine import HFEngine
 from openr.rl.commands import rl_train_problems
 from openr.rl.config import RLConfig
 from openr.rl.trainer import RLRun
@@ -69,8 +68,7 @@ def schedule(text: str) -> tuple[float, int, int]:
 
 
 async def sample(run: RLRun) -> list:
-    engine = HFEngine.for_model(run.model, run.tokenizer,
-                                decode_batch_size=run.config.questions_per_iteration * run.config.group_size)
+    engine = run.engine()
     await engine.start()
     try:
         return await run.rollout(engine, 0)

@@ -45,6 +45,7 @@ from openr.training.policy_accuracy import engine_grades
 from openr.training.sft import SFTConfig, lr_factor, make_optimizers
 
 ROUND_SEED_STRIDE = 1_000_003  # per-round seeds: seed * stride + round
+MAX_DECODE_BATCH = 2048  # rollouts decoded at once (the padded KV cache of 4,096 peaked at 12 GB on openr-arith)
 ROUND_MIN_LR_RATIO = 0.1  # --round-schedule cosine ends each round at this share of the peak, as SFT's default
 SEED_SPACE = 2**31  # round seeds stay here, so every seed derived from them fits torch's 64 bits
 
@@ -150,6 +151,13 @@ class RLRun:
                 raise ValueError(f"reward {config.reward!r} needs --prm")
             self.scorer = load_prm(prm_dir)
         load_latest(self.out, self)
+
+    def engine(self) -> HFEngine:
+        """The engine that samples the rollouts from the model being trained: a
+        round's samples decode together, up to MAX_DECODE_BATCH at a time (a
+        larger round queues the rest, which bounds the padded KV cache)."""
+        return HFEngine.for_model(self.model, self.tokenizer, decode_batch_size=min(
+            self.config.questions_per_iteration * self.config.group_size, MAX_DECODE_BATCH))
 
     def prompt_for(self, question: str) -> str:
         return self.tokenizer.apply_chat_template([{"role": "user", "content": question}],
@@ -258,8 +266,7 @@ class RLRun:
 
 async def _train(run: RLRun, progress: bool) -> dict:
     config, state = run.config, run.state
-    engine = HFEngine.for_model(run.model, run.tokenizer,
-                                decode_batch_size=config.questions_per_iteration * config.group_size)
+    engine = run.engine()
     await engine.start()
     cap = TimeCap(config.max_minutes, "RL training")
     bar = tqdm(total=config.iterations, initial=state.iteration, desc=f"rl {config.algo}", disable=not progress)
