@@ -335,3 +335,10 @@ def test_card_expert_iteration_data_control_is_rl_rft_control():
                (BENCH_RESULTS / "rl_ei_muon" / "runs" / "ei-m" / "history.jsonl").read_text().splitlines()]
     accuracies = " and ".join(pct(h["held_out_accuracy"]) for h in history)
     assert f"answered {accuracies} after rounds 1 and 2 ({history[-1]['samples']:,} samples)" in flat
+    cosine = [json.loads(line) for line in
+              (BENCH_RESULTS / "rl_ei_cosine" / "runs" / "ei-c" / "history.jsonl").read_text().splitlines()]
+    accuracies = " and ".join(pct(h["held_out_accuracy"]) for h in cosine)
+    assert f"It answered {accuracies} after rounds 1 and 2 ({cosine[-1]['samples']:,} samples, " \
+           f"{cosine[-1]['minutes']:.1f} minutes" in flat
+    config = json.loads((BENCH_RESULTS / "rl_ei_cosine" / "runs" / "ei-c" / "rl_config.json").read_text())
+    assert config["round_schedule"] == "cosine" and config["learning_rate"] == 1e-4
