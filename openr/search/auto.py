@@ -53,9 +53,11 @@ from openr.search.strategies.particle_filtering import ParticleFilteringConfig, 
 from openr.search.waves import DEFAULT_CONFIDENCE, FIRST_WAVE_SAMPLES, SampledSolutionsConfig, WaveSampler
 
 EFFORTS = ("low", "medium", "high")
-# Token budgets of the effort levels: on openr-arith (about 95 tokens a solution)
-# they afford about 4, 8 and 16 whole solutions.
-DEFAULT_EFFORT_TOKENS = {"low": 500, "medium": 1000, "high": 2000}
+# Token budgets of the effort levels: on openr-arith (about 92 tokens a solution)
+# they afford about 4, 8 and 64 whole solutions. high was 2,000 (16 solutions)
+# until beam search at n=64 answered 78.5% of arith-val against n=16's 71.0%
+# (20 problems right only at n=64, 5 only at n=16; docs/eval/README.md).
+DEFAULT_EFFORT_TOKENS = {"low": 500, "medium": 1000, "high": 8000}
 AUTO_TABLE_FILE = "auto.json"  # in a model bundle, next to policy/ and prm/
 VOTING_STRATEGIES = ("majority_vote", "best_of_n")  # these continue the probe's waves
 # What a tier that needs a PRM becomes without one; it takes the probe as its warm-up.
@@ -111,11 +113,13 @@ class AutoTable:
                           for t in self.tiers]}
 
 
-# The reasoning_effort presets, by the tokens they spend on openr-arith (about 95 per solution).
+# The reasoning_effort presets, by the tokens they spend on openr-arith (about 92
+# per solution), and between medium and high a tier for budgets of 2,000 tokens.
 DEFAULT_TABLE = AutoTable(tiers=(
     AutoTier(0, "best_of_n", {"n": 4}),
     AutoTier(DEFAULT_EFFORT_TOKENS["medium"], "beam_search", {"n": 8, "beam_width": 2}),
-    AutoTier(DEFAULT_EFFORT_TOKENS["high"], "beam_search", {"n": 16, "beam_width": 4}),
+    AutoTier(2000, "beam_search", {"n": 16, "beam_width": 4}),
+    AutoTier(DEFAULT_EFFORT_TOKENS["high"], "beam_search", {"n": 64, "beam_width": 4}),
 ))
 
 

@@ -92,7 +92,7 @@ async def test_auto_traces_its_choice_and_takes_reasoning_effort_as_its_budget()
         unsettled = await search_call(sdk, {"strategy": "auto", "seed": 0, "max_tokens_total": 100,
                                             "return_trace": True})
     auto = settled.model_extra["search_trace"]["auto"]
-    assert (auto["strategy"], auto["budget_tokens"], auto["table"]) == ("probe", 2000, "default")
+    assert (auto["strategy"], auto["budget_tokens"], auto["table"]) == ("probe", 8000, "default")
     auto = unsettled.model_extra["search_trace"]["auto"]
     assert (auto["strategy"], auto["options"], auto["budget_tokens"]) == ("deepconf", {"n": 4}, 100)
     assert "warm-up" in auto["probe_reused"]

@@ -128,7 +128,7 @@ async def test_the_trace_says_how_the_probe_was_reused_and_what_size_ran(strateg
 def test_without_a_table_the_default_is_the_reasoning_effort_presets():
     plan = parse_search({"strategy": "auto"})
     assert plan.config.table is None
-    assert [t.strategy for t in DEFAULT_TABLE.tiers] == ["best_of_n", "beam_search", "beam_search"]
+    assert [t.strategy for t in DEFAULT_TABLE.tiers] == ["best_of_n", "beam_search", "beam_search", "beam_search"]
     assert parse_search({"strategy": "auto"}, auto_table=TABLE).config.table is TABLE
 
 
