@@ -7,7 +7,7 @@ import json
 import re
 
 from openr.search.auto import DEFAULT_EFFORT_TOKENS, DEFAULT_TABLE, effort_preset
-from tests.unit.test_doc_numbers import BENCH_RESULTS, EVAL, eval_table, result, row, text
+from tests.unit.test_doc_numbers import BENCH_RESULTS, EVAL, eval_table, pct, result, row, text
 
 
 def flat(path: str) -> str:
@@ -49,6 +49,11 @@ def test_reasoning_effort_high_is_the_setting_validation_chose():
                             ("openr-arith-val", "beam_search-n16-bw4")):
         lines = (EVAL / folder / "results.jsonl").read_text().splitlines()
         rows[setting] = {r["problem_id"]: r["correct"] for r in map(json.loads, lines) if r["setting"] == setting}
+    first = [json.loads(line) for line in
+             (EVAL / "openr-arith-val-large-n/beam-bw4-t0.8/results.jsonl").read_text().splitlines()[:40]]
+    quoted = row(text("docs/eval/README.md"), "| `beam-bw4-t0.8/` (its first 40 rows")
+    assert quoted[3:] == [pct(sum(r["correct"] for r in first) / 40)] * 2 + \
+        [f"{sum(r['completion_tokens'] for r in first) / 40:.1f}"]
     big, base = rows["beam_search-n64-bw4"], rows["beam_search-n16-bw4"]
     assert set(big) == set(base)
     only_big, only_base = sum(big[p] and not base[p] for p in big), sum(base[p] and not big[p] for p in big)
