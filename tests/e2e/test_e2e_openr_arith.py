@@ -236,6 +236,13 @@ def test_vllm_engine_serves_openr_arith_and_searches():
                                                          "return_trace": True}})
         assert r.model_extra["search_trace"]["prm_calls"] > 0
         assert is_correct(r.choices[0].message.content, problem.answer)
+        # the largest budget (issue 27): dvts at n=256, 64 subtrees of width 4, each sampling to the end
+        r = ask(client, problem, extra_body={"search": {"strategy": "dvts", "n": 256, "beam_width": 4,
+                                                         "return_trace": True}})
+        trace = r.model_extra["search_trace"]
+        assert len([c for c in trace["candidates"] if c["finished"]]) >= 64
+        assert r.usage.completion_tokens == trace["tokens_generated"] >= 256 * 10
+        assert is_correct(r.choices[0].message.content, problem.answer)
 
 
 def test_access_log_is_on_by_default_and_the_vllm_flag_turns_it_off(server, client):
