@@ -2,9 +2,11 @@
 fixed strategies on a validation split, and write it as JSON for the model
 bundle (`auto.json`, which `openr serve` loads).
 
-For each budget level (auto's `effort_tokens`), the tier is the fixed setting
-with the best validation accuracy among those whose mean generated tokens fit
-the level (fewer tokens break ties); a level no setting fits gets the cheapest.
+For each budget level (the default table's tiers: 0, which is fitted at the
+`low` effort's tokens, then 1,000, 2,000 and 8,000), the tier is the fixed
+setting with the best validation accuracy among those whose mean generated
+tokens fit the level (fewer tokens break ties); a level no setting fits gets
+the cheapest.
 The threshold at which auto's probe counts as settled stays at its default.
 Only settings of one strategy with explicit options count: not auto itself,
 nor reasoning_effort presets.
@@ -35,14 +37,16 @@ def fit_auto_table(summaries: Sequence[Summary], settings: Sequence[Setting]) ->
     if not fixed:
         raise ValueError("--fit-auto needs answered settings of fixed strategies (not auto or --reasoning-effort)")
     tiers = []
-    for i, effort in enumerate(EFFORTS):
-        tokens = DEFAULT_TABLE.effort_tokens[effort]
+    for tier in DEFAULT_TABLE.tiers:
+        tokens = tier.min_tokens or DEFAULT_TABLE.effort_tokens[EFFORTS[0]]
         affordable = [s for s in fixed if s.mean_tokens <= tokens]
         best = (max(affordable, key=lambda s: (s.accuracy, -s.mean_tokens)) if affordable
                 else min(fixed, key=lambda s: s.mean_tokens))
         search = by_name[best.setting].request["search"]
         options = {k: v for k, v in search.items() if k != "strategy" and k not in SHARED_OPTIONS}
-        tiers.append({"min_tokens": 0 if i == 0 else tokens, "strategy": search["strategy"], "options": options,
+        if tiers and (tiers[-1]["strategy"], tiers[-1]["options"]) == (search["strategy"], options):
+            continue  # the level below already runs it
+        tiers.append({"min_tokens": tier.min_tokens, "strategy": search["strategy"], "options": options,
                       "fitted": {"setting": best.setting, "accuracy": best.accuracy,
                                  "mean_tokens": round(best.mean_tokens, 1), "problems": best.n}})
     return {"effort_tokens": DEFAULT_TABLE.effort_tokens,

@@ -219,16 +219,21 @@ def test_auto_table_is_fitted_per_budget_level_from_fixed_settings_only():
 
     summaries = [summary("best_of_n-n4", 0.35, 380), summary("best_of_n-n8", 0.45, 760),
                  summary("best_of_n-n16", 0.50, 1500), summary("beam_search-n4-bw4", 0.30, 380),
-                 summary("beam_search-n8-bw4", 0.44, 750), summary("beam_search-n16-bw4", 0.58, 8010),
+                 summary("beam_search-n8-bw4", 0.44, 750), summary("beam_search-n16-bw4", 0.58, 2010),
                  summary("auto-high", 0.99, 10)]  # auto's own rows never fit its table
-    data = fit_auto_table(summaries, settings)  # levels of 500, 1000 and 8000 tokens
+    data = fit_auto_table(summaries, settings)  # levels of 500 (from 0), 1000, 2000 and 8000 tokens
     assert [(t["min_tokens"], t["strategy"], t["options"]) for t in data["tiers"]] == [
         (0, "best_of_n", {"n": 4}),
         (1000, "best_of_n", {"n": 8}),        # more accurate than beam search n=8, if dearer
-        (8000, "best_of_n", {"n": 16})]       # beam search n=16 would be best, but 8010 tokens exceed 8000
+        (2000, "best_of_n", {"n": 16}),       # beam search n=16 would be best, but 2010 tokens exceed 2000
+        (8000, "beam_search", {"n": 16, "beam_width": 4})]
     assert data["tiers"][2]["fitted"] == {"setting": "best_of_n-n16", "accuracy": 0.5, "mean_tokens": 1500,
                                           "problems": 200}
-    assert AutoTable.from_json(data, "fitted").tier_for(7999).options == {"n": 8}
+    table = AutoTable.from_json(data, "fitted")
+    assert table.tier_for(1999).options == {"n": 8} and table.tier_for(7999).options == {"n": 16}
+    # a level that affords nothing better than the one below adds no tier
+    cheap = fit_auto_table(summaries[:3], settings)
+    assert [t["min_tokens"] for t in cheap["tiers"]] == [0, 1000, 2000]
 
 
 def test_fit_auto_is_refused_on_the_test_split(tmp_path):
