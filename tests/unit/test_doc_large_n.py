@@ -61,3 +61,16 @@ def test_reasoning_effort_high_is_the_setting_validation_chose():
     assert effort_preset("high", has_prm=True) == {"strategy": "beam_search", "n": 64, "beam_width": 4}
     assert float(large["mean tokens"]) <= DEFAULT_EFFORT_TOKENS["high"]  # the level affords what it runs
     assert DEFAULT_TABLE.tier_for(2000).options == {"n": 16, "beam_width": 4}
+
+
+def test_the_refitted_auto_table_reaches_n64_as_docs_eval_says():
+    fitted = json.loads((EVAL.parents[1] / "openr" / "models" / "openr-arith" / "auto.json").read_text())
+    val = eval_table("openr-arith-val")
+    top = fitted["tiers"][-1]
+    assert (top["min_tokens"], fitted["effort_tokens"]["high"]) == (8000, DEFAULT_EFFORT_TOKENS["high"])
+    affordable = {name: r for name, r in val.items() if float(r["mean tokens"]) <= 8000}
+    best = max(affordable, key=lambda name: (float(affordable[name]["accuracy"].rstrip("%")),
+                                             -float(affordable[name]["mean tokens"])))
+    assert top["fitted"]["setting"] == best == "particle_filtering-n64"
+    assert f"particle_filtering n=64 **{val[best]['accuracy']}**" in flat("docs/eval/README.md")
+    assert val["beam_search-n64-bw4"]["accuracy"] == "78.5%"  # the same seeds as openr-arith-val-large-n
