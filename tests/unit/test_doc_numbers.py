@@ -343,3 +343,7 @@ def test_card_expert_iteration_data_control_is_rl_rft_control():
            f"{cosine[-1]['minutes']:.1f} minutes" in flat
     config = json.loads((BENCH_RESULTS / "rl_ei_cosine" / "runs" / "ei-c" / "rl_config.json").read_text())
     assert config["round_schedule"] == "cosine" and config["learning_rate"] == 1e-4
+    big = json.loads((BENCH_RESULTS / "rl_ei_big" / "runs" / "ei-big" / "history.jsonl").read_text().splitlines()[0])
+    assert f"kept **{big['accepted']:,} distinct right solutions** of {big['samples']:,} samples" in flat
+    assert f"{big['minutes']:.1f} minutes" in flat and f"arith-val **39.2% → {pct(big['held_out_accuracy'])}**" in flat
+    assert f"(next-token loss {big['nll']:.3f} a token)" in flat
