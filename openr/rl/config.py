@@ -46,8 +46,9 @@ class RLConfig:
                                                                "Muon on the hidden matrices, AdamW on embedding and "
                                                                "norms, both at --learning-rate, SFT's weight decay). "
                                                                "One expert-iteration round in SFT's loop at 1e-4 "
-                                                               "lifted arith-val 3 points (bench/results/"
-                                                               "rl_rft_control.json)."})
+                                                               "lifted arith-val 3 points once (bench/results/"
+                                                               "rl_rft_control.json), another draw not at all "
+                                                               "(bench/results/rl_ei_cosine)."})
     warmup_iterations: int = field(default=5, metadata={"help": "Rounds of linear learning-rate warmup "
                                                                 "(--round-schedule constant)."})
     round_schedule: str = field(default="constant", metadata={"help": "constant: one learning rate through each "

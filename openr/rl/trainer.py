@@ -45,7 +45,10 @@ from openr.training.policy_accuracy import engine_grades
 from openr.training.sft import SFTConfig, lr_factor, make_optimizers
 
 ROUND_SEED_STRIDE = 1_000_003  # per-round seeds: seed * stride + round
-MAX_DECODE_BATCH = 2048  # rollouts decoded at once (the padded KV cache of 4,096 peaked at 12 GB on openr-arith)
+# Rollouts decoded at once, a bound on the padded KV cache. On openr-arith 512 x 8 at once peaked at 12 GB
+# resident, and so did a round of 8,192 x 2 at 2,048 a time: the rest of a round's memory is elsewhere (not
+# measured yet).
+MAX_DECODE_BATCH = 2048
 ROUND_MIN_LR_RATIO = 0.1  # --round-schedule cosine ends each round at this share of the peak, as SFT's default
 SEED_SPACE = 2**31  # round seeds stay here, so every seed derived from them fits torch's 64 bits
 
