@@ -347,3 +347,9 @@ def test_card_expert_iteration_data_control_is_rl_rft_control():
     assert f"kept **{big['accepted']:,} distinct right solutions** of {big['samples']:,} samples" in flat
     assert f"{big['minutes']:.1f} minutes" in flat and f"arith-val **39.2% → {pct(big['held_out_accuracy'])}**" in flat
     assert f"(next-token loss {big['nll']:.3f} a token)" in flat
+    expert = result(BENCH_RESULTS / "rl_search_expert.json")
+    assert f"**{expert['expert']['right']} right**, where greedy answers {expert['expert']['greedy_right']}" in flat
+    for arm in ("search", "search_greedy_wrong"):
+        quoted = row(card, f"| {arm} ")
+        assert quoted[1:] == [pct(expert["models"][f"{arm} lr={lr} steps={n}"]["accuracy"])
+                              for lr, n in (("0.0001", 75), ("0.001", 150))], arm
