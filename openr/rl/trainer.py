@@ -40,7 +40,7 @@ from openr.rl.losses import ValueHead
 from openr.rl.rollout import run_episodes, run_solutions
 from openr.rl.update import expert_iteration_update, policy_update
 from openr.tasks.problem import Problem
-from openr.training.muon import OptimizerGroup
+from openr.training.muon import OptimizerGroup, clear_state
 from openr.training.policy_accuracy import engine_grades
 from openr.training.sft import SFTConfig, lr_factor, make_optimizers
 
@@ -218,8 +218,7 @@ class RLRun:
         self.model.train()
         if self.config.round_schedule == "cosine":  # a fine-tune of its own: `round_lr` sets each step's rate
             warmup = 1.0
-            for optimizer in getattr(self.optimizer, "optimizers", [self.optimizer]):
-                optimizer.state.clear()
+            clear_state(self.optimizer)
         else:
             warmup = min(1.0, (iteration + 1) / max(self.config.warmup_iterations, 1))
         for group, base_lr in zip(self.optimizer.param_groups, self.base_lrs):

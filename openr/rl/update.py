@@ -69,10 +69,15 @@ def minibatches(batch: EncodedBatch, size: int) -> list[torch.Tensor]:
     return [torch.tensor(by_length[s : s + size]) for s in range(0, len(by_length), size)]
 
 
+def minibatches_per_step(config) -> int:
+    """The minibatches whose gradients one optimizer step accumulates."""
+    return max(1, math.ceil(config.optimizer_batch_size / config.minibatch_size))
+
+
 def accumulated(order: list[int], config):
     """Each minibatch of `order` with the share of its optimizer step's loss (1 /
     the minibatches that step accumulates) and whether the step is taken after it."""
-    per_step = max(1, math.ceil(config.optimizer_batch_size / config.minibatch_size))
+    per_step = minibatches_per_step(config)
     for position, k in enumerate(order):
         in_this_step = min(per_step, len(order) - position // per_step * per_step)
         yield k, 1.0 / in_this_step, (position + 1) % per_step == 0 or position + 1 == len(order)
@@ -80,8 +85,7 @@ def accumulated(order: list[int], config):
 
 def optimizer_steps(minibatch_count: int, config) -> int:
     """The optimizer steps a round of `minibatch_count` minibatches takes over its `update_epochs`."""
-    return config.update_epochs * math.ceil(minibatch_count / max(1, math.ceil(config.optimizer_batch_size /
-                                                                              config.minibatch_size)))
+    return config.update_epochs * math.ceil(minibatch_count / minibatches_per_step(config))
 
 
 def policy_update(run, episodes: list[Episode], iteration: int, generator: torch.Generator) -> dict:

@@ -84,3 +84,10 @@ class OptimizerGroup:
             raise ValueError(f"a saved state of {len(state['optimizers'])} optimizers for {len(self.optimizers)}")
         for optimizer, saved in zip(self.optimizers, state["optimizers"]):
             optimizer.load_state_dict(saved)
+
+
+def clear_state(optimizer) -> None:
+    """Forget what `optimizer` (a torch optimizer or an OptimizerGroup) has
+    accumulated (moments, momentum buffers), keeping its parameter groups."""
+    for each in getattr(optimizer, "optimizers", [optimizer]):
+        each.state.clear()
