@@ -51,8 +51,6 @@ from openr.tasks import arith
 from openr.tasks.problem import STEP_SEPARATOR
 from openr.training.sft import SFTConfig, train_policy
 
-ARMS = ("own", "gold_same", "gold_all")
-
 
 def schedule(text: str) -> tuple[float, int, int]:
     """LR:STEPS:WARMUP, e.g. 1e-3:75:10."""
@@ -88,6 +86,25 @@ def data_sets(episodes: list) -> tuple[dict[str, list], dict]:
     return {"own": own, "gold_same": [p for p in drawn if p.id in solved], "gold_all": drawn}, counts
 
 
+def fine_tunes(start: Path, sets: dict[str, list], schedules: list[tuple[float, int, int]], val: list,
+               tmp: Path) -> dict[str, dict]:
+    """`openr train sft`'s loop from `start` on each non-empty data set (`solution`
+    is what is trained), once per schedule, each graded greedily on `val`."""
+    models = {}
+    for lr, steps, warmup in schedules:
+        for arm, data in sets.items():
+            if not data:
+                continue
+            out = tmp / f"{arm}-{lr}-{steps}"
+            sft = SFTConfig(init_from=str(start), max_steps=steps, warmup_steps=warmup, learning_rate=lr, seed=1)
+            trained = train_policy(sft, out, problems=data)
+            models[f"{arm} lr={lr:g} steps={steps}"] = {
+                "arm": arm, "learning_rate": lr, "steps": steps, "warmup_steps": warmup, "examples": len(data),
+                "final_loss": round(trained["final_loss"], 5), "minutes": round(trained["minutes"], 2),
+                **grade(out, val)}
+    return models
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--questions", type=int, default=512, help="RL training questions sampled (default 512)")
@@ -115,17 +132,7 @@ def main(argv: list[str] | None = None) -> None:
         sets, counts = data_sets(episodes)
         counts["minutes"] = round((time.monotonic() - began) / 60, 2)
         del run, episodes
-        models = {"start": grade(args.start, val)}
-        for lr, steps, warmup in args.schedules:
-            for arm in ARMS:
-                out = Path(tmp) / f"{arm}-{lr}-{steps}"
-                sft = SFTConfig(init_from=str(args.start), max_steps=steps, warmup_steps=warmup, learning_rate=lr,
-                                seed=1)
-                trained = train_policy(sft, out, problems=sets[arm])
-                models[f"{arm} lr={lr:g} steps={steps}"] = {
-                    "arm": arm, "learning_rate": lr, "steps": steps, "warmup_steps": warmup,
-                    "examples": len(sets[arm]), "final_loss": round(trained["final_loss"], 5),
-                    "minutes": round(trained["minutes"], 2), **grade(out, val)}
+        models = {"start": grade(args.start, val), **fine_tunes(args.start, sets, args.schedules, val, Path(tmp))}
     figures = {"split": "arith-val", "problems": len(val), "start": label(args.start), "threads":
                torch.get_num_threads(), "sampling": {"questions": args.questions, "group_size": args.group_size,
                                                      "temperature": config.temperature, **counts},

@@ -36,13 +36,12 @@ from openai import AsyncOpenAI
 from tqdm.auto import tqdm
 
 from bench.results_file import add_result_flags, write_result
-from bench.rl_rft_control import schedule
+from bench.rl_rft_control import fine_tunes, schedule
 from bench.sft_control import START, grade, label
 from openr.rl.commands import rl_train_problems
 from openr.tasks import arith
 from openr.tasks.grading import is_correct
 from openr.training.policy_accuracy import greedy_grades
-from openr.training.sft import SFTConfig, train_policy
 
 
 async def searched(args: argparse.Namespace, problems: list) -> list[str | None]:
@@ -99,19 +98,8 @@ def main(argv: list[str] | None = None) -> None:
     sets = {"search": [dataclasses.replace(p, solution=a) for p, a, _ in right]}
     sets["search_greedy_wrong"] = [dataclasses.replace(p, solution=a) for p, a, g in right if not g]
     val = arith.validation_split()[: args.val_problems]
-    models = {"start": grade(START, val)}
     with tempfile.TemporaryDirectory() as tmp:
-        for lr, steps, warmup in args.schedules:
-            for arm, data in sets.items():
-                if not data:
-                    continue
-                out = Path(tmp) / f"{arm}-{lr}-{steps}"
-                trained = train_policy(SFTConfig(init_from=str(START), max_steps=steps, warmup_steps=warmup,
-                                                 learning_rate=lr, seed=1), out, problems=data)
-                models[f"{arm} lr={lr:g} steps={steps}"] = {
-                    "arm": arm, "learning_rate": lr, "steps": steps, "warmup_steps": warmup, "examples": len(data),
-                    "final_loss": round(trained["final_loss"], 5), "minutes": round(trained["minutes"], 2),
-                    **grade(out, val)}
+        models = {"start": grade(START, val), **fine_tunes(START, sets, args.schedules, val, Path(tmp))}
     figures = {"split": "arith-val", "problems": len(val), "start": label(START),
                "expert": {"strategy": args.strategy, "n": args.n, "beam_width": args.beam_width,
                           "questions": len(problems), "failed": sum(a is None for a in answers),
