@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import AsyncIterator
+from typing import AsyncIterator, Awaitable, Callable
 
 import httpx
 
@@ -36,6 +36,14 @@ FINISH = {"stop": "stop", "length": "length"}
 # marker, which a tokenizer may put before the first word: so a prompt of B UTF-8
 # bytes is at most B + this many tokens, and one that surely fits is not tokenized.
 TOKENS_OVER_BYTES = 1
+# A remote that is full for now (429, as `openr serve` answers past its queue, or
+# 503) is asked again after its Retry-After, or a backoff doubling from
+# BUSY_BACKOFF_S, for at most BUSY_WAIT_S in all: a search or a labelling run
+# waits out a burst instead of losing its work to it, and a remote that stays
+# full still fails the request, with the remote's own error.
+BUSY_STATUSES = (429, 503)
+BUSY_BACKOFF_S = 0.5
+BUSY_WAIT_S = 120.0
 
 
 class OpenAIEngine(Engine):
@@ -130,7 +138,7 @@ class OpenAIEngine(Engine):
         try:
             request = client.build_request("POST", f"{self.base_url}/completions", json=body,
                                            headers=session_headers())
-            response = await client.send(request, stream=True)
+            response = await _answered(lambda: client.send(request, stream=True))
             if response.status_code != 200:
                 await response.aread()
                 raise _remote_error(response)
@@ -157,12 +165,39 @@ class OpenAIEngine(Engine):
 
     async def _post_or_get(self, method: str, url: str, body: dict | None = None) -> dict:
         try:
-            response = await self.client.request(method, url, json=body, headers=session_headers())
+            response = await _answered(lambda: self.client.request(method, url, json=body, headers=session_headers()))
         except httpx.HTTPError as exc:
             raise EngineError(f"remote backend {url} failed: {exc}") from exc
         if response.status_code != 200:
             raise _remote_error(response)
         return response.json()
+
+
+async def _answered(send: Callable[[], Awaitable[httpx.Response]]) -> httpx.Response:
+    """`send()`'s response, sent again while the remote answers "busy" (429 or
+    503) and BUSY_WAIT_S is not spent: the first other answer, or the last."""
+    waited = 0.0
+    while True:
+        response = await send()
+        pause = None if response.status_code == 200 else _busy_pause(response, waited)
+        if pause is None:
+            return response
+        await response.aclose()
+        await asyncio.sleep(pause)
+        waited += pause
+
+
+def _busy_pause(response: httpx.Response, waited: float) -> float | None:
+    """Seconds to wait before asking a busy remote again (its Retry-After, else
+    a backoff that doubles with what was already waited), or None: the answer
+    is not "busy", or BUSY_WAIT_S is spent."""
+    if response.status_code not in BUSY_STATUSES or waited >= BUSY_WAIT_S:
+        return None
+    try:
+        pause = float(response.headers.get("retry-after", ""))
+    except ValueError:
+        pause = max(BUSY_BACKOFF_S, waited)
+    return min(max(pause, 0.0), BUSY_WAIT_S - waited) or BUSY_BACKOFF_S
 
 
 def _tokens_of(choice: dict, top: int | None) -> list[TokenLogprob] | None:
