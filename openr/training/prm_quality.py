@@ -21,6 +21,7 @@ from typing import Iterator, Sequence
 from openr.cli_flags import add_flag
 from openr.contracts import StepScorer
 from openr.prm import load_prm
+from openr.prm.formats import AUTO, FORMAT_CHOICES, FORMAT_HELP, PRMFormatError
 from openr.tasks.arith import check_step, test_split
 from openr.tasks.grading import is_correct
 from openr.tasks.problem import Problem, split_steps
@@ -209,7 +210,12 @@ def policy_records(policy_dir: str | Path, problems: Sequence[Problem],
 def main(argv: list[str] | None = None) -> None:
     """Command line: metrics of a PRM (either kind) on a jsonl set, or on fresh policy samples."""
     parser = argparse.ArgumentParser(prog="openr train prm-eval", description=__doc__.splitlines()[0])
-    parser.add_argument("--prm", required=True, help="PRM checkpoint directory (step-tag or likelihood verifier).")
+    parser.add_argument("--prm", required=True, help="PRM checkpoint directory, of any format `openr serve --prm` "
+                        "loads in process.")
+    parser.add_argument("--prm-format", choices=FORMAT_CHOICES, default=AUTO,
+                        help=f"The PRM's format, as `openr serve --prm-format` takes it: {FORMAT_HELP}. auto reads "
+                             "it from the checkpoint; a math-shepherd PRM trained without --lora is a plain causal LM "
+                             "and must be named.")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--records", nargs="+", help="Labelled stepwise jsonl files to evaluate on.")
     source.add_argument("--policy", help="Policy checkpoint whose samples on the arith test split are labelled.")
@@ -221,6 +227,10 @@ def main(argv: list[str] | None = None) -> None:
     add_flag(parser, "--save-records", old=["--save_records"],
              help="Write the sampled, labelled records to this jsonl file.")
     args = parser.parse_args(argv)
+    try:
+        scorer = load_prm(args.prm, prm_format=args.prm_format)
+    except PRMFormatError as exc:
+        parser.error(str(exc))
     if args.records:
         records = load_step_records(args.records)
     else:
@@ -228,7 +238,7 @@ def main(argv: list[str] | None = None) -> None:
                                  args.temperature, args.seed)
         if args.save_records:
             Path(args.save_records).write_text("".join(json.dumps(r) + "\n" for r in records))
-    print(json.dumps(evaluate_prm(load_prm(args.prm), records), indent=2))
+    print(json.dumps(evaluate_prm(scorer, records), indent=2))
 
 
 if __name__ == "__main__":

@@ -209,6 +209,11 @@ def initial_model(config: PRMTrainConfig) -> tuple[PreTrainedModel, PreTrainedTo
     tokenizer = AutoTokenizer.from_pretrained(config.init_from)
     model = (qwen_prm_model(config.init_from, tokenizer) if config.format == QWEN_PRM
              else AutoModelForCausalLM.from_pretrained(config.init_from, dtype=torch.float32))
+    if config.format != OURS:
+        # A published format is read by its tag or head alone; our prm_* keys, which a
+        # start such as the bundled verifier carries, would make readers take it for ours.
+        for key in [key for key in vars(model.config) if key.startswith("prm_")]:
+            delattr(model.config, key)
     if config.max_len > model.config.max_position_embeddings:
         raise ValueError(f"max_len {config.max_len} exceeds the checkpoint's "
                          f"{model.config.max_position_embeddings} positions")

@@ -11,10 +11,12 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from openr.engine.checkpoints import ARITH_ALIAS, BUILTIN_BUNDLES, PRM_SUBDIR
 from openr.prm import check_prm, load_prm
 from openr.prm.formats import PRMFormatError, detect_format
 from openr.training.labels.formats import math_shepherd_line
 from openr.training.prm_published import math_shepherd_labels
+from openr.training.prm_quality import main as prm_eval
 from openr.training.prm_train import PRMTrainConfig, train_prm
 from openr.training.sft import SFTConfig, build_model
 from openr.training.tokenizer import build_tokenizer
@@ -92,6 +94,28 @@ def test_math_shepherd_lines_give_back_their_step_labels():
     assert math_shepherd_labels(math_shepherd_line(record, "arith")) == [True, False, False]
     with pytest.raises(ValueError, match="spelt"):
         math_shepherd_labels({"input": "Q a ки\nb ки", "label": "Q a +\nb ?"})
+
+
+def test_a_published_prm_started_from_our_verifier_drops_our_keys(tmp_path, capsys):
+    """The bundled verifier carries prm_* keys; a math-shepherd PRM trained from it
+    is a plain causal LM again, which the math-shepherd reader loads and auto does
+    not take for ours; `openr train prm-eval --prm-format` measures it by name."""
+    verifier = str(BUILTIN_BUNDLES[ARITH_ALIAS] / PRM_SUBDIR)
+    assert detect_format(verifier) == "ours"
+    out = tmp_path / "ms"
+    train_prm(PRMTrainConfig(format="math-shepherd", init_from=verifier, max_steps=1, batch_size=2, max_len=256),
+              [trl := write_half_each_format(tmp_path)[0]], out, progress=False)
+    config = json.loads((out / "config.json").read_text())
+    assert not [key for key in config if key.startswith("prm_")]
+    with pytest.raises(PRMFormatError, match="cannot tell"):
+        detect_format(out)
+    assert detect_format(out, "math-shepherd") == "math-shepherd"
+    capsys.readouterr()  # what training printed
+    prm_eval(["--prm", str(out), "--prm-format", "math-shepherd", "--records", str(trl)])
+    assert json.loads(capsys.readouterr().out)["num_steps"] == sum(len(r["labels"]) for r in RECORDS[:2])
+    with pytest.raises(SystemExit):  # auto cannot tell a plain causal LM's format: a usage error, not a traceback
+        prm_eval(["--prm", str(out), "--records", str(trl)])
+    assert "pass --prm-format" in capsys.readouterr().err
 
 
 def test_published_formats_start_from_a_causal_lm():
