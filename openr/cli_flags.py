@@ -53,6 +53,14 @@ def add_flag(parser: argparse.ArgumentParser, flag: str, *, old: Sequence[str] =
     return action
 
 
+def positive_int(text: str) -> int:
+    """An integer flag that must be at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
 def step_separator(value: str) -> str:
     """A `--step-separator` value with its backslash escapes read ('\\n' is a
     newline), so a shell user can type the newlines a separator is made of."""

@@ -41,7 +41,7 @@ def choose_engine(requested: str) -> tuple[str, str, str]:
 
 def make_engine(kind: str, model: str | None, device: str, *, max_model_len: int | None = None,
                 decode_batch_size: int = DEFAULT_DECODE_BATCH_SIZE, remote_model: str | None = None,
-                remote_api_key: str | None = None, seed: int = 0) -> Engine:
+                remote_api_key: str | None = None, remote_max_in_flight: int | None = None, seed: int = 0) -> Engine:
     if kind == "hf":
         from openr.engine.hf_engine import HFEngine
 
@@ -57,5 +57,5 @@ def make_engine(kind: str, model: str | None, device: str, *, max_model_len: int
 
         if not model or not model.startswith(("http://", "https://")):
             raise ValueError("--engine openai needs --model set to the remote server's URL, e.g. http://host:8000/v1")
-        return OpenAIEngine(model, model=remote_model, api_key=remote_api_key)
+        return OpenAIEngine(model, model=remote_model, api_key=remote_api_key, max_in_flight=remote_max_in_flight)
     raise ValueError(f"unknown engine {kind!r}; choose from {', '.join(ENGINE_CHOICES)}")

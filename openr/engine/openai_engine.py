@@ -53,7 +53,15 @@ class OpenAIEngine(Engine):
     # openr serve gives too).
     features = frozenset({"penalties", "logit_bias", "logprobs"})
 
-    def __init__(self, base_url: str, model: str | None = None, api_key: str | None = None):
+    def __init__(self, base_url: str, model: str | None = None, api_key: str | None = None,
+                 max_in_flight: int | None = None):
+        """`max_in_flight` bounds the requests this engine has at the remote at
+        once (the rest wait here): a client that sends bursts larger than the
+        remote queues (a labelling run against `openr serve`, whose default is 32
+        running and 128 queued) would otherwise be turned away with 429."""
+        if max_in_flight is not None and max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
+        self._slots = asyncio.Semaphore(max_in_flight) if max_in_flight else None
         self.base_url = base_url.rstrip("/")
         if not self.base_url.endswith("/v1"):
             self.base_url += "/v1"
@@ -130,6 +138,8 @@ class OpenAIEngine(Engine):
         }
         if params.ignore_eos:  # vLLM's extension, sent only when asked for
             body["ignore_eos"] = True
+        if self._slots is not None:  # held until the stream ends: the remote is busy with it till then
+            await self._slots.acquire()
         self._active += 1
         # A connection of its own: closing it is the one reliable way to make the
         # remote server abort when this sample is cancelled (httpx's pooled
@@ -161,6 +171,8 @@ class OpenAIEngine(Engine):
             raise EngineError(f"remote backend {self.base_url} failed: {exc}") from exc
         finally:
             self._active -= 1
+            if self._slots is not None:
+                self._slots.release()
             await asyncio.shield(client.aclose())
 
     async def _post_or_get(self, method: str, url: str, body: dict | None = None) -> dict:

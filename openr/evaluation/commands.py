@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from openr.cli_flags import positive_int
 from openr.evaluation.settings import (
     ADAPTIVE_STRATEGIES,
     ARITH_DATASET,
@@ -94,7 +95,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                       help=f"`{ARITH_DATASET}` (the 500 held-out arith test problems, the default), "
                            f"`{ARITH_VALIDATION_DATASET}` (500 arith problems from a seed no training stage used, "
                            "for tuning) or the path of a GSM8K- or MATH500-format jsonl file")
-    data.add_argument("--limit", type=_positive, default=None,
+    data.add_argument("--limit", type=positive_int, default=None,
                       help="evaluate this many problems, drawn with --seed (default: all)")
     data.add_argument("--seed", type=int, default=0,
                       help="seeds the problem draw and every search (search.seed), so a run is repeatable "
@@ -104,16 +105,16 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                       help=f"search strategies, from: {' '.join(STRATEGIES)}. cot is one greedy solution; "
                            "mcts takes its budgets from --mcts-simulations, the others from --n (default: "
                            f"{' '.join(DEFAULT_STRATEGIES)}; none when --reasoning-effort is given)")
-    grid.add_argument("--n", nargs="+", type=_positive, default=list(DEFAULT_BUDGETS), metavar="N",
+    grid.add_argument("--n", nargs="+", type=positive_int, default=list(DEFAULT_BUDGETS), metavar="N",
                       help="budgets: samples per problem (majority_vote, best_of_n), or per depth "
                            f"(beam_search, dvts) (default: {_spaced(DEFAULT_BUDGETS)})")
-    grid.add_argument("--beam-width", type=_positive, default=DEFAULT_BEAM_WIDTH,
+    grid.add_argument("--beam-width", type=positive_int, default=DEFAULT_BEAM_WIDTH,
                       help="beams kept by beam_search and dvts; each --n must be a multiple of it, and a "
                            "smaller n gets n beams (default: %(default)s)")
-    grid.add_argument("--mcts-simulations", nargs="+", type=_positive, default=list(DEFAULT_MCTS_SIMULATIONS),
+    grid.add_argument("--mcts-simulations", nargs="+", type=positive_int, default=list(DEFAULT_MCTS_SIMULATIONS),
                       metavar="SIMS",
                       help=f"budgets of mcts: simulations per problem (default: {_spaced(DEFAULT_MCTS_SIMULATIONS)})")
-    grid.add_argument("--mcts-children", type=_positive, default=None,
+    grid.add_argument("--mcts-children", type=positive_int, default=None,
                       help="steps mcts samples per expansion (default: the server's)")
     grid.add_argument("--aggregation", default=None,
                       help="how PRM strategies pick the answer, e.g. prm_min_max, prm_last_vote, majority_vote "
@@ -131,14 +132,14 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="after the sweep, fit strategy auto's decision table from the fixed strategies' "
                            "accuracy and tokens and write it to PATH (e.g. a model bundle's auto.json); refused "
                            f"on the test split `{ARITH_DATASET}`: use `{ARITH_VALIDATION_DATASET}`")
-    grid.add_argument("--max-steps", type=_positive, default=None,
+    grid.add_argument("--max-steps", type=positive_int, default=None,
                       help="search.max_steps: reasoning steps per solution (default: the server's)")
-    grid.add_argument("--max-step-tokens", type=_positive, default=None,
+    grid.add_argument("--max-step-tokens", type=positive_int, default=None,
                       help="search.max_step_tokens: tokens per step (default: the server's)")
     grid.add_argument("--temperature", type=float, default=None,
                       help="search.temperature of every sampling strategy (cot stays greedy); choose it on "
                            f"`{ARITH_VALIDATION_DATASET}` (default: the server's)")
-    grid.add_argument("--max-tokens", type=_positive, default=None,
+    grid.add_argument("--max-tokens", type=positive_int, default=None,
                       help="max_completion_tokens: every token one request may generate, search included "
                            "(default: unset, so the budget alone decides, up to the server's ceiling)")
     budgets = parser.add_argument_group("budgets and grading (recorded in OUT/run.json; a resumed run must match)")
@@ -147,7 +148,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                               "search, not the machine, so the default is the server's largest allowed "
                               "(%(default)s s; `openr serve --search-max-timeout`), never its latency default; "
                               "0 sends none (the server's default applies, as runs recorded before this flag did)")
-    budgets.add_argument("--max-tokens-total", type=_positive, default=None,
+    budgets.add_argument("--max-tokens-total", type=positive_int, default=None,
                          help="search.max_tokens_total sent with every search (default: not sent)")
     budgets.add_argument("--lenient", action="store_true",
                          help="also grade answers that state no final answer (\\boxed{}, '#### X', 'The answer "
@@ -157,7 +158,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     server.add_argument("--api-key", default=os.environ.get("OPENR_API_KEY", "none"),
                         help="the server's API key (default: $OPENR_API_KEY)")
     server.add_argument("--model", default=None, help="model to evaluate (default: the first the server lists)")
-    server.add_argument("--concurrency", type=_positive, default=DEFAULT_CONCURRENCY,
+    server.add_argument("--concurrency", type=positive_int, default=DEFAULT_CONCURRENCY,
                         help="requests in flight; the server queues what it cannot run at once "
                              "(default: %(default)s)")
     parser.add_argument("--out", required=True, help="output directory; a run already in it is resumed")
@@ -166,13 +167,6 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _spaced(values: tuple[int, ...]) -> str:
     return " ".join(map(str, values))
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
 
 
 def sweep_from_args(args: argparse.Namespace) -> Sweep:

@@ -1,10 +1,13 @@
 """A remote that is full for now (429, as `openr serve` answers past its queue,
 or 503) is asked again after its Retry-After, so a labelling run or a search
 through a busy pool waits out a burst; one that stays full, or answers any
-other error, still fails the request with the remote's status and message."""
+other error, still fails the request with the remote's status and message. And a
+client that sends bursts (the labeller) bounds what it has at the remote at once
+(`max_in_flight`, `openr train label --max-requests`), so it is not turned away."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -96,3 +99,49 @@ async def test_tokenize_waits_out_a_busy_remote_too():
         finally:
             await engine.close()
     assert [r.path for r in backend.seen].count("/tokenize") == 3
+
+
+def counting_remote(seen: dict) -> Starlette:
+    """A remote that answers every completion after a short wait, noting the most it held at once."""
+
+    async def completions(_):
+        seen["now"] += 1
+        seen["peak"] = max(seen["peak"], seen["now"])
+        await asyncio.sleep(0.05)
+        seen["now"] -= 1
+        events = [{"choices": [{"index": 0, "text": "x", "finish_reason": "length"}]}]
+        return Response("".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n",
+                        media_type="text/event-stream")
+
+    async def models(_):
+        return JSONResponse({"data": [{"id": "m", "max_model_len": 64}]})
+
+    return Starlette(routes=[Route("/v1/completions", completions, methods=["POST"]), Route("/v1/models", models),
+                             Route("/health", lambda _: Response())])
+
+
+@pytest.mark.parametrize("bound, peak", [(3, 3), (None, 12)])
+async def test_max_in_flight_bounds_what_the_remote_holds_at_once(bound, peak):
+    seen = {"now": 0, "peak": 0}
+    with recording_backend(counting_remote(seen)) as backend:
+        engine = OpenAIEngine(backend.url, max_in_flight=bound)
+        await engine.start()
+        try:
+            steps = (await engine.generate_steps(["2 + 2 ="], 12, ["\n\n"], 4, 1.0))[0]
+        finally:
+            await engine.close()
+    assert [s.text for s in steps] == ["x"] * 12
+    assert seen["peak"] == peak
+
+
+def test_max_in_flight_must_be_positive():
+    with pytest.raises(ValueError, match="at least 1"):
+        OpenAIEngine("http://127.0.0.1:1/v1", max_in_flight=0)
+
+
+def test_the_labeller_bounds_its_requests_to_a_url():
+    from openr.training.labels.pipeline import DEFAULT_MAX_REQUESTS, _engine
+
+    args = {"api_key": None, "max_requests": 5}
+    assert _engine("http://127.0.0.1:1/v1", args)._slots._value == 5
+    assert DEFAULT_MAX_REQUESTS * 2 <= 32 + 128  # a policy and a completer on one default openr serve

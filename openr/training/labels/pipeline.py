@@ -26,7 +26,7 @@ from typing import Awaitable, Callable, Sequence
 
 from tqdm.auto import tqdm
 
-from openr.cli_flags import add_config_flags, add_flag, step_separator
+from openr.cli_flags import add_config_flags, add_flag, positive_int, step_separator
 from openr.contracts import Policy
 from openr.tasks import arith, load_problems
 from openr.tasks.problem import Problem
@@ -39,6 +39,7 @@ from openr.training.labels.monte_carlo import LABEL_TYPES, ChatPolicy, ProblemLa
 DONE_SUFFIX = ".done"
 SECONDS_PER_MINUTE = 60
 ARITH_PROBLEMS = 100  # arith training problems labelled when no --dataset is given
+DEFAULT_MAX_REQUESTS = 64  # requests at once to each URL: a policy and a completer on one openr serve fit its queue
 
 
 @dataclass(frozen=True)
@@ -243,6 +244,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--engine", default="hf", choices=("hf", "vllm"),
                         help="Backend of a local checkpoint (a URL always goes to the server).")
     parser.add_argument("--device", default="cpu", help="Device of a local policy.")
+    parser.add_argument("--max-requests", type=positive_int, default=DEFAULT_MAX_REQUESTS,
+                        help="Requests sent at once to a policy or completer URL, each (the rest wait here). "
+                             "--max-concurrent-problems times k rollouts can far outnumber what a server queues: "
+                             f"`openr serve` turns away more than 32 running and 128 waiting by default, and the "
+                             f"default {DEFAULT_MAX_REQUESTS} for each of a policy and a completer fits that. "
+                             "Raise it for a vLLM pool, which queues everything.")
     parser.add_argument("--api-key", default=os.environ.get("OPENR_REMOTE_API_KEY"),
                         help="API key of a policy or completer URL (default: $OPENR_REMOTE_API_KEY).")
     add_flag(parser, "--num-problems", old=["--num_problems"], type=int, default=None,
@@ -271,7 +278,8 @@ def _engine(model: str, args: dict):
     from openr.engine.checkpoints import split_bundle
 
     if model.startswith(("http://", "https://")):
-        return make_engine("openai", model, "cpu", remote_api_key=args["api_key"])
+        return make_engine("openai", model, "cpu", remote_api_key=args["api_key"],
+                           remote_max_in_flight=args["max_requests"])
     return make_engine(args["engine"], split_bundle(model)[0], args["device"])
 
 
