@@ -87,21 +87,24 @@ def data_sets(episodes: list) -> tuple[dict[str, list], dict]:
 
 
 def fine_tunes(start: Path, sets: dict[str, list], schedules: list[tuple[float, int, int]], val: list,
-               tmp: Path) -> dict[str, dict]:
+               tmp: Path, seeds: tuple[int, ...] = (1,)) -> dict[str, dict]:
     """`openr train sft`'s loop from `start` on each non-empty data set (`solution`
-    is what is trained), once per schedule, each graded greedily on `val`."""
+    is what is trained), once per schedule and fine-tuning seed (the batches'
+    order), each graded greedily on `val`. A model's key names its seed only
+    when there are several."""
     models = {}
     for lr, steps, warmup in schedules:
         for arm, data in sets.items():
-            if not data:
-                continue
-            out = tmp / f"{arm}-{lr}-{steps}"
-            sft = SFTConfig(init_from=str(start), max_steps=steps, warmup_steps=warmup, learning_rate=lr, seed=1)
-            trained = train_policy(sft, out, problems=data)
-            models[f"{arm} lr={lr:g} steps={steps}"] = {
-                "arm": arm, "learning_rate": lr, "steps": steps, "warmup_steps": warmup, "examples": len(data),
-                "final_loss": round(trained["final_loss"], 5), "minutes": round(trained["minutes"], 2),
-                **grade(out, val)}
+            for seed in seeds if data else ():
+                out = tmp / f"{arm}-{lr}-{steps}-{seed}"
+                sft = SFTConfig(init_from=str(start), max_steps=steps, warmup_steps=warmup, learning_rate=lr,
+                                seed=seed)
+                trained = train_policy(sft, out, problems=data)
+                key = f"{arm} lr={lr:g} steps={steps}" + (f" seed={seed}" if len(seeds) > 1 else "")
+                models[key] = {
+                    "arm": arm, "learning_rate": lr, "steps": steps, "warmup_steps": warmup, "seed": seed,
+                    "examples": len(data), "final_loss": round(trained["final_loss"], 5),
+                    "minutes": round(trained["minutes"], 2), **grade(out, val)}
     return models
 
 
