@@ -32,7 +32,7 @@ from pathlib import Path
 from bench.results_file import add_result_flags, write_result
 from bench.sft_control import START, label
 from openr.engine.checkpoints import ARITH_ALIAS, BUILTIN_BUNDLES, PRM_SUBDIR
-from openr.prm import load_prm
+from openr.prm import check_prm, load_prm
 from openr.prm.formats import AUTO, FORMAT_CHOICES
 from openr.tasks.arith import test_split
 from openr.training.prm_quality import evaluate_prm, load_step_records, policy_records
@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--problems and --samples must be positive")
     try:
         labeller = printed_summary(args.label_log) if args.label_log else None
+        check_prm(args.prm, args.prm_format)  # before sampling the held-out set
     except (OSError, ValueError) as exc:
         parser.error(str(exc))
     held_out = policy_records(START, test_split()[: args.problems], args.samples)
