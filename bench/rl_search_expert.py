@@ -56,12 +56,15 @@ def expert(args: argparse.Namespace) -> dict:
     return search
 
 
-def stored(path: Path | None, search: dict) -> dict[str, str]:
-    """The answers `--solutions` already holds for this expert, by problem id."""
+def stored(path: Path | None, search: dict, policy: str) -> dict[str, str]:
+    """The answers `--solutions` already holds for this expert (the search, on
+    `policy`), by problem id. A row that names no policy was searched on the
+    shipped one (the first rounds wrote none)."""
     if path is None or not path.exists():
         return {}
     rows = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
-    return {row["id"]: row["answer"] for row in rows if row["search"] == search}
+    return {row["id"]: row["answer"] for row in rows
+            if row["search"] == search and row.get("policy", label(START)) == policy}
 
 
 async def searched(args: argparse.Namespace, problems: list) -> list[str | None]:
@@ -69,7 +72,7 @@ async def searched(args: argparse.Namespace, problems: list) -> list[str | None]
     already in `--solutions` are reused; each new one is appended as it comes,
     so an interrupted run resumes where it stopped."""
     search = expert(args)
-    done = stored(args.solutions, search)
+    done = stored(args.solutions, search, label(args.start))
     todo = [p for p in problems if p.id not in done]
     if not todo:
         return [done[p.id] for p in problems]
@@ -86,7 +89,8 @@ async def searched(args: argparse.Namespace, problems: list) -> list[str | None]
                     extra_body={"search": search})
                 done[problem.id] = reply.choices[0].message.content
                 if sink:
-                    sink.write(json.dumps({"id": problem.id, "search": search, "answer": done[problem.id]}) + "\n")
+                    row = {"id": problem.id, "search": search, "policy": label(args.start), "answer": done[problem.id]}
+                    sink.write(json.dumps(row) + "\n")
                     sink.flush()
                 return done[problem.id]
             except Exception as exc:  # a failed search keeps nothing; counted in the result
@@ -132,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     if min(args.questions, args.n, args.concurrency, args.val_problems) < 1:
         parser.error("--questions, --n, --concurrency and --val-problems must be positive")
     problems = random.Random(args.seed).sample(rl_train_problems(20_000), args.questions)
-    reused = len(stored(args.solutions, expert(args)).keys() & {p.id for p in problems})
+    reused = len(stored(args.solutions, expert(args), label(args.start)).keys() & {p.id for p in problems})
     began = time.monotonic()
     answers = asyncio.run(searched(args, problems))
     search_minutes = round((time.monotonic() - began) / 60, 2)

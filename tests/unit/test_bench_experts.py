@@ -1,7 +1,7 @@
 """Bench helpers whose figures go into the docs and the note: the label
 statistics of bench.published_prm (the share of steps labelled good) and the
 labeller's summary it records, and the answers bench.rl_search_expert keeps,
-which a later run with the same expert reuses and one with another expert does not."""
+which a later run with the same expert reuses and one with another expert or policy does not."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 
 from bench.published_prm import label_statistics, printed_summary
 from bench.rl_search_expert import expert, stored
+from bench.sft_control import START, label
 
 
 def test_label_statistics_count_good_steps_and_wholly_good_solutions():
@@ -30,12 +31,15 @@ def test_kept_answers_are_reused_only_for_the_same_expert(tmp_path):
     assert expert(argparse.Namespace(strategy="best_of_n", n=16, beam_width=4, seed=0)) == {
         "strategy": "best_of_n", "n": 16, "seed": 0}
     path = tmp_path / "solutions.jsonl"
-    assert stored(path, search) == {} and stored(None, search) == {}
+    shipped, later = label(START), "runs/round-1/policy"
+    assert stored(path, search, shipped) == {} and stored(None, search, shipped) == {}
     other = {**search, "n": 64}
     path.write_text("".join(json.dumps(row) + "\n" for row in [
-        {"id": "p1", "search": search, "answer": "x"}, {"id": "p2", "search": other, "answer": "y"}, ]) + "\n")
-    assert stored(path, search) == {"p1": "x"}
-    assert stored(path, other) == {"p2": "y"}
+        {"id": "p1", "search": search, "answer": "x"}, {"id": "p2", "search": other, "answer": "y"},
+        {"id": "p3", "search": search, "policy": later, "answer": "z"}]) + "\n")
+    assert stored(path, search, shipped) == {"p1": "x"}
+    assert stored(path, other, shipped) == {"p2": "y"}
+    assert stored(path, search, later) == {"p3": "z"}
 
 
 def test_the_labellers_summary_is_the_last_json_it_printed(tmp_path):

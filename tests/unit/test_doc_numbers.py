@@ -349,7 +349,9 @@ def test_card_expert_iteration_data_control_is_rl_rft_control():
     assert f"(next-token loss {big['nll']:.3f} a token)" in flat
     expert = result(BENCH_RESULTS / "rl_search_expert.json")
     assert f"**{expert['expert']['right']} right**, where greedy answers {expert['expert']['greedy_right']}" in flat
+    counts = {"search": f"all {expert['expert']['right']:,} right", "search_greedy_wrong":
+              f"the {expert['expert']['right_where_greedy_wrong']:,}"}
     for arm in ("search", "search_greedy_wrong"):
-        quoted = row(card, f"| {arm} ")
+        quoted = row(card, f"| {arm} ({counts[arm]})")
         assert quoted[1:] == [pct(expert["models"][f"{arm} lr={lr} steps={n}"]["accuracy"])
                               for lr, n in (("0.0001", 75), ("0.001", 150))], arm

@@ -1,0 +1,46 @@
+"""The card's search-as-the-expert figures (issue 26) are those of the result
+files they name: the replication on 2,048 questions, and every figure derived
+from its fine-tunes (their mean gain, the lowest, the per-level moves)."""
+
+from __future__ import annotations
+
+from statistics import fmean
+
+from tests.unit.test_doc_numbers import BENCH_RESULTS, pct, result, row, text
+
+CARD = "openr/models/openr-arith/README.md"
+
+
+def flat(doc: str) -> str:
+    return " ".join(doc.split())
+
+
+def test_the_replication_table_and_its_summary_are_the_result_file():
+    card, found = text(CARD), result(BENCH_RESULTS / "rl_search_expert_2048.json")
+    expert, models = found["expert"], found["models"]
+    assert expert["questions"] == 2048 and expert["failed"] == 0
+    assert (f"answered **{expert['right']:,} right**, where greedy answers {expert['greedy_right']}, and "
+            f"{expert['right_where_greedy_wrong']} of them") in flat(card)
+    start = models["start"]["accuracy"]
+    tuned = {key: model for key, model in models.items() if key != "start"}
+    counts = {"search": f"all {expert['right']:,} right", "search_greedy_wrong":
+              f"the {expert['right_where_greedy_wrong']:,}"}
+    for arm in ("search", "search_greedy_wrong"):
+        cells = row(card, f"| {arm} ({counts[arm]})")
+        assert cells[1:] == [pct(tuned[f"{arm} lr=0.0001 steps={steps} seed={seed}"]["accuracy"])
+                             for steps in (75, 150) for seed in (1, 2)], arm
+    accuracies = [model["accuracy"] for model in tuned.values()]
+    assert len(accuracies) == 8 and all(model["learning_rate"] == 1e-4 for model in tuned.values())
+    assert f"The eight average {pct(fmean(accuracies))}, **+{100 * (fmean(accuracies) - start):.1f} points**" \
+           in flat(card)
+    assert f"the lowest is +{100 * (min(accuracies) - start):.1f}" in flat(card)
+    spread = max(abs(tuned[f"{arm} lr=0.0001 steps={steps} seed=1"]["accuracy"]
+                     - tuned[f"{arm} lr=0.0001 steps={steps} seed=2"]["accuracy"])
+                 for arm in ("search", "search_greedy_wrong") for steps in (75, 150))
+    assert f"(at most {100 * spread:.1f} points)" in flat(card)
+    levels = tuned["search lr=0.0001 steps=150 seed=1"]["by_level"]
+    moves = ", ".join(f"{100 * models['start']['by_level'][level]:.0f} → {100 * levels[level]:.0f}%"
+                      for level in ("5", "7"))
+    assert moves in flat(card)
+    assert f"{100 * models['start']['by_level']['8']:.0f} → {100 * levels['8']:.0f}%" in flat(card)
+    assert max(model["minutes"] for model in tuned.values()) <= 0.6
