@@ -83,3 +83,9 @@ def test_round_two_and_the_test_split_are_the_result_files():
     sft = result(BENCH_RESULTS / "sft_control.json")
     assert f"reached {pct(sft['models']['more_sft']['accuracy'])} on arith-val in {sft['train']['minutes']:.1f} " \
            "minutes" in card
+
+
+def test_round_twos_gain_over_its_start_is_quoted_as_its_range():
+    models = result(BENCH_RESULTS / "rl_search_expert_round2.json")["models"]
+    gains = [100 * (m["accuracy"] - models["start"]["accuracy"]) for key, m in models.items() if key != "start"]
+    assert f"Round 2 adds {min(gains):.1f} to {max(gains):.1f} points on top of round 1's" in flat(text(CARD))
