@@ -55,9 +55,12 @@ def printed_summary(path: Path) -> dict:
     text = path.read_text()
     start = text.rfind("\n{")
     try:
-        return json.loads(text[start + 1:] if start >= 0 else text)
-    except ValueError as exc:
-        raise ValueError(f"{path} does not end with the JSON summary openr train label prints") from exc
+        summary = json.loads(text[start + 1:] if start >= 0 else text)
+    except ValueError:
+        summary = None
+    if not isinstance(summary, dict) or "completions_per_second" not in summary:
+        raise ValueError(f"{path} does not end with the JSON summary openr train label prints")
+    return summary
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -47,6 +47,7 @@ def test_the_labellers_summary_is_the_last_json_it_printed(tmp_path):
     log.write_text('math_shepherd: 100%|##| 3/3\n{\n  "problems": 3\n}\nprogress {"x": 1}\n{\n  "problems": 3,\n'
                    '  "completions_per_second": 15.3\n}\n')
     assert printed_summary(log) == {"problems": 3, "completions_per_second": 15.3}
-    log.write_text("math_shepherd: 0%| | 0/3\n")
-    with pytest.raises(ValueError, match="JSON summary"):
-        printed_summary(log)
+    for wrong in ("math_shepherd: 0%| | 0/3\n", '{"prompt": "q", "labels": [true]}\n{"prompt": "r", "labels": []}\n'):
+        log.write_text(wrong)  # a run cut short, or the labels file itself
+        with pytest.raises(ValueError, match="JSON summary"):
+            printed_summary(log)
