@@ -67,12 +67,11 @@ def stored(path: Path | None, search: dict, policy: str) -> dict[str, str]:
             if row["search"] == search and row.get("policy", label(START)) == policy}
 
 
-async def searched(args: argparse.Namespace, problems: list) -> list[str | None]:
+async def searched(args: argparse.Namespace, problems: list, done: dict[str, str]) -> list[str | None]:
     """Each problem's searched answer (None where the request failed). Answers
-    already in `--solutions` are reused; each new one is appended as it comes,
-    so an interrupted run resumes where it stopped."""
-    search = expert(args)
-    done = stored(args.solutions, search, label(args.start))
+    already `done` (read from `--solutions`) are reused; each new one is
+    appended there as it comes, so an interrupted run resumes where it stopped."""
+    search, policy = expert(args), label(args.start)
     todo = [p for p in problems if p.id not in done]
     if not todo:
         return [done[p.id] for p in problems]
@@ -89,7 +88,7 @@ async def searched(args: argparse.Namespace, problems: list) -> list[str | None]
                     extra_body={"search": search})
                 done[problem.id] = reply.choices[0].message.content
                 if sink:
-                    row = {"id": problem.id, "search": search, "policy": label(args.start), "answer": done[problem.id]}
+                    row = {"id": problem.id, "search": search, "policy": policy, "answer": done[problem.id]}
                     sink.write(json.dumps(row) + "\n")
                     sink.flush()
                 return done[problem.id]
@@ -136,9 +135,10 @@ def main(argv: list[str] | None = None) -> None:
     if min(args.questions, args.n, args.concurrency, args.val_problems) < 1:
         parser.error("--questions, --n, --concurrency and --val-problems must be positive")
     problems = random.Random(args.seed).sample(rl_train_problems(20_000), args.questions)
-    reused = len(stored(args.solutions, expert(args), label(args.start)).keys() & {p.id for p in problems})
+    done = stored(args.solutions, expert(args), label(args.start))
+    reused = len(done.keys() & {p.id for p in problems})
     began = time.monotonic()
-    answers = asyncio.run(searched(args, problems))
+    answers = asyncio.run(searched(args, problems, done))
     search_minutes = round((time.monotonic() - began) / 60, 2)
     greedy_right = greedy_grades(args.start, problems, progress=True)
     right = [(p, a, g) for p, a, g in zip(problems, answers, greedy_right) if a and is_correct(a, p.answer)]
