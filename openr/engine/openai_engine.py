@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 from typing import AsyncIterator, Awaitable, Callable
 
 import httpx
@@ -208,6 +209,8 @@ def _busy_pause(response: httpx.Response, waited: float) -> float | None:
     try:
         pause = float(response.headers.get("retry-after", ""))
     except ValueError:
+        pause = math.nan
+    if not math.isfinite(pause):  # absent, a date, or "nan"/"inf" from a hostile remote: back off instead
         pause = max(BUSY_BACKOFF_S, waited)
     return min(max(pause, 0.0), BUSY_WAIT_S - waited) or BUSY_BACKOFF_S
 

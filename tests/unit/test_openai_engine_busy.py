@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse, Response
@@ -145,3 +146,16 @@ def test_the_labeller_bounds_its_requests_to_a_url():
     args = {"api_key": None, "max_requests": 5}
     assert _engine("http://127.0.0.1:1/v1", args)._slots._value == 5
     assert DEFAULT_MAX_REQUESTS * 2 <= 32 + 128  # a policy and a completer on one default openr serve
+
+
+@pytest.mark.parametrize("retry_after, first, later", [
+    ("2", 2.0, 2.0), ("nan", 0.5, 4.0), ("inf", 0.5, 4.0), ("-5", 0.5, 0.5), ("1e9", 120.0, 116.0),
+    ("Wed, 21 Oct 2026 07:28:00 GMT", 0.5, 4.0)])
+def test_a_busy_pause_is_finite_and_inside_the_wait_left(retry_after, first, later):
+    """A Retry-After that is no finite number of seconds (a date, or what a hostile
+    remote sends) backs off as if absent; none waits past BUSY_WAIT_S in all."""
+    from openr.engine.openai_engine import _busy_pause
+
+    response = httpx.Response(429, headers={"Retry-After": retry_after})
+    assert (_busy_pause(response, 0.0), _busy_pause(response, 4.0)) == (first, later)
+    assert _busy_pause(response, openai_engine.BUSY_WAIT_S) is None
